@@ -1,0 +1,1 @@
+"""What architectures are and how they compute: search spaces, ops, shared-weight supernets, final nets."""
