@@ -1,0 +1,201 @@
+"""The ``nao-ws`` command line: one click group; each command parses options and calls one function."""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+
+import click
+import numpy as np
+
+from .errors import USER_ERRORS, NaoWsError
+
+TASK_CHOICES = ("cifar10", "cifar10-sample", "cifar100", "ptb", "wikitext2")
+SPACE_CHOICES = ("cnn-ws", "cnn", "rnn")
+# Which module trains the final network of each task; each exposes Config, PRESETS, task_defaults(task),
+# dry_run(cfg), train(cfg, run, monitor, resume) and evaluate(state, device, data_dir).
+TRAINERS = {"cifar10": "nao_ws.train_cnn", "cifar10-sample": "nao_ws.train_cnn", "cifar100": "nao_ws.train_cnn",
+            "ptb": "nao_ws.train_rnn", "wikitext2": "nao_ws.train_rnn"}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nao-ws")
+def cli():
+    """nao-ws: Neural Architecture Optimization with ENAS-style weight sharing.
+
+    \b
+    Quick start (bundled CIFAR-10 sample, CPU is fine):
+      nao-ws search --task cifar10 --preset smoke
+    """
+
+
+def main(argv=None):
+    """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
+    try:
+        cli.main(args=argv, standalone_mode=False, prog_name="nao-ws")
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except USER_ERRORS as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+# -- arch --------------------------------------------------------------------------------------------------
+
+@cli.group()
+def arch():
+    """Sample, validate and convert architectures (text form, JSON form, canonical form)."""
+
+
+@arch.command("sample")
+@click.option("--space", type=click.Choice(SPACE_CHOICES), default="cnn-ws", show_default=True)
+@click.option("-n", "num", type=click.IntRange(min=1), default=1, show_default=True, help="how many")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--unique/--no-unique", default=False, help="drop samples equal to an earlier one (canonical form)")
+def arch_sample(space, num, seed, unique):
+    """Print N uniformly sampled architectures in the text form, one per line."""
+    from supernet.spaces import get_space
+
+    sp = get_space(space)
+    rng = np.random.default_rng(seed)
+    seen = set()
+    while len(seen) < num if unique else num > 0:
+        a = sp.sample(rng)
+        if unique:
+            key = sp.canonical(a)
+            if key in seen:
+                continue
+            seen.add(key)
+        else:
+            num -= 1
+        click.echo(sp.format(a))
+
+
+@arch.command("show")
+@click.argument("arch_text", metavar="ARCH")
+@click.option("--space", type=click.Choice(SPACE_CHOICES), default=None,
+              help="expected space (default: from the JSON; 22/23 integers = rnn, 40 = cnn-ws)")
+def arch_show(arch_text, space):
+    """Validate ARCH (text, JSON or a JSON file) and print its JSON form and canonical text form."""
+    from supernet.spaces import space_of, parse_arch
+
+    a = parse_arch(arch_text, space)
+    sp = space_of(a)
+    click.echo(json.dumps(sp.to_json(a)))
+    click.echo("canonical: " + sp.format(sp.canonical(a)))
+
+
+# -- data --------------------------------------------------------------------------------------------------
+
+@cli.group()
+def data():
+    """Check or download datasets."""
+
+
+@data.command("check")
+@click.option("--task", type=click.Choice(TASK_CHOICES), required=True)
+@click.option("--data-dir", default=None, help="dataset root (default: $NAO_WS_DATA or data/)")
+def data_check(task, data_dir):
+    """Verify that TASK's data is present and readable; print what was found."""
+    from . import datasets
+
+    click.echo(datasets.check(task, data_dir))
+
+
+@data.command("download")
+@click.option("--task", type=click.Choice(TASK_CHOICES), required=True)
+@click.option("--data-dir", default=None, help="dataset root (default: $NAO_WS_DATA or data/)")
+def data_download(task, data_dir):
+    """Download TASK's data from its public source into the dataset root."""
+    from . import datasets
+
+    path = datasets.download(task, data_dir)
+    click.echo(f"{task}: ready in {path}")
+    click.echo(datasets.check(task, data_dir))
+
+
+# -- train / eval ------------------------------------------------------------------------------------------
+
+def _trainer(task: str):
+    if task not in TRAINERS:
+        raise NaoWsError(f"unknown task '{task}'; choose one of {', '.join(TRAINERS)}")
+    return importlib.import_module(TRAINERS[task])
+
+
+def _train_config_classes():
+    return [importlib.import_module(m).Config for m in sorted(set(TRAINERS.values()))]
+
+
+def _with_train_options(fn):
+    from .config import config_options
+
+    return config_options(*_train_config_classes(), exclude=("task",))(fn)
+
+
+@cli.command()
+@click.option("--task", type=click.Choice(TASK_CHOICES), default=None, help="dataset / kind of network")
+@click.option("--preset", default="paper", show_default=True, help="paper | smoke")
+@click.option("--config", "config_file", default=None, help="JSON or YAML file of option overrides")
+@click.option("--output", default=None, help="run folder (default runs/train-<task>-<time>)")
+@click.option("--resume", default=None, help="continue the run in this folder from its last checkpoint")
+@click.option("--dry-run", is_flag=True, help="build the model, report its size, exit")
+@click.option("--json", "as_json", is_flag=True, help="with --dry-run: print one JSON object")
+@click.option("--progress/--no-progress", default=True, help="tqdm progress bars")
+@_with_train_options
+def train(task, preset, config_file, output, resume, dry_run, as_json, progress, **flags):
+    """Train a discovered cell from scratch (SPEC 5), e.g. --task cifar10 --arch RUN/best.json."""
+    from .config import build_config, config_to_dict, resolve
+    from .monitor import Monitor
+    from .runs import RunDir
+
+    if resume:
+        run = RunDir.open(resume)
+        saved = run.read_config()
+        extra = {k: v for k, v in flags.items() if v is not None and k != "device"}
+        if extra or task or config_file:
+            raise NaoWsError("--resume continues a run with its saved config.json; drop the other options "
+                             f"({', '.join('--' + k.replace('_', '-') for k in extra) or '--task/--config'})")
+        mod = _trainer(saved.get("task", ""))
+        cfg = build_config(mod.Config, saved, {"device": flags.get("device")}, where=("config.json", "flags"))
+    else:
+        if task is None:
+            raise NaoWsError("--task is required (cifar10, cifar10-sample, cifar100, ptb or wikitext2)")
+        mod = _trainer(task)
+        cfg = resolve(mod.Config, mod.PRESETS, preset, config_file, {**flags, "task": task},
+                      base=mod.task_defaults(task))
+    if dry_run:
+        info = mod.dry_run(cfg)
+        click.echo(json.dumps(info) if as_json else "\n".join(f"{k}: {v}" for k, v in info.items()))
+        return
+    if not resume:
+        run = RunDir.create(output, "train", task)
+        run.write_config(config_to_dict(cfg))
+    monitor = Monitor(run.path, progress=progress)
+    try:
+        result = mod.train(cfg, run, monitor, resume=bool(resume))
+    finally:
+        monitor.close()
+    click.echo(json.dumps(result))
+
+
+@cli.command("eval")
+@click.option("--checkpoint", required=True, help="a checkpoint file, or a run folder (its latest checkpoint)")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--data-dir", default=None, help="dataset root (default: the one the run used)")
+def eval_cmd(checkpoint, device, data_dir):
+    """Evaluate a trained network on its task's test split."""
+    from .runs import load_checkpoint_file
+
+    state = load_checkpoint_file(checkpoint)
+    task = state.get("config", {}).get("task") if isinstance(state.get("config"), dict) else None
+    if state.get("kind") not in ("train-cnn", "train-rnn") or task is None:
+        raise NaoWsError(f"{checkpoint} is a '{state.get('kind')}' checkpoint; eval takes one written by nao-ws train")
+    click.echo(json.dumps(_trainer(task).evaluate(state, device, data_dir)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""TensorBoard and tqdm in one place, so every loop reports progress the same way."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+
+class Monitor:
+    """Scalars and images to ``<run>/tb`` and progress bars to stderr.
+
+    ``purge_step`` (on resume) drops events a killed run wrote after its last checkpoint, so curves do
+    not fold back on themselves.
+    """
+
+    def __init__(self, run_path: str | Path | None, purge_step: int | None = None, progress: bool = True):
+        self.progress_enabled = progress
+        self.writer = None
+        if run_path is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(Path(run_path) / "tb"), purge_step=purge_step)
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(tag, float(value), step)
+
+    def scalars(self, values: dict, step: int, prefix: str = "") -> None:
+        for k, v in values.items():
+            if isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool):
+                self.scalar(prefix + k, v, step)
+
+    def image(self, tag: str, image_hwc: np.ndarray, step: int) -> None:
+        """An HxWx3 uint8 image (e.g. a cell diagram)."""
+        if self.writer is not None:
+            self.writer.add_image(tag, image_hwc, step, dataformats="HWC")
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_text(tag, text, step)
+
+    def bar(self, iterable: Iterable | None = None, total: int | None = None, desc: str = "",
+            leave: bool = False, initial: int = 0) -> tqdm:
+        """A tqdm bar on stderr (silent when progress is off)."""
+        return tqdm(iterable, total=total, desc=desc, leave=leave, initial=initial, dynamic_ncols=True,
+                    disable=not self.progress_enabled, file=sys.stderr, mininterval=0.5)
+
+    def write(self, message: str) -> None:
+        """A line that does not break the progress bars."""
+        tqdm.write(message, file=sys.stderr)
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

@@ -1,0 +1,245 @@
+"""Run folders, atomic checksummed checkpoints, RNG state capture, seeding and device choice.
+
+A run folder is self-describing (DESIGN.md): ``config.json`` holds the resolved config, so
+``--resume RUN_DIR`` needs nothing else. Checkpoints are plain dicts of tensors and Python scalars
+(loadable with ``torch.load(weights_only=True)``), written to a temporary file, fsynced, then renamed,
+with a SHA-256 sidecar; the previous checkpoint is deleted only after the new one is complete, and a
+corrupt or truncated latest checkpoint falls back to the previous one with a warning.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import random
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import NaoWsError
+
+CHECKPOINT_GLOB = "ckpt-*.pt"
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    _fsync_write(Path(path), (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+class RunDir:
+    """The folder of one run: config, logs, metrics, checkpoints, TensorBoard events, results."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+
+    @classmethod
+    def create(cls, output: str | None, command: str, task: str) -> "RunDir":
+        """A new run folder; ``output`` defaults to ``runs/<command>-<task>-<timestamp>``."""
+        if output is None:
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            output = os.path.join("runs", f"{command}-{task}-{stamp}")
+        path = Path(output)
+        if path.exists() and any(path.iterdir()):
+            raise NaoWsError(f"output folder {path} exists and is not empty: choose another --output, "
+                             f"or continue it with --resume {path}")
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path)
+        run.checkpoints.mkdir(exist_ok=True)
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        """An existing run folder, for ``--resume``."""
+        run = cls(path)
+        if not (run.path / "config.json").is_file():
+            raise NaoWsError(f"{run.path} is not a run folder (no config.json): pass the folder a run wrote")
+        run.checkpoints.mkdir(exist_ok=True)
+        return run
+
+    # -- config and results ------------------------------------------------------------------------------
+    def write_config(self, cfg: dict) -> None:
+        write_json_atomic(self.path / "config.json", cfg)
+
+    def read_config(self) -> dict:
+        p = self.path / "config.json"
+        try:
+            return json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise NaoWsError(f"{p} is unreadable ({e.__class__.__name__}): the run folder is damaged") from None
+
+    def write_json(self, name: str, obj: Any) -> None:
+        write_json_atomic(self.path / name, obj)
+
+    def append_jsonl(self, name: str, record: dict) -> None:
+        """Append one line and fsync: a finished result survives the process dying right after."""
+        with open(self.path / name, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def read_jsonl(self, name: str) -> list[dict]:
+        """Every complete line; a torn last line (the process died mid-write) is dropped."""
+        p = self.path / name
+        if not p.exists():
+            return []
+        out = []
+        for line in p.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def truncate_jsonl(self, name: str, keep) -> None:
+        """Rewrite ``name`` with only the records ``keep(record)`` accepts (used when resuming)."""
+        records = [r for r in self.read_jsonl(name) if keep(r)]
+        _fsync_write(self.path / name, "".join(json.dumps(r) + "\n" for r in records).encode())
+
+    def log(self, message: str) -> None:
+        stamp = _dt.datetime.now().isoformat(timespec="seconds")
+        with open(self.path / "log.txt", "a") as fh:
+            fh.write(f"{stamp} {message}\n")
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+    def save_checkpoint(self, state: dict, step: int, keep: int = 2) -> Path:
+        """Write ``state`` as ``checkpoints/ckpt-<step>.pt`` atomically, with a SHA-256 sidecar."""
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        data = buf.getvalue()
+        path = self.checkpoints / f"ckpt-{step:010d}.pt"
+        _fsync_write(path, data)
+        _fsync_write(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
+        for old in self.list_checkpoints()[keep:]:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".sha256").unlink(missing_ok=True)
+        return path
+
+    def list_checkpoints(self) -> list[Path]:
+        """Newest first."""
+        return sorted(self.checkpoints.glob(CHECKPOINT_GLOB), reverse=True)
+
+    def load_latest_checkpoint(self, map_location="cpu") -> dict | None:
+        """The newest checkpoint that passes its checksum and loads; None if the run has none yet."""
+        paths = self.list_checkpoints()
+        for path in paths:
+            problem = checkpoint_problem(path)
+            if problem is None:
+                try:
+                    return torch.load(path, map_location=map_location, weights_only=True)
+                except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged file
+                    problem = f"cannot be loaded ({e.__class__.__name__})"
+            msg = f"checkpoint {path} {problem}; falling back to an earlier one"
+            warnings.warn(msg, stacklevel=2)
+            self.log("WARNING " + msg)
+        if paths:
+            raise NaoWsError(f"no usable checkpoint in {self.checkpoints}: every one is corrupt; start a new run")
+        return None
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """None if ``path`` matches its SHA-256 sidecar, else what is wrong with it."""
+    side = path.with_suffix(".sha256")
+    if not side.exists():
+        return "has no checksum file"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != side.read_text().strip():
+        return "fails its checksum (truncated or corrupt)"
+    return None
+
+
+def load_checkpoint_file(path: str | Path, map_location="cpu") -> dict:
+    """A single checkpoint given by the user (``nao-ws eval --checkpoint``), with one-line errors."""
+    p = Path(path)
+    if p.is_dir():
+        run = RunDir(p)
+        state = run.load_latest_checkpoint(map_location)
+        if state is None:
+            raise NaoWsError(f"{p} holds no checkpoint")
+        return state
+    if not p.is_file():
+        raise NaoWsError(f"checkpoint {p} does not exist")
+    if p.with_suffix(".sha256").exists() and checkpoint_problem(p):
+        raise NaoWsError(f"checkpoint {p} {checkpoint_problem(p)}")
+    try:
+        state = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise NaoWsError(f"checkpoint {p} cannot be loaded ({e.__class__.__name__}): not a nao-ws checkpoint") from None
+    if not isinstance(state, dict) or "kind" not in state:
+        raise NaoWsError(f"checkpoint {p} is not a nao-ws checkpoint (no 'kind' entry)")
+    return state
+
+
+# -- randomness -------------------------------------------------------------------------------------------
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch; ``deterministic`` also asks torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def rng_state() -> dict:
+    """Every global RNG state as tensors and Python scalars (safe for ``weights_only`` loading)."""
+    np_state = np.random.get_state()
+    state = {
+        "python": list(random.getstate()[1]) + [random.getstate()[0]],
+        "python_gauss": random.getstate()[2],
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py[-1], tuple(py[:-1]), state["python_gauss"]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def generator_state(rng: np.random.Generator) -> dict:
+    """A NumPy Generator's state as plain Python (PCG64 ints)."""
+    return rng.bit_generator.state
+
+
+def set_generator_state(rng: np.random.Generator, state: dict) -> None:
+    rng.bit_generator.state = state
+
+
+# -- devices ----------------------------------------------------------------------------------------------
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without it is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise NaoWsError(f"--device {name} asked for, but no CUDA device is visible: use --device cpu or auto")
+        return torch.device(name)
+    raise NaoWsError(f"unknown device '{name}': use auto, cpu or cuda")

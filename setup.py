@@ -1,0 +1,27 @@
+from setuptools import setup
+
+setup(
+    name="nao-ws",
+    version="0.1.0",
+    description="Neural Architecture Optimization (NAO) on an ENAS-style weight-sharing supernet",
+    packages=["nao_ws", "supernet", "controller"],
+    package_data={"nao_ws": ["assets/*.npz"]},
+    python_requires=">=3.10",
+    # torch/torchvision: CI and the README install the pinned builds first (torch==2.14.1, torchvision==0.29.1);
+    # these ranges accept them without pulling a newer multi-GB release.
+    install_requires=[
+        "torch>=2.1,<=2.14.1",
+        "torchvision>=0.16,<=0.29.1",
+        "numpy",
+        "tensorboard",
+        "click>=8",
+        "tqdm",
+        "matplotlib",
+        "pyyaml",
+    ],
+    extras_require={
+        "dev": ["pytest", "hypothesis"],
+        "ray": ["ray[default]"],
+    },
+    entry_points={"console_scripts": ["nao-ws=nao_ws.cli:main"]},
+)
