@@ -1,0 +1,95 @@
+"""The arch commands through the real console entry point: outputs and one-line errors (exit 2)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nao_ws.cli import main
+
+NAONET_B = "0 1 0 2 0 1 2 2 1 3 0 2 4 0 1 3 2 1 0 3 | 1 1 1 0 2 1 2 4 1 0 2 3 3 1 2 2 0 2 0 2"
+
+
+def run_cli(args, capsys):
+    code = 0
+    try:
+        main(args)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_sample_is_reproducible_and_valid(capsys):
+    code, out1, _ = run_cli(["arch", "sample", "--space", "cnn", "-n", "5", "--seed", "3"], capsys)
+    assert code == 0
+    _, out2, _ = run_cli(["arch", "sample", "--space", "cnn", "-n", "5", "--seed", "3"], capsys)
+    lines = out1.strip().splitlines()
+    assert out1 == out2 and len(lines) == 5
+    for line in lines:
+        code, out, _ = run_cli(["arch", "show", line, "--space", "cnn"], capsys)
+        assert code == 0 and json.loads(out.splitlines()[0])["space"] == "cnn"
+
+
+def test_show_prints_json_and_canonical(capsys, tmp_path):
+    code, out, _ = run_cli(["arch", "show", NAONET_B], capsys)
+    assert code == 0
+    js, canon = out.strip().splitlines()
+    assert json.loads(js)["normal"][0] == [0, "sep_conv_5x5", 0, "avg_pool_3x3"]
+    p = tmp_path / "a.json"
+    p.write_text(js)
+    code, out2, _ = run_cli(["arch", "show", str(p)], capsys)  # the JSON file form reads back
+    assert code == 0 and out2 == out
+    code, out3, _ = run_cli(["arch", "show", canon.split(": ")[1]], capsys)  # canonical of canonical
+    assert out3.strip().splitlines()[1] == canon
+
+
+VALID40 = NAONET_B.replace("|", "").split()
+BAD = [
+    ("", "empty"),
+    ("   ", "empty"),
+    (" ".join(VALID40[:39]), "39 integers"),
+    (" ".join(VALID40 + ["0"]), "41 integers"),
+    (" ".join(["9"] + VALID40[1:]), "reads itself or a later node"),
+    (" ".join(VALID40[:4] + ["3"] + VALID40[5:]), "reads itself or a later node"),  # node 1 reads node 1 (index 3)
+    (" ".join(VALID40[:8] + ["5"] + VALID40[9:]), "reads itself or a later node"),  # node 2 reads a later node
+    (" ".join(["-1"] + VALID40[1:]), "below 0"),
+    (" ".join(VALID40[:1] + ["5"] + VALID40[2:]), "op 1 = 5 is out of range"),
+    (" ".join(VALID40[:1] + ["x"] + VALID40[2:]), "'x' is not an integer"),
+    (" ".join(VALID40[:1] + ["1.5"] + VALID40[2:]), "'1.5' is not an integer"),
+    ('{"space": "cnn-ws", "normal": [[0, "sep_conv_7x7", 1, "identity"]]', "malformed"),
+    ('{"space": "cnn-ws", "normal": [[0, "sep_conv_7x7", 1, "identity"]], "reduce": []}', "unknown op name 'sep_conv_7x7'"),
+    ('{"normal": [], "reduce": []}', "no 'space' field"),
+    ('{"space": "lstm", "nodes": []}', "unknown space 'lstm'"),
+    ('{"space": "rnn", "nodes": [[0, "relu"]]}', "expected 11"),
+    ('{"space": "rnn", "nodes": [[0, "gelu"]]}', "unknown activation 'gelu'"),
+    ('[1, 2, 3]', "not an integer"),
+    ("0 1 1 1 2 2 1 2 4 1 4 1 4 1 7 1 8 2 1 0 4 9", "activation 9 out of range"),
+    ("0 1 1 1 2 2 1 2 4 1 4 1 4 1 12 1 8 2 1 0 4 1", "reads node 12"),
+    ("missing/arch.json", "does not exist"),
+]
+
+
+@pytest.mark.parametrize("text,needle", BAD)
+def test_malformed_architectures_give_one_line_errors(text, needle, capsys):
+    code, out, err = run_cli(["arch", "show", "--", text], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert needle in lines[0]
+    assert "Traceback" not in err
+
+
+def test_wrong_space_is_one_line(capsys):
+    code, _, err = run_cli(["arch", "show", NAONET_B, "--space", "rnn"], capsys)
+    assert code == 2 and "expected 23" in err and len(err.strip().splitlines()) == 1
+
+
+def test_usage_errors_are_one_line(capsys):
+    code, _, err = run_cli(["arch", "sample", "--space", "lstm"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "'lstm' is not one of" in err
+
+
+def test_console_script_exit_status():
+    r = subprocess.run([sys.executable, "-m", "nao_ws.cli", "arch", "show", "1 2 3"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
