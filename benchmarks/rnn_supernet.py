@@ -1,0 +1,104 @@
+"""RNN supernet speed at the search configuration (SPEC 3.2: embedding = hidden = 300, batch 256, BPTT 35) on PTB.
+
+Prints one JSON line per figure:
+  train_tokens_per_s      supernet training steps, a random architecture per minibatch (variable BPTT rule)
+  score_archs_per_s       `score` with inherited weights on the default fixed validation windows
+  supernet_over_static    time of a supernet step / a step of the same cell built as a fixed model (target <= 1.10)
+
+    python benchmarks/rnn_supernet.py [--quick] [--device auto] [--data-dir ../shared/data/ptb]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nao_ws.datasets import batchify, load_corpus
+from nao_ws.runs import resolve_device
+from supernet import rnn
+from supernet.spaces import get_space, parse_arch
+
+REFERENCE_CELL = "0 1 1 1 2 2 1 2 4 1 4 1 4 1 7 1 8 2 1 0 4 1"  # SPEC 5.2
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ptb"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=str(DEFAULT_DATA))
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--quick", action="store_true", help="a few steps only")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    steps, archs, repeats = (2, 2, 2) if args.quick else (10, 20, 5)
+
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    corpus = load_corpus("ptb", args.data_dir)
+    cfg = rnn.SupernetConfig()
+    vocab = len(corpus.dictionary)
+    common = {"device": str(device), "threads": torch.get_num_threads(), "emb_size": cfg.emb_size,
+              "hidden_size": cfg.hidden_size, "batch_size": cfg.batch_size, "bptt": cfg.bptt}
+    rng = np.random.default_rng(args.seed)
+    pool = [get_space("rnn").sample(rng) for _ in range(max(steps, archs))]
+
+    supernet = rnn.build_supernet(vocab, cfg).to(device)
+    optimizer = rnn.make_optimizer(supernet, cfg.lr, cfg.weight_decay)
+    train = batchify(corpus.train, cfg.batch_size).to(device)
+    windows = iter(rnn.BatchStream(train, cfg.bptt, args.seed, cfg.bptt_short_prob))
+    state = {"hidden": supernet.init_hidden(cfg.batch_size), "tokens": 0}
+
+    def step(model, opt, arch, window):
+        result = rnn.train_step(model, opt, window, state["hidden"], arch, tar=cfg.tar, grad_clip=cfg.grad_clip)
+        state["hidden"] = result.hidden
+        state["tokens"] += window.inputs.numel()
+
+    step(supernet, optimizer, pool[0], next(windows))  # warm-up
+    state["tokens"] = 0
+    seconds = _timed(lambda: [step(supernet, optimizer, a, next(windows)) for a in pool[:steps]], device)
+    print(json.dumps({"metric": "train_tokens_per_s", "value": state["tokens"] / seconds, "steps": steps,
+                      "seconds": seconds, **common}), flush=True)
+
+    fixed_windows = rnn.score_windows(corpus.valid, device=device)
+    rnn.score(supernet, pool[:1], fixed_windows)  # warm-up
+    seconds = _timed(lambda: rnn.score(supernet, pool[:archs], fixed_windows), device)
+    print(json.dumps({"metric": "score_archs_per_s", "value": archs / seconds, "archs": archs,
+                      "windows": fixed_windows.targets.size(1), "burn_in": fixed_windows.burn_in,
+                      **common}), flush=True)
+
+    arch = parse_arch(REFERENCE_CELL, "rnn")
+    static = rnn.build_lm(vocab, cfg.emb_size, cfg.hidden_size, cfg.dropouts(), arch).to(device)
+    static_opt = rnn.make_optimizer(static, cfg.lr, cfg.weight_decay)
+    window = rnn.Window(train[:cfg.bptt], train[1:cfg.bptt + 1], 1.0)
+    times = {"supernet": [], "static": []}
+    for i in range(repeats + 1):  # interleaved, the first round is a warm-up
+        for name, model, opt in (("supernet", supernet, optimizer), ("static", static, static_opt)):
+            state["hidden"] = model.init_hidden(cfg.batch_size)
+            t = _timed(lambda: step(model, opt, arch, window), device)
+            if i:
+                times[name].append(t)
+    print(json.dumps({"metric": "supernet_over_static", "value": min(times["supernet"]) / min(times["static"]),
+                      "median_ratio": statistics.median(times["supernet"]) / statistics.median(times["static"]),
+                      "supernet_step_s": min(times["supernet"]), "static_step_s": min(times["static"]),
+                      "repeats": repeats, "arch": REFERENCE_CELL, **common}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,437 @@
+"""RNN weight-sharing supernet and final language model for the ENAS 12-node space (SPEC 1.3, 3.2, 5.2).
+
+One cell implementation serves both uses (`RnnCell.forward`):
+  * `SharedCell`, the supernet cell: node k keeps one weight per (previous node, activation) (SPEC 3.2) and
+    an architecture picks which of them run;
+  * `FixedCell`, the final cell of one architecture: one weight per node (SPEC 5.2).
+The cell output is the mean of the loose-end nodes (`RnnSpace.loose_ends`), in search and final models
+alike (SPEC 1.3). `RnnModel` wraps a cell into the language model: embedding tied with the softmax,
+variational and locked dropouts, temporal activation regularisation (TAR).
+
+For the search loop: `build_supernet`, `make_optimizer`, `BatchStream` (resumable training windows with the
+variable-BPTT rule), `train_step` (one minibatch, one architecture), `score_windows` + `score` (validation
+loss with inherited weights on fixed windows), and `evaluate_stream` (loss over a whole split).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .spaces import RnnArch, get_space
+
+INIT_RANGE = 0.04  # uniform init of every weight (SPEC 3.2)
+ACTIVATIONS = (torch.tanh, torch.relu, torch.sigmoid, lambda x: x)  # SPEC 1.3 order: tanh, relu, sigmoid, identity
+NUM_NODES = get_space("rnn").num_nodes  # 12 (SPEC 1.3)
+
+
+# -- dropouts -----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Dropouts:
+    """Drop probabilities of the language model (defaults: SPEC 3.2 and 5.2)."""
+
+    out: float = 0.75  # locked dropout on the RNN output
+    hidden: float = 0.25  # variational mask on h_{t-1} and on s_prev in every node
+    x: float = 0.75  # variational mask on the cell input x_t
+    emb_out: float = 0.2  # locked dropout on the embedding output
+    emb: float = 0.0  # embedding dropout (whole words)
+
+    def __post_init__(self):
+        for name, p in vars(self).items():
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"dropout {name} = {p} must be in [0, 1)")
+
+
+def dropout_mask(shape: Sequence[int], p: float, like: torch.Tensor) -> torch.Tensor:
+    """An inverted-dropout mask of values {0, 1/(1-p)} on `like`'s device and dtype."""
+    return like.new_empty(shape).bernoulli_(1.0 - p).div_(1.0 - p)
+
+
+def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Dropout on [T, B, D] with one mask per sequence, shared by all time steps."""
+    if not training or p == 0.0:
+        return x
+    return x * dropout_mask((1, x.size(1), x.size(2)), p, x)
+
+
+def embedding_dropout(weight: torch.Tensor, tokens: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Look up `tokens`, dropping whole words (rows of the embedding) with probability p."""
+    if training and p > 0.0:
+        weight = weight * dropout_mask((weight.size(0), 1), p, weight)
+    return F.embedding(tokens, weight)
+
+
+# -- the cell -----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NodeGroup:
+    """The nodes that read one previous node: a single matmul computes all of them."""
+
+    parent: int
+    children: tuple[int, ...]  # sorted by activation, so each activation covers one contiguous run
+    runs: tuple[tuple[int, int, int], ...]  # (activation, first, stop) over `children`
+
+
+@lru_cache(maxsize=4096)
+def cell_plan(arch: RnnArch) -> tuple[tuple[NodeGroup, ...], tuple[int, ...]]:
+    """The node groups in an order where every parent precedes its children, and the loose ends."""
+    children: dict[int, list[tuple[int, int]]] = {}
+    for k, (prev, act) in enumerate(arch.nodes, start=1):
+        children.setdefault(prev, []).append((act, k))
+    groups = []
+    for parent in sorted(children):  # prev < k, so a parent's own parent is always an earlier group
+        kids = sorted(children[parent])
+        runs: list[list[int]] = []
+        for i, (act, _) in enumerate(kids):
+            if runs and runs[-1][0] == act:
+                runs[-1][2] = i + 1
+            else:
+                runs.append([act, i, i + 1])
+        groups.append(NodeGroup(parent, tuple(k for _, k in kids), tuple(tuple(r) for r in runs)))
+    return tuple(groups), tuple(get_space("rnn").loose_ends(arch))
+
+
+def _uniform(*shape: int) -> nn.Parameter:
+    return nn.Parameter(torch.empty(*shape).uniform_(-INIT_RANGE, INIT_RANGE))
+
+
+class RnnCell(nn.Module):
+    """The ENAS highway cell (SPEC 1.3); subclasses say where node k's weight comes from.
+
+    Node 0: [c0, h0] = [x, h] W0, s0 = h + sigmoid(c0) * (act0(h0) - h).
+    Node k: [c, h] = s_prev W(k), s = s_prev + sigmoid(c) * (act(h) - s_prev).
+    Output: the mean of the loose-end nodes. W0 is shared by every choice of node 0's activation.
+    """
+
+    arch: RnnArch | None = None  # the one architecture a fixed cell computes
+
+    def __init__(self, emb_size: int, hidden_size: int):
+        super().__init__()
+        self.emb_size, self.hidden_size = emb_size, hidden_size
+        self.w0 = _uniform(emb_size + hidden_size, 2 * hidden_size)
+
+    def node_weight(self, k: int, prev: int, act: int) -> torch.Tensor:
+        """Node k's [hidden, 2 * hidden] weight when it reads `prev` through `act`."""
+        raise NotImplementedError
+
+    def resolve(self, arch: RnnArch | None) -> RnnArch:
+        if self.arch is not None and arch is not None and arch != self.arch:
+            raise ValueError("a fixed cell computes only the architecture it was built for")
+        arch = self.arch if arch is None else arch
+        if arch is None:
+            raise ValueError("the shared cell needs an architecture")
+        return arch
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor, arch: RnnArch | None = None,
+                x_mask: torch.Tensor | None = None, h_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x [T, B, E], h [B, H] -> outputs [T, B, H]; masks [B, E] and [B, H] hold for all T steps."""
+        arch = self.resolve(arch)
+        groups, loose = cell_plan(arch)
+        size = self.hidden_size
+        # Once per sequence: each group's weights side by side, [c of every child | h of every child].
+        group_w = []
+        for g in groups:
+            ws = [self.node_weight(k, g.parent, arch.nodes[k - 1][1]) for k in g.children]
+            group_w.append(torch.cat([w[:, :size] for w in ws] + [w[:, size:] for w in ws], dim=1))
+        if x_mask is not None:
+            x = x * x_mask
+        steps, batch = x.shape[:2]
+        x_proj = (x.reshape(steps * batch, -1) @ self.w0[: self.emb_size]).view(steps, batch, -1)
+        w0_h = self.w0[self.emb_size:]
+        act0 = ACTIVATIONS[arch.act0]
+        outputs = []
+        for t in range(steps):
+            c0, h0 = torch.addmm(x_proj[t], h if h_mask is None else h * h_mask, w0_h).chunk(2, dim=1)
+            states = {0: torch.lerp(h, act0(h0), torch.sigmoid(c0))}
+            for g, w in zip(groups, group_w):
+                s_prev = states[g.parent]
+                n = len(g.children)
+                ch = ((s_prev if h_mask is None else s_prev * h_mask) @ w).view(batch, 2, n, size)
+                c, hh = ch[:, 0], ch[:, 1]
+                if len(g.runs) == 1:
+                    f = ACTIVATIONS[g.runs[0][0]](hh)
+                else:
+                    f = torch.cat([ACTIVATIONS[a](hh[:, i:j]) for a, i, j in g.runs], dim=1)
+                s = torch.lerp(s_prev.unsqueeze(1), f, torch.sigmoid(c))
+                states.update((k, s[:, i]) for i, k in enumerate(g.children))
+            h = torch.stack([states[k] for k in loose]).mean(0)
+            outputs.append(h)
+        return torch.stack(outputs)
+
+
+class SharedCell(RnnCell):
+    """Supernet cell: private weights per (node, previous node, activation) (SPEC 3.2)."""
+
+    def __init__(self, emb_size: int, hidden_size: int):
+        super().__init__(emb_size, hidden_size)
+        self.node_weights = nn.ParameterDict({
+            self.key(k, prev, act): _uniform(hidden_size, 2 * hidden_size)
+            for k in range(1, NUM_NODES) for prev in range(k) for act in range(len(ACTIVATIONS))
+        })
+
+    @staticmethod
+    def key(k: int, prev: int, act: int) -> str:
+        return f"{k}_{prev}_{act}"
+
+    def node_weight(self, k: int, prev: int, act: int) -> torch.Tensor:
+        return self.node_weights[self.key(k, prev, act)]
+
+
+class FixedCell(RnnCell):
+    """Final cell of one architecture: one weight per node (SPEC 5.2)."""
+
+    def __init__(self, arch: RnnArch, emb_size: int, hidden_size: int):
+        super().__init__(emb_size, hidden_size)
+        self.arch = get_space("rnn").validate(arch)
+        self.node_weights = nn.ParameterList([_uniform(hidden_size, 2 * hidden_size) for _ in arch.nodes])
+
+    def node_weight(self, k: int, prev: int, act: int) -> torch.Tensor:
+        return self.node_weights[k - 1]
+
+
+# -- the language model -------------------------------------------------------------------------------------
+
+class RnnModel(nn.Module):
+    """Embedding -> cell -> tied softmax, with the dropouts of SPEC 3.2 / 5.2.
+
+    `model(tokens [T, B], hidden [B, H], arch)` -> (logits [T, B, V], last hidden [B, H], raw cell outputs
+    [T, B, H] for TAR). Variational masks are drawn once per call, so they are constant over its time steps.
+    """
+
+    def __init__(self, vocab_size: int, cell: RnnCell, dropouts: Dropouts = Dropouts()):
+        super().__init__()
+        if cell.emb_size != cell.hidden_size:
+            raise ValueError("tied embedding and softmax need embedding size == hidden size")
+        self.cell, self.dropouts = cell, dropouts
+        self.embedding = nn.Embedding(vocab_size, cell.emb_size)
+        nn.init.uniform_(self.embedding.weight, -INIT_RANGE, INIT_RANGE)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.embedding.num_embeddings
+
+    def init_hidden(self, batch_size: int) -> torch.Tensor:
+        return self.bias.new_zeros(batch_size, self.cell.hidden_size)
+
+    def cell_outputs(self, tokens: torch.Tensor, hidden: torch.Tensor, arch: RnnArch | None = None) -> torch.Tensor:
+        """Raw cell outputs [T, B, H]: embedding and its dropouts, then the cell with variational masks."""
+        d = self.dropouts
+        x = embedding_dropout(self.embedding.weight, tokens, d.emb, self.training)
+        x = locked_dropout(x, d.emb_out, self.training)
+        x_mask = h_mask = None
+        if self.training:
+            batch = tokens.size(1)
+            x_mask = dropout_mask((batch, self.cell.emb_size), d.x, x) if d.x else None
+            h_mask = dropout_mask((batch, self.cell.hidden_size), d.hidden, x) if d.hidden else None
+        return self.cell(x, hidden, arch, x_mask, h_mask)
+
+    def decode(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Logits through the softmax tied to the embedding."""
+        return F.linear(outputs, self.embedding.weight, self.bias)
+
+    def forward(self, tokens: torch.Tensor, hidden: torch.Tensor, arch: RnnArch | None = None):
+        raw = self.cell_outputs(tokens, hidden, arch)
+        logits = self.decode(locked_dropout(raw, self.dropouts.out, self.training))
+        return logits, raw[-1], raw
+
+
+def build_lm(vocab_size: int, emb_size: int, hidden_size: int, dropouts: Dropouts,
+             arch: RnnArch | None = None) -> RnnModel:
+    """The supernet (arch None) or the final model of `arch`."""
+    cell = SharedCell(emb_size, hidden_size) if arch is None else FixedCell(arch, emb_size, hidden_size)
+    return RnnModel(vocab_size, cell, dropouts)
+
+
+# -- search recipe, supernet and one training step -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class SupernetConfig:
+    """The supernet training recipe of SPEC 3.2."""
+
+    emb_size: int = 300  # SPEC 3.2
+    hidden_size: int = 300  # SPEC 3.2
+    dropout_out: float = 0.75  # SPEC 3.2
+    dropout_hidden: float = 0.25  # SPEC 3.2
+    dropout_x: float = 0.75  # SPEC 3.2
+    dropout_emb_out: float = 0.2  # SPEC 3.2
+    dropout_emb: float = 0.0  # SPEC 3.2
+    tar: float = 1e-3  # SPEC 3.2
+    weight_decay: float = 5e-7  # SPEC 3.2
+    lr: float = 0.25  # SPEC 3.2
+    grad_clip: float = 10.0  # SPEC 3.2
+    batch_size: int = 256  # SPEC 3.2
+    bptt: int = 35  # SPEC 3.2
+    bptt_short_prob: float = 0.05  # SPEC 3.2: bptt / 2 with this probability
+
+    def dropouts(self) -> Dropouts:
+        return Dropouts(self.dropout_out, self.dropout_hidden, self.dropout_x, self.dropout_emb_out, self.dropout_emb)
+
+
+def build_supernet(vocab_size: int, cfg: SupernetConfig = SupernetConfig()) -> RnnModel:
+    return build_lm(vocab_size, cfg.emb_size, cfg.hidden_size, cfg.dropouts())
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.SGD:
+    """Plain SGD (SPEC 3.2, 5.2). Weights the minibatch's architecture does not use get no gradient and
+    so no update, weight decay included."""
+    return torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+class Window(NamedTuple):
+    inputs: torch.Tensor  # [T, B] token ids
+    targets: torch.Tensor  # [T, B] the next tokens
+    lr_scale: float  # T / bptt: the learning rate of this window is scaled by its length (SPEC 3.2)
+
+
+MIN_BPTT = 5  # shortest jittered window (SPEC 5.2, ref-TF final training)
+
+
+class BatchStream:
+    """Training windows over a batchified stream [rows, B], one epoch per iteration, resumable mid-epoch.
+
+    Lengths follow the variable-BPTT rule (SPEC 3.2): bptt, or bptt / 2 with probability `short_prob`.
+    With `jitter` > 0 (final training, SPEC 5.2) the length is then drawn from N(length, jitter), at least
+    MIN_BPTT and at most bptt + max_extra. Draws come from the stream's own generator, so
+    `load_state_dict(state_dict())` continues with the same windows.
+    """
+
+    def __init__(self, data: torch.Tensor, bptt: int, seed: int, short_prob: float = 0.05,
+                 jitter: float = 0.0, max_extra: int = 0):
+        if data.size(0) < 2 or bptt < 1:
+            raise ValueError(f"a stream of {data.size(0)} rows cannot give windows of bptt {bptt}")
+        self.data, self.bptt = data, bptt
+        self.short_prob, self.jitter, self.max_extra = short_prob, jitter, max_extra
+        self.rng = np.random.default_rng(seed)
+        self.epoch = 0
+        self.position = 0  # the row the next window starts at
+
+    def _length(self) -> int:
+        base = self.bptt / 2 if self.rng.random() < self.short_prob else self.bptt
+        if not self.jitter:
+            return max(1, int(base))
+        return min(max(MIN_BPTT, int(self.rng.normal(base, self.jitter))), self.bptt + self.max_extra)
+
+    def __iter__(self):
+        rows = self.data.size(0)
+        while self.position < rows - 2:
+            start = self.position
+            length = min(self._length(), rows - 1 - start)
+            self.position += length
+            yield Window(self.data[start:start + length], self.data[start + 1:start + 1 + length], length / self.bptt)
+        self.epoch, self.position = self.epoch + 1, 0
+
+    def __len__(self) -> int:
+        """Windows in an epoch at the nominal length (for progress bars)."""
+        return max(1, math.ceil((self.data.size(0) - 2) / self.bptt))
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "rng": self.rng.bit_generator.state,
+                "shape": list(self.data.shape)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if list(state["shape"]) != list(self.data.shape):
+            raise ValueError(f"stream state is for data of shape {state['shape']}, not {list(self.data.shape)}")
+        self.epoch, self.position = state["epoch"], state["position"]
+        self.rng.bit_generator.state = state["rng"]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    loss: float  # cross-entropy of the window (NaN or inf when not finite)
+    finite: bool  # False: the loss or the gradient was not finite and nothing was updated
+    hidden: torch.Tensor  # detached state for the next window; zeros after a non-finite step
+
+
+def train_step(model: RnnModel, optimizer: torch.optim.Optimizer, window: Window, hidden: torch.Tensor,
+               arch: RnnArch | None = None, *, tar: float, grad_clip: float) -> StepResult:
+    """One SGD step on one window with one architecture: cross-entropy + TAR, clipped gradient norm, the lr
+    scaled by the window's length (SPEC 3.2, 5.2). A non-finite loss or gradient norm skips the update."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    logits, last, raw = model(window.inputs, hidden, arch)
+    ce = F.cross_entropy(logits.flatten(0, 1), window.targets.flatten())
+    loss = ce + tar * (raw[1:] - raw[:-1]).pow(2).mean()
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    ce_value, loss_value, norm_value = torch.stack([ce.detach(), loss.detach(), grad_norm]).tolist()
+    if not all(map(math.isfinite, (loss_value, norm_value))):
+        optimizer.zero_grad(set_to_none=True)
+        return StepResult(ce_value if math.isfinite(loss_value) else loss_value, False, torch.zeros_like(last).detach())
+    base = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * window.lr_scale
+    optimizer.step()
+    for group, lr in zip(optimizer.param_groups, base):
+        group["lr"] = lr
+    return StepResult(ce_value, True, last.detach())
+
+
+# -- scoring with inherited weights ------------------------------------------------------------------------
+
+SCORE_WINDOWS = 256  # fixed validation windows per score (SPEC 3.2 asks for fixed windows; the count is ours)
+SCORE_BURN_IN = 35  # tokens read before each window's scored part, so no window starts cold (ours, = SPEC 3.2 bptt)
+
+
+@dataclass(frozen=True)
+class ScoreWindows:
+    inputs: torch.Tensor  # [burn_in + bptt, W]
+    targets: torch.Tensor  # [bptt, W]: targets of the last bptt inputs
+    burn_in: int
+
+
+def score_windows(tokens: torch.Tensor, num_windows: int = SCORE_WINDOWS, bptt: int = 35,
+                  burn_in: int = SCORE_BURN_IN, device: torch.device | str = "cpu") -> ScoreWindows:
+    """`num_windows` windows evenly spread over the whole 1-D validation stream (SPEC 3.2), side by side."""
+    span = burn_in + bptt + 1
+    if tokens.numel() < span or num_windows < 1:
+        raise ValueError(f"{tokens.numel()} validation tokens cannot give {num_windows} windows of {span} tokens")
+    starts = torch.linspace(0, tokens.numel() - span, num_windows).round().long()
+    grid = tokens[starts[None, :] + torch.arange(span)[:, None]].to(device)  # [span, W]
+    return ScoreWindows(grid[:-1], grid[burn_in + 1:], burn_in)
+
+
+def score(model: RnnModel, archs: Sequence[RnnArch], windows: ScoreWindows) -> list[dict]:
+    """Validation loss and perplexity of each architecture with the model's current (inherited) weights.
+
+    Every architecture reads the same windows from a zero hidden state, in inference mode, with no
+    dropout; the model's weights, mode and the random number generators are left as they were.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            hidden = model.init_hidden(windows.inputs.size(1))
+            losses = []
+            for arch in archs:
+                raw = model.cell_outputs(windows.inputs, hidden, arch)[windows.burn_in:]
+                losses.append(F.cross_entropy(model.decode(raw).flatten(0, 1), windows.targets.flatten()))
+            values = torch.stack(losses).tolist() if losses else []
+    finally:
+        model.train(was_training)
+    return [{"valid_loss": v, "valid_ppl": math.exp(min(v, 700.0))} for v in values]
+
+
+def evaluate_stream(model: RnnModel, data: torch.Tensor, bptt: int, arch: RnnArch | None = None) -> float:
+    """Mean per-token cross-entropy over a batchified split [rows, B], the hidden state carried across windows."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            hidden = model.init_hidden(data.size(1))
+            total = torch.zeros((), dtype=torch.float64, device=data.device)
+            for i in range(0, data.size(0) - 1, bptt):
+                n = min(bptt, data.size(0) - 1 - i)
+                logits, hidden, _ = model(data[i:i + n], hidden, arch)
+                total += F.cross_entropy(logits.flatten(0, 1), data[i + 1:i + 1 + n].flatten(), reduction="sum")
+            count = (data.size(0) - 1) * data.size(1)
+            return total.item() / count
+    finally:
+        model.train(was_training)

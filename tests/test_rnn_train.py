@@ -1,0 +1,192 @@
+"""Final RNN training (SPEC 5.2): model size, smoke run, exact resume, NT-ASGD, rollback, eval, user errors."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from nao_ws import cli, train_rnn
+from nao_ws.runs import RunDir
+from supernet import rnn
+from supernet.spaces import parse_arch
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+PTB, TINY = str(DATA / "ptb"), str(DATA / "ptb-tiny")
+REF_22 = "0 1 1 1 2 2 1 2 4 1 4 1 4 1 7 1 8 2 1 0 4 1"  # SPEC 5.2
+# ~15 windows of 20 tokens per epoch on ptb-tiny
+TINY_RUN = ["--task", "ptb", "--preset", "smoke", "--data-dir", TINY, "--emb-size", "12", "--hidden-size", "12",
+            "--batch-size", "128", "--bptt", "20", "--eval-batch-size", "50", "--test-batch-size", "50",
+            "--checkpoint-steps", "5", "--no-progress", "--deterministic"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is as fast, and immune to OpenMP threads spinning on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def restore_determinism():
+    enabled = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(enabled)
+
+
+def run_cli(args, capsys):
+    cli.main(["train", *args])
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def cli_error(args, capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    return err
+
+
+def latest(path):
+    return RunDir(path).load_latest_checkpoint()
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """An uninterrupted two-epoch run on ptb-tiny."""
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    enabled = torch.are_deterministic_algorithms_enabled()
+    cli.main(["train", *TINY_RUN, "--output", str(out)])
+    torch.use_deterministic_algorithms(enabled)
+    return out
+
+
+def test_reference_cell_has_the_paper_size(capsys):
+    info = run_cli(["--task", "ptb", "--arch", REF_22, "--data-dir", PTB, "--dry-run", "--json"], capsys)
+    assert info["vocab"] == 10000 and info["emb_size"] == info["hidden_size"] == 850
+    assert abs(info["params"] / 27e6 - 1) < 0.03  # SPEC 5.2: 27M
+    assert run_cli(["--task", "ptb", "--arch", "0 " + REF_22, "--data-dir", PTB, "--dry-run", "--json"], capsys) == info
+    wt2 = train_rnn.Config(task="wikitext2", **train_rnn.task_defaults("wikitext2"))
+    assert (wt2.emb_size, wt2.hidden_size, wt2.weight_decay, wt2.dropout_hidden) == (700, 700, 5e-7, 0.15)
+
+
+def test_smoke_run_writes_its_results(smoke_run, capsys):
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    records = RunDir(smoke_run).read_jsonl("metrics.jsonl")
+    assert [r["epoch"] for r in records] == [1, 2] and metrics["epochs"] == 2
+    assert metrics["valid_ppl"] == min(r["valid_ppl"] for r in records) < records[0]["train_ppl"]
+    assert math.isfinite(metrics["test_ppl"]) and list((smoke_run / "tb").iterdir())
+    state = latest(smoke_run)
+    assert state["kind"] == "train-rnn" and state["epoch"] == 2 and state["config"]["emb_size"] == 12
+    cli.main(["eval", "--checkpoint", str(smoke_run)])
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["test_ppl"] == pytest.approx(metrics["test_ppl"], rel=1e-9)
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(smoke_run, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    step, calls = rnn.train_step, []
+
+    def dies_at_step_23(*args, **kwargs):  # in epoch 2, three steps after a checkpoint
+        calls.append(1)
+        if len(calls) == 23:
+            raise Interrupted
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(rnn, "train_step", dies_at_step_23)
+    with pytest.raises(Interrupted):
+        cli.main(["train", *TINY_RUN, "--output", str(out)])
+    assert latest(out)["step"] == 20
+    monkeypatch.setattr(rnn, "train_step", step)
+    cli.main(["train", "--resume", str(out), "--no-progress"])
+    a, b = latest(smoke_run), latest(out)
+    assert a["step"] == b["step"] and a["epoch"] == b["epoch"] == 2
+    for key in ("model", "best_model"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
+    assert torch.equal(a["hidden"], b["hidden"])
+    assert json.loads((out / "metrics.json").read_text()) == json.loads((smoke_run / "metrics.json").read_text())
+    def records(path):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in RunDir(path).read_jsonl("metrics.jsonl")]
+
+    assert records(out) == records(smoke_run)
+
+
+def small_corpus():
+    """A few thousand tokens of ptb-tiny: enough to exercise the training loop, no quality claim."""
+    from nao_ws.datasets import Corpus, load_corpus
+
+    c = load_corpus("ptb", TINY)
+    return Corpus(c.dictionary, c.train[:3000], c.valid[:600], c.test[:600], c.name)
+
+
+SMALL = dict(task="ptb", emb_size=8, hidden_size=8, batch_size=20, bptt=10, eval_batch_size=10)
+
+
+def test_switch_to_averaged_sgd(monkeypatch):
+    losses = iter([5.0, 6.0, 7.0, 8.0])
+    monkeypatch.setattr(rnn, "evaluate_stream", lambda *args, **kwargs: next(losses))
+    cfg = train_rnn.Config(**SMALL, epochs=4, asgd_patience=1)
+    trainer = train_rnn.Trainer(cfg, parse_arch(REF_22, "rnn"), small_corpus(), torch.device("cpu"), seed=0)
+    trainer.fit()
+    # epoch 3 is worse than the best before the last epoch: NT-ASGD from then on (SPEC 5.2)
+    assert trainer.history == [5.0, 6.0, 7.0] and trainer.best_loss == 5.0
+    assert 0 < trainer.average.count < trainer.step // 2
+    assert not all(torch.equal(a, p) for a, p in zip(trainer.average.avg, trainer.model.parameters()))
+
+
+def test_param_average_is_the_mean_of_the_iterates():
+    p = torch.nn.Parameter(torch.zeros(3))
+    average = train_rnn.ParamAverage([p])
+    for value in (1.0, 2.0, 6.0):
+        with torch.no_grad():
+            p.fill_(value)
+        average.update()
+    with average.swapped_in():
+        assert torch.allclose(p, torch.full((3,), 3.0))
+    assert torch.equal(p, torch.full((3,), 6.0))
+
+
+def test_non_finite_loss_rolls_back_and_lowers_the_lr(tmp_path, monkeypatch):
+    step, calls = rnn.train_step, []
+
+    def nan_at_step_8(model, optimizer, window, hidden, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 8:
+            return rnn.StepResult(float("nan"), False, torch.zeros_like(hidden))
+        return step(model, optimizer, window, hidden, *args, **kwargs)
+
+    monkeypatch.setattr(rnn, "train_step", nan_at_step_8)
+    run = RunDir.create(str(tmp_path / "run"), "train", "ptb")
+    cfg = train_rnn.Config(**SMALL, epochs=1, lr=4.0, checkpoint_steps=5)
+    trainer = train_rnn.Trainer(cfg, parse_arch(REF_22, "rnn"), small_corpus(), torch.device("cpu"), 0, run=run)
+    trainer.checkpoint()
+    trainer.fit()
+    assert trainer.step == len(calls) - 3  # steps 6, 7 and 8 redone from the step-5 checkpoint
+    log = (run.path / "log.txt").read_text()
+    assert "rolled back to step 5" in log and "lr lowered to 2" in log
+    assert [r["lr"] for r in run.read_jsonl("metrics.jsonl")] == [2.0]
+
+
+def test_fit_candidate_trains_without_a_run_folder():
+    cfg = train_rnn.Config(**SMALL, epochs=1)
+    rng = torch.get_rng_state()
+    result = train_rnn.fit_candidate(REF_22, small_corpus(), cfg, "cpu", seed=3)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert result["params"] > 0 and result["valid_ppl"] == pytest.approx(math.exp(result["valid_loss"]))
+
+
+def test_user_errors_are_one_line(smoke_run, tmp_path, capsys):
+    cnn_arch = " ".join(["0"] * 40)
+    assert "not an RNN cell" in cli_error(["train", "--task", "ptb", "--arch", cnn_arch, "--data-dir", TINY,
+                                           "--dry-run"], capsys)
+    assert "cnn" in cli_error(["train", "--task", "cifar10-sample", "--arch", "0 " + REF_22, "--dry-run"], capsys)
+    assert "--bptt 5000 is larger than the data" in cli_error(
+        ["train", "--task", "ptb", "--data-dir", TINY, "--bptt", "5000", "--output", str(tmp_path / "r")], capsys)
+    assert "vocabulary" in cli_error(["eval", "--checkpoint", str(smoke_run), "--data-dir", PTB], capsys)
