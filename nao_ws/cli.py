@@ -186,6 +186,86 @@ def train(task, preset, config_file, output, resume, dry_run, as_json, progress,
     click.echo(json.dumps(result))
 
 
+def _with_search_options(fn):
+    from .config import config_options
+    from .search import CnnSearchConfig, RnnSearchConfig
+    from .standalone import Config as StandaloneConfig
+
+    return config_options(CnnSearchConfig, RnnSearchConfig, StandaloneConfig, exclude=("task",))(fn)
+
+
+def _search_kind(task: str, space: str | None):
+    """The weight-sharing search (``nao_ws.search``) or, for ``--space cnn``, the standalone one."""
+    from . import search as ws, standalone
+
+    if space == "cnn":
+        return standalone.Config, standalone.PRESETS, standalone.task_defaults(task)
+    return ws.config_class(task), ws.presets(task), ws.task_defaults(task)
+
+
+@cli.command()
+@click.option("--task", type=click.Choice(("cifar10", "cifar10-sample", "ptb", "wikitext2")), default=None,
+              help="cifar10 (CNN cells) or ptb (RNN cells)")
+@click.option("--preset", default="paper", show_default=True, help="paper (SPEC numbers) | smoke (tiny, minutes on CPU)")
+@click.option("--config", "config_file", default=None, help="JSON or YAML file of option overrides")
+@click.option("--output", default=None, help="run folder (default runs/search-<task>-<time>)")
+@click.option("--resume", default=None, help="continue the search in this run folder from its last checkpoint")
+@click.option("--progress/--no-progress", default=True, help="tqdm progress bars")
+@_with_search_options
+def search(task, preset, config_file, output, resume, progress, **flags):
+    """Search cells: NAO on a weight-sharing supernet (cnn-ws, rnn; --strategy random for Random-WS), or the
+    standalone 11-op search with --space cnn (every candidate trained from scratch; flags such as --epochs,
+    --layers, --channels then describe each candidate)."""
+    from . import search as ws, standalone
+    from .config import build_config, config_to_dict, load_config_file, resolve
+    from .monitor import Monitor
+    from .runs import RunDir
+
+    if resume:
+        run = RunDir.open(resume)
+        saved = run.read_config()
+        extra = {k: v for k, v in flags.items() if v is not None and k != "device"}
+        if extra or task or config_file:
+            raise NaoWsError("--resume continues a run with its saved config.json; drop the other options "
+                             f"({', '.join('--' + k.replace('_', '-') for k in extra) or '--task/--config'})")
+        cls, _, _ = _search_kind(saved.get("task", ""), saved.get("space"))
+        cfg = build_config(cls, saved, {"device": flags.get("device")}, where=("config.json", "flags"))
+    else:
+        if task is None:
+            raise NaoWsError("--task is required: cifar10 (CNN cells) or ptb (RNN cells)")
+        space = flags.get("space") or load_config_file(config_file).get("space")
+        cls, presets, base = _search_kind(task, space)
+        cfg = resolve(cls, presets, preset, config_file, {**flags, "task": task}, base=base)
+        (standalone.check_config if cfg.space == "cnn" else ws.check_config)(cfg)
+        run = RunDir.create(output, "search", task)
+        run.write_config(config_to_dict(cfg))
+        click.echo(f"run folder: {run.path}  (watch: tensorboard --logdir {run.path / 'tb'})", err=True)
+    if cfg.space == "cnn":
+        monitor = Monitor(run.path, progress=progress)
+        try:
+            result = standalone.run(cfg, run, monitor, resume=bool(resume))
+        finally:
+            monitor.close()
+        click.echo(json.dumps({"best": result["text"], "score": result["score"], "run": str(run.path)}))
+        return
+    best = ws.run(cfg, run, resume=bool(resume), progress=progress)
+    click.echo(json.dumps({"best": best["text"], "run": str(run.path), "inherited": best["inherited"]["score"],
+                           "rerank": best["rerank"] and best["rerank"]["score"]}))
+
+
+@cli.command("plot")
+@click.argument("arch_text", metavar="ARCH")
+@click.option("--space", type=click.Choice(SPACE_CHOICES), default=None, help="expected space")
+@click.option("-o", "--output", required=True, help="PNG file to write")
+def plot_cmd(arch_text, space, output):
+    """Draw ARCH's cells (normal and reduction, or the RNN cell) as a PNG, as shown in TensorBoard."""
+    from supernet.spaces import parse_arch
+
+    from .plot import save
+
+    click.echo(str(save(parse_arch(arch_text, space), output)))
+
+
 @cli.command("eval")
 @click.option("--checkpoint", required=True, help="a checkpoint file, or a run folder (its latest checkpoint)")
 @click.option("--device", default="auto", show_default=True)

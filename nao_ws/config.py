@@ -100,7 +100,9 @@ def build_config(cls, *layers: Mapping[str, Any], where: tuple[str, ...] = ()):
             if val is None:
                 continue
             if key not in ftypes:
-                raise NaoWsError(f"{src}: '{key}' is not an option here ({flag_name(key)} does not apply)")
+                task = next((lay.get("task") for lay in layers if lay.get("task")), None)
+                what = f"{flag_name(key)} does not apply" + (f" to --task {task}" if task else "")
+                raise NaoWsError(what if src == "flags" else f"{src}: '{key}' is not an option here ({what})")
             values[key] = _coerce(key, val, ftypes[key], src)
     try:
         return cls(**values)

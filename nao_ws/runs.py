@@ -12,6 +12,7 @@ import datetime as _dt
 import hashlib
 import io
 import json
+import math
 import os
 import random
 import warnings
@@ -35,8 +36,19 @@ def _fsync_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with NaN and infinities as None, so every file the run writes is standard JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
-    _fsync_write(Path(path), (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    _fsync_write(Path(path), (json.dumps(strict_json(obj), indent=2) + "\n").encode())
 
 
 class RunDir:
@@ -87,7 +99,7 @@ class RunDir:
     def append_jsonl(self, name: str, record: dict) -> None:
         """Append one line and fsync: a finished result survives the process dying right after."""
         with open(self.path / name, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(json.dumps(strict_json(record)) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -104,9 +116,9 @@ class RunDir:
                 continue
         return out
 
-    def truncate_jsonl(self, name: str, keep) -> None:
-        """Rewrite ``name`` with only the records ``keep(record)`` accepts (used when resuming)."""
-        records = [r for r in self.read_jsonl(name) if keep(r)]
+    def truncate_jsonl(self, name: str, n: int) -> None:
+        """Keep the first ``n`` records of ``name``: a resumed run drops what was written after its checkpoint."""
+        records = self.read_jsonl(name)[:n]
         _fsync_write(self.path / name, "".join(json.dumps(r) + "\n" for r in records).encode())
 
     def log(self, message: str) -> None:

@@ -1,0 +1,405 @@
+"""The NAO-WS search loop (paper 3.4, SPEC 2-3), one loop for CIFAR-10 (``cnn-ws``) and PTB (``rnn``).
+
+    pool ──one random arch per minibatch──► supernet training (``eval_every`` epochs)
+      ▲                                            │
+      │                     scoring of the pool with inherited weights (fixed dev data)
+      │                                            │
+      │        controller fit on every scored architecture (strategy ``nao`` only)
+      │                                            │
+      └── pool update ◄── generation from the top-K seeds (``nao``) or random sampling (``random``)
+
+At the end the top ``rerank_top`` architectures are re-ranked by short standalone training.
+
+The loop is a small state machine over phases (train, score, controller, generate, rerank, done). A
+checkpoint is written after every phase and every ``checkpoint_every`` epochs, holding the supernet,
+optimiser, data-iterator and controller states, the pool, every RNG state and the lengths of the
+append-only logs; ``--resume`` restores it and replays from there, so a run killed at any moment
+ends, with ``--deterministic`` on CPU, exactly as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from controller import config as ctrl_config
+from controller.generate import generate
+from controller.model import NAO
+from controller.train import export_state, fit, load_state, make_optimizer
+from supernet.spaces import get_space, parse_arch
+
+from . import plot
+from .config import RunConfig, config_to_dict
+from .datasets import IMAGE_TASKS, TEXT_TASKS
+from .errors import NaoWsError
+from .monitor import Monitor
+from .runs import (RunDir, generator_state, resolve_device, rng_state, seed_everything, set_generator_state,
+                   set_rng_state)
+from .search_tasks import Diverged, make_task
+
+ROLLBACK_LR_FACTOR = 0.5  # lr multiplier after a divergence rollback (ours; ref-TF also lowers the lr)
+MAX_ROLLBACKS = 5  # then the run stops with an error instead of looping (ours)
+
+
+def _f(default, help_):
+    return field(default=default, metadata={"help": help_})
+
+
+@dataclass(frozen=True)
+class SearchConfig(RunConfig):
+    """Options of the loop itself, shared by both tasks."""
+
+    space: str = _f("cnn-ws", "search space: cnn-ws (CIFAR) or rnn (PTB); cnn runs the standalone search")
+    strategy: str = _f("nao", "nao (controller generation) or random (Random-WS baseline, same budget)")
+    epochs: int = _f(150, "supernet training epochs")  # SPEC 3.1
+    eval_every: int = _f(30, "score the pool and update it every this many epochs")  # SPEC 3.1
+    pool_size: int = _f(1000, "architectures in the pool")  # SPEC 3.1 (ref-TF)
+    new_per_iter: int = _f(500, "new architectures per pool update (generated, or random for --strategy random)")
+    random_per_iter: int = _f(50, "random architectures added per pool update on top of the new ones")
+    seeds: int = _f(100, "K: top architectures the controller moves to generate new ones")  # SPEC 2.2
+    controller_epochs: int = _f(1000, "controller training epochs per iteration")  # SPEC 2.1
+    rerank_top: int = _f(5, "re-rank this many top architectures by short standalone training (0: off)")
+    rerank_epochs: int = _f(10, "epochs of each re-ranking training")  # SPEC 3.1 (ref-PT)
+    rerank_batch_size: int = _f(128, "batch size of the re-ranking training")
+    checkpoint_every: int = _f(1, "supernet epochs between checkpoints (phase ends always checkpoint)")
+    max_nan_steps: int = _f(20, "consecutive non-finite losses before rolling back to the last checkpoint")
+    amp: bool = _f(False, "bf16 autocast on CUDA")
+    dataset: str = _f("", "image data: '' = the task's own, cifar10-sample = the bundled real sample")
+    data_file: str | None = _f(None, "an .npz of CIFAR images (x, y) to search on instead (last 500 = dev)")
+
+
+@dataclass(frozen=True)
+class CnnSearchConfig(SearchConfig):
+    """The CIFAR-10 supernet recipe: SPEC 3.1, `paper` column (ref-TF, the 7-hour run)."""
+
+    layers: int = _f(2, "N: cells per stage")  # SPEC 3.1
+    channels: int = _f(20, "C: channels of the first stage")  # SPEC 3.1
+    batch_size: int = _f(160, "supernet batch size")  # SPEC 3.1
+    lr: float = _f(0.05, "max learning rate (SGDR)")  # SPEC 3.1
+    lr_min: float = _f(5e-4, "min learning rate (SGDR)")  # SPEC 3.1
+    t0: int = _f(10, "SGDR first period in epochs")  # SPEC 3.1
+    t_mult: int = _f(2, "SGDR period multiplier")  # SPEC 3.1
+    momentum: float = _f(0.9, "SGD momentum")  # SPEC 3.1
+    weight_decay: float = _f(1e-4, "weight decay")  # SPEC 3.1
+    grad_clip: float = _f(5.0, "gradient-norm clip")  # SPEC 3.1
+    aux_weight: float = _f(0.4, "auxiliary head loss weight (0: no aux head)")  # SPEC 3.1
+    head_keep: float = _f(0.9, "classifier dropout keep probability")  # SPEC 3.1
+    drop_path_keep: float = _f(1.0, "drop-path keep probability (1: none)")  # SPEC 3.1
+    score_images: int = _f(1000, "fixed dev images every architecture is scored on")  # ours: 2 x ref-PT's 500
+    score_batch: int = _f(500, "scoring batch size")  # SPEC 3.1 (ref-PT's 500-image batches)
+    rerank_layers: int = _f(3, "N of the re-ranking networks")  # SPEC 3.1 (ref-PT)
+    rerank_channels: int = _f(20, "C of the re-ranking networks")  # SPEC 3.1 (ref-PT)
+
+
+@dataclass(frozen=True)
+class RnnSearchConfig(SearchConfig):
+    """The PTB supernet recipe (SPEC 3.2, ref-TF)."""
+
+    emb_size: int = _f(300, "embedding = hidden size")  # SPEC 3.2
+    batch_size: int = _f(256, "supernet batch size")  # SPEC 3.2
+    bptt: int = _f(35, "BPTT length")  # SPEC 3.2
+    lr: float = _f(0.25, "SGD learning rate")  # SPEC 3.2
+    weight_decay: float = _f(5e-7, "weight decay")  # SPEC 3.2
+    grad_clip: float = _f(10.0, "gradient-norm clip")  # SPEC 3.2
+    tar: float = _f(1e-3, "temporal activation regularisation")  # SPEC 3.2
+    dropout_out: float = _f(0.75, "locked dropout on the RNN output")  # SPEC 3.2
+    dropout_hidden: float = _f(0.25, "variational hidden mask")  # SPEC 3.2
+    dropout_x: float = _f(0.75, "variational input mask")  # SPEC 3.2
+    dropout_emb_out: float = _f(0.2, "locked dropout on the embedding output")  # SPEC 3.2
+    dropout_emb: float = _f(0.0, "embedding (word) dropout")  # SPEC 3.2
+    score_windows: int = _f(256, "fixed validation windows spread over the whole validation set")
+
+
+CNN_PRESETS = {
+    "paper": {},
+    # Same code path, tiny sizes: a few minutes at most on 2 CPU cores with the bundled sample.
+    "smoke": {"dataset": "cifar10-sample", "layers": 1, "channels": 8, "batch_size": 32, "epochs": 4,
+              "eval_every": 2, "pool_size": 16, "new_per_iter": 8, "random_per_iter": 2, "seeds": 8,
+              "controller_epochs": 30, "score_images": 50, "score_batch": 50, "aux_weight": 0.0,
+              "rerank_top": 2, "rerank_epochs": 1, "rerank_layers": 1, "rerank_channels": 8,
+              "rerank_batch_size": 64},
+}
+RNN_PRESETS = {
+    "paper": {"epochs": 1000, "eval_every": 200, "new_per_iter": 300, "checkpoint_every": 5},  # SPEC 3.2
+    "smoke": {"emb_size": 32, "batch_size": 16, "bptt": 20, "epochs": 4, "eval_every": 2, "pool_size": 16,
+              "new_per_iter": 8, "random_per_iter": 2, "seeds": 8, "controller_epochs": 30,
+              "score_windows": 16, "rerank_top": 2, "rerank_epochs": 1, "rerank_batch_size": 16},
+}
+
+
+def config_class(task: str):
+    return RnnSearchConfig if task in TEXT_TASKS else CnnSearchConfig
+
+
+def presets(task: str) -> dict:
+    return RNN_PRESETS if task in TEXT_TASKS else CNN_PRESETS
+
+
+def task_defaults(task: str) -> dict:
+    return {"space": "rnn"} if task in TEXT_TASKS else {"space": "cnn-ws"}
+
+
+def check_config(cfg: SearchConfig) -> None:
+    """Impossible option combinations, as one-line errors."""
+    image = cfg.task in IMAGE_TASKS
+    if (image and cfg.space != "cnn-ws") or (not image and cfg.space != "rnn"):
+        want = "cnn-ws (or cnn for the standalone search)" if image else "rnn"
+        raise NaoWsError(f"--task {cfg.task} searches the {want} space, not --space {cfg.space}")
+    if cfg.strategy not in ("nao", "random"):
+        raise NaoWsError(f"--strategy {cfg.strategy} is unknown: use nao or random")
+    if cfg.seeds > cfg.pool_size:
+        raise NaoWsError(f"--seeds {cfg.seeds} exceeds --pool-size {cfg.pool_size}: the seeds come from the pool")
+    if cfg.new_per_iter + cfg.random_per_iter > cfg.pool_size:
+        raise NaoWsError(f"--new-per-iter + --random-per-iter ({cfg.new_per_iter + cfg.random_per_iter}) "
+                         f"exceed --pool-size {cfg.pool_size}")
+    if not 1 <= cfg.eval_every <= cfg.epochs:
+        raise NaoWsError(f"--eval-every {cfg.eval_every} must be between 1 and --epochs {cfg.epochs}")
+    if cfg.rerank_top > cfg.pool_size:
+        raise NaoWsError(f"--rerank-top {cfg.rerank_top} exceeds --pool-size {cfg.pool_size}")
+    if cfg.pool_size < 2 or cfg.checkpoint_every < 1:
+        raise NaoWsError("--pool-size must be >= 2 and --checkpoint-every >= 1")
+    if cfg.dataset and cfg.dataset not in IMAGE_TASKS:
+        raise NaoWsError(f"--dataset {cfg.dataset} is not an image dataset ({', '.join(IMAGE_TASKS)})")
+
+
+# -- the search state ----------------------------------------------------------------------------------------
+
+@dataclass
+class State:
+    """Everything that changes during a search, in checkpointable form (text forms, plain numbers)."""
+
+    phase: str = "train"
+    epoch: int = 0  # supernet epochs completed
+    iteration: int = 0  # pool updates completed
+    lr_scale: float = 1.0
+    rollbacks: int = 0
+    pool: list = field(default_factory=list)  # text forms
+    origin: dict = field(default_factory=dict)  # text -> seed | nao | random
+    scores: dict = field(default_factory=dict)  # text -> latest record (score, metrics, iteration, ...)
+    rerank: list = field(default_factory=list)  # re-ranking results so far
+    log_lines: dict = field(default_factory=dict)  # append-only file -> lines written
+    checkpoints: int = 0  # checkpoints written: their file names count up with it
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _canonical_text(space, arch) -> str:
+    return space.format(space.canonical(arch))
+
+
+def _unique_random(space, n: int, known: set, rng: np.random.Generator) -> list:
+    """``n`` random architectures whose canonical forms are not in ``known`` (which is updated)."""
+    out = []
+    while len(out) < n:
+        a = space.sample(rng)
+        key = _canonical_text(space, a)
+        if key not in known:
+            known.add(key)
+            out.append(space.format(a))
+    return out
+
+
+class Search:
+    """Holds the run's parts; ``run`` below drives the phases."""
+
+    def __init__(self, cfg: SearchConfig, run: RunDir, monitor: Monitor):
+        self.cfg, self.run, self.monitor = cfg, run, monitor
+        self.space = get_space(cfg.space)
+        self.device = resolve_device(cfg.device)
+        self.task = make_task(cfg, self.device)
+        model_cfg, train_cfg, gen_cfg = ctrl_config.preset(cfg.space)
+        self.ctrl_train_cfg = replace(train_cfg, epochs=cfg.controller_epochs)
+        self.ctrl_gen_cfg = replace(gen_cfg, num_seeds=cfg.seeds, num_new=cfg.new_per_iter)
+        self.controller = NAO(model_cfg, self.space.transition_mask).to(self.device)
+        self.ctrl_optimizer = make_optimizer(self.controller, self.ctrl_train_cfg)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.state = State()
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        self.monitor.flush()
+        self.state.checkpoints += 1
+        self.run.save_checkpoint({
+            "kind": "search", "config": config_to_dict(self.cfg), "state": self.state.to_dict(),
+            "task": self.task.state_dict(), "controller": export_state(self.controller, self.ctrl_optimizer),
+            "rng": rng_state(), "np_rng": generator_state(self.rng),
+        }, step=self.state.checkpoints)
+
+    def restore(self, ckpt: dict) -> None:
+        self.state = State(**ckpt["state"])
+        self.task.load_state_dict(ckpt["task"])
+        load_state(self.controller, self.ctrl_optimizer, ckpt["controller"])
+        set_rng_state(ckpt["rng"])
+        set_generator_state(self.rng, ckpt["np_rng"])
+        for name, n in self.state.log_lines.items():  # drop lines a killed run wrote after this checkpoint
+            self.run.truncate_jsonl(name, n)
+
+    def append(self, name: str, record: dict) -> None:
+        self.run.append_jsonl(name, record)
+        self.state.log_lines[name] = self.state.log_lines.get(name, 0) + 1
+
+    # -- phases ------------------------------------------------------------------------------------------
+    def initial_pool(self) -> None:
+        known: set = set()
+        self.state.pool = _unique_random(self.space, self.cfg.pool_size, known, self.rng)
+        self.state.origin = dict.fromkeys(self.state.pool, "seed")
+
+    def train_epoch(self) -> None:
+        s, pool = self.state, [parse_arch(t, self.cfg.space) for t in self.state.pool]
+        pick = lambda: pool[int(self.rng.integers(len(pool)))]  # noqa: E731  uniform over the pool (SPEC 3.1)
+        metrics = self.task.train_epoch(s.epoch, pick, s.lr_scale, self.monitor)
+        s.epoch += 1
+        self.monitor.scalars(metrics, s.epoch, prefix="supernet/")
+        self.append("metrics.jsonl", {"phase": "train", "epoch": s.epoch, **metrics})
+        if s.epoch % self.cfg.eval_every == 0 or s.epoch == self.cfg.epochs:
+            s.phase = "score"
+
+    def score(self) -> None:
+        s = self.state
+        archs = [parse_arch(t, self.cfg.space) for t in s.pool]
+        results = self.task.score(archs, self.monitor)
+        for text, arch, r in zip(s.pool, archs, results):
+            record = {"arch": text, "canonical": _canonical_text(self.space, arch), "iteration": s.iteration,
+                      "epoch": s.epoch, "origin": s.origin[text], **r}
+            s.scores[text] = record
+            self.append("pool.jsonl", record)
+        values = np.array([r["score"] for r in results])
+        top = np.sort(values)[::-1]
+        stats = {"mean": float(values.mean()), "max": float(top[0]), "top10_mean": float(top[:10].mean())}
+        self.monitor.scalars(stats, s.epoch, prefix="pool/")
+        best = s.pool[int(values.argmax())]
+        self.monitor.scalar("best/inherited_score", float(top[0]), s.epoch)
+        self.monitor.image("best/cells", plot.render(parse_arch(best, self.cfg.space)), s.epoch)
+        self.append("metrics.jsonl", {"phase": "score", "epoch": s.epoch, "iteration": s.iteration,
+                                      "best": best, **stats})
+        self.run.write_json("best.json", self.best_record(best))
+        s.phase = "controller" if s.epoch < self.cfg.epochs else "rerank"
+
+    def fit_controller(self) -> None:
+        """Train on every architecture scored so far, each with its latest score (SPEC 2.1, issue 6)."""
+        s = self.state
+        if self.cfg.strategy == "nao":
+            texts = list(s.scores)
+            tokens = [self.space.encode(parse_arch(t, self.cfg.space)) for t in texts]
+            bar = self.monitor.bar(total=self.ctrl_train_cfg.epochs, desc="controller")
+            metrics = fit(self.controller, tokens, [s.scores[t]["score"] for t in texts], self.space,
+                          self.ctrl_train_cfg, seed=self.cfg.seed * 1000 + s.iteration,
+                          optimizer=self.ctrl_optimizer, progress=lambda epoch, logs: bar.update(1))
+            bar.close()
+            self.monitor.scalars(metrics, s.epoch, prefix="controller/")
+            self.append("metrics.jsonl", {"phase": "controller", "epoch": s.epoch, "iteration": s.iteration,
+                                          **metrics})
+        s.phase = "generate"
+
+    def update_pool(self) -> None:
+        """New architectures (generated or random) + a random refill + the best of the old pool (SPEC 2.2)."""
+        s, cfg = self.state, self.cfg
+        known = {r["canonical"] for r in s.scores.values()}
+        new = []
+        if cfg.strategy == "nao":
+            tokens = [self.space.encode(parse_arch(t, cfg.space)) for t in s.pool]
+            cands = generate(self.controller, tokens, [s.scores[t]["score"] for t in s.pool], self.space,
+                             self.ctrl_gen_cfg, known={tuple(self.space.encode(parse_arch(k, cfg.space)))
+                                                       for k in known})
+            new = [self.space.format(self.space.decode(c.tokens)) for c in cands]
+            known.update(_canonical_text(self.space, parse_arch(t, cfg.space)) for t in new)
+            etas = [c.step_size for c in cands] or [float("nan")]
+            stats = {"new": len(new), "fraction_new": len(new) / cfg.new_per_iter,
+                     "eta_mean": float(np.mean(etas)), "eta_max": float(np.max(etas)),
+                     "predicted_mean": float(np.mean([c.predicted for c in cands])) if cands else float("nan")}
+            self.monitor.scalars(stats, s.epoch, prefix="generate/")
+            self.append("metrics.jsonl", {"phase": "generate", "epoch": s.epoch, "iteration": s.iteration, **stats})
+        origin = dict.fromkeys(new, "nao")
+        # random refill, plus random stand-ins for whatever generation could not find (same budget)
+        extra = _unique_random(self.space, cfg.new_per_iter - len(new) + cfg.random_per_iter, known, self.rng)
+        origin.update(dict.fromkeys(extra, "random"))
+        keep = sorted(s.pool, key=lambda t: -s.scores[t]["score"])[: cfg.pool_size - len(origin)]
+        s.pool = keep + list(origin)
+        s.origin = {**{t: s.origin[t] for t in keep}, **origin}
+        s.iteration += 1
+        s.phase = "train"
+
+    def rerank_next(self) -> None:
+        """Short standalone training of the next of the top ``rerank_top`` architectures."""
+        s = self.state
+        top = sorted(s.pool, key=lambda t: -s.scores[t]["score"])[: self.cfg.rerank_top]
+        if len(s.rerank) < len(top):
+            text = top[len(s.rerank)]
+            result = self.task.rerank(parse_arch(text, self.cfg.space), self.cfg.seed, self.monitor)
+            s.rerank.append({"arch": text, "inherited_score": s.scores[text]["score"], **result})
+            self.append("metrics.jsonl", {"phase": "rerank", **s.rerank[-1]})
+            return
+        self.run.write_json("best.json", self.best_record(_best_text(self)))
+        s.phase = "done"
+
+    def best_record(self, text: str) -> dict:
+        arch = parse_arch(text, self.cfg.space)
+        rerank = next((r for r in self.state.rerank if r["arch"] == text), None)
+        return {"arch": self.space.to_json(arch), "text": text, "canonical": _canonical_text(self.space, arch),
+                "inherited": self.state.scores[text], "rerank": rerank, "epoch": self.state.epoch,
+                "strategy": self.cfg.strategy}
+
+
+PHASES = {"train": Search.train_epoch, "score": Search.score, "controller": Search.fit_controller,
+          "generate": Search.update_pool, "rerank": Search.rerank_next}
+
+
+def run(cfg: SearchConfig, run_dir: RunDir, resume: bool = False, progress: bool = True) -> dict:
+    """Run (or resume) a search in ``run_dir``; return the best architecture's record."""
+    check_config(cfg)
+    seed_everything(cfg.seed, cfg.deterministic)
+    ckpt = run_dir.load_latest_checkpoint() if resume else None
+    if ckpt is not None and ckpt.get("kind") != "search":
+        raise NaoWsError(f"{run_dir.path} holds a '{ckpt.get('kind')}' checkpoint, not a search")
+    monitor = Monitor(run_dir.path, purge_step=_purge_step(ckpt), progress=progress)
+    search = Search(cfg, run_dir, monitor)
+    if ckpt is not None:
+        search.restore(ckpt)
+        run_dir.log(f"resumed at epoch {search.state.epoch}, phase {search.state.phase}")
+    else:
+        search.initial_pool()
+        run_dir.log(f"started: {cfg.task}, {cfg.space}, strategy {cfg.strategy}")
+        search.checkpoint()
+    try:
+        with monitor.bar(total=cfg.epochs, desc="search", initial=search.state.epoch, leave=True) as bar:
+            while search.state.phase != "done":
+                phase, epoch = search.state.phase, search.state.epoch
+                try:
+                    PHASES[phase](search)
+                except Diverged as e:
+                    _roll_back(search, run_dir, str(e))
+                    continue
+                bar.update(search.state.epoch - epoch)
+                if phase != "train" or search.state.phase != "train" or search.state.epoch % cfg.checkpoint_every == 0:
+                    search.checkpoint()
+    finally:
+        monitor.close()
+    return search.best_record(_best_text(search))
+
+
+def _purge_step(ckpt: dict | None) -> int | None:
+    """TensorBoard step from which a resumed run rewrites events. Every event is logged at its epoch; a
+    phase logs just before its checkpoint, so only events after the checkpoint's epoch are dropped."""
+    return None if ckpt is None else ckpt["state"]["epoch"] + 1
+
+
+def _best_text(search: Search) -> str:
+    s = search.state
+    if s.rerank:
+        return max(s.rerank, key=lambda r: r["score"])["arch"]
+    return max(s.pool, key=lambda t: s.scores[t]["score"])
+
+
+def _roll_back(search: Search, run_dir: RunDir, why: str) -> None:
+    """Reload the last checkpoint and continue with a lower learning rate (issue 6, robustness)."""
+    if search.state.rollbacks >= MAX_ROLLBACKS:
+        raise NaoWsError(f"the supernet diverged {MAX_ROLLBACKS + 1} times ({why}); lower --lr and start again")
+    rollbacks, lr_scale = search.state.rollbacks + 1, search.state.lr_scale * ROLLBACK_LR_FACTOR
+    search.restore(run_dir.load_latest_checkpoint())
+    search.state.rollbacks, search.state.lr_scale = rollbacks, lr_scale
+    msg = f"{why}: rolled back to epoch {search.state.epoch}, lr x{search.state.lr_scale:g}"
+    run_dir.log("WARNING " + msg)
+    search.monitor.write(msg)

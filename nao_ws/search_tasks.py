@@ -1,0 +1,188 @@
+"""What the NAO-WS loop needs from each task: a supernet with its data, one training epoch, scoring of a
+list of architectures with inherited weights, and short standalone training for the final re-ranking.
+
+``CnnSearch`` (CIFAR-10, ``cnn-ws`` space, SPEC 3.1) and ``RnnSearch`` (PTB, ``rnn`` space, SPEC 3.2)
+share one interface, so ``nao_ws.search`` is the same loop for both. Every score is "higher is better":
+accuracy for images, minus the validation loss for language models.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from supernet import cnn, rnn
+
+from . import datasets, train_cnn, train_rnn
+from .config import resolve
+from .monitor import Monitor
+
+SCORE_CHUNK = 25  # architectures per progress-bar update while scoring
+
+
+class Diverged(Exception):
+    """The supernet loss stayed non-finite for too many consecutive steps."""
+
+
+def sgdr_lr(epoch: int, lr_max: float, lr_min: float, t0: int, t_mult: int) -> float:
+    """Cosine annealing with warm restarts (SGDR), per epoch (SPEC 3.1 `paper`: T0 = 10, Tmul = 2)."""
+    period, start = t0, 0
+    while epoch >= start + period:
+        start, period = start + period, period * t_mult
+    return lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * (epoch - start) / period))
+
+
+class _Steps:
+    """Counts finite and non-finite steps of an epoch; raises Diverged after too many in a row."""
+
+    def __init__(self, max_nan_steps: int):
+        self.max_nan_steps, self.run, self.skipped = max_nan_steps, 0, 0
+        self.loss = self.acc = 0.0
+        self.n = 0
+
+    def add(self, finite: bool, loss: float, acc: float = float("nan")) -> None:
+        if not finite:
+            self.skipped += 1
+            self.run += 1
+            if self.run > self.max_nan_steps:
+                raise Diverged(f"{self.run} non-finite supernet losses in a row")
+            return
+        self.run = 0
+        self.n += 1
+        self.loss += loss
+        self.acc += acc
+
+    def means(self) -> dict:
+        n = max(self.n, 1)
+        return {"loss": self.loss / n, "acc": self.acc / n, "nan_skipped": self.skipped}
+
+
+class CnnSearch:
+    """The CIFAR weight-sharing supernet, its optimiser and data (SPEC 3.1)."""
+
+    def __init__(self, cfg, device: torch.device):
+        self.cfg, self.device = cfg, device
+        source = cfg.dataset or cfg.task
+        self.data = datasets.load_images(source, cfg.data_dir, purpose="search", npz_path=cfg.data_file)
+        self.batches = datasets.ImageBatches(self.data.train, cfg.batch_size, self.data.mean, self.data.std,
+                                             train=True, device=device, generator_seed=cfg.seed)
+        self.dev = datasets.fixed_batches(self.data.valid, cfg.score_batch, self.data.mean, self.data.std, device,
+                                          limit=cfg.score_images)
+        self.model = cnn.Supernet(cfg.space, cfg.layers, cfg.channels, self.data.num_classes,
+                                  aux=cfg.aux_weight > 0, drop_path_keep=cfg.drop_path_keep,
+                                  head_keep=cfg.head_keep).to(device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
+
+    def train_epoch(self, epoch: int, pick: Callable, lr_scale: float, monitor: Monitor) -> dict:
+        cfg = self.cfg
+        lr = lr_scale * sgdr_lr(epoch, cfg.lr, cfg.lr_min, cfg.t0, cfg.t_mult)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        steps = _Steps(cfg.max_nan_steps)
+        for x, y in monitor.bar(self.batches, total=len(self.batches), desc=f"epoch {epoch + 1}"):
+            r = cnn.train_step(self.model, self.optimizer, x, y, pick(), aux_weight=cfg.aux_weight,
+                               grad_clip=cfg.grad_clip, progress=epoch / cfg.epochs, amp=cfg.amp)
+            steps.add(r.finite, r.loss, r.acc)
+        return {**steps.means(), "lr": lr}
+
+    def score(self, archs: list, monitor: Monitor) -> list[dict]:
+        out = []
+        with monitor.bar(total=len(archs), desc="scoring") as bar:
+            for i in range(0, len(archs), SCORE_CHUNK):
+                chunk = archs[i:i + SCORE_CHUNK]
+                out += [{"score": s.acc, "valid_acc": s.acc, "valid_loss": s.loss}
+                        for s in cnn.score(self.model, chunk, self.dev, amp=self.cfg.amp)]
+                bar.update(len(chunk))
+        return out
+
+    def rerank(self, arch, seed: int, monitor: Monitor) -> dict:
+        """Short standalone training on the train split, scored on the dev split (SPEC 3.1, end of search)."""
+        cfg = self.cfg
+        recipe = _recipe(train_cnn, cfg, layers=cfg.rerank_layers, channels=cfg.rerank_channels,
+                         epochs=cfg.rerank_epochs, batch_size=cfg.rerank_batch_size, space=cfg.space, amp=cfg.amp)
+        result = train_cnn.fit_candidate(arch, self.data, recipe, self.device, seed, monitor=monitor)
+        return {"score": result["valid_acc"], **result}
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "batches": self.batches.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.batches.load_state_dict(state["batches"])
+
+
+class RnnSearch:
+    """The PTB weight-sharing supernet, its optimiser and data (SPEC 3.2)."""
+
+    def __init__(self, cfg, device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.corpus = datasets.load_corpus(cfg.task, cfg.data_dir)
+        self.recipe = rnn.SupernetConfig(
+            emb_size=cfg.emb_size, hidden_size=cfg.emb_size, dropout_out=cfg.dropout_out,
+            dropout_hidden=cfg.dropout_hidden, dropout_x=cfg.dropout_x, dropout_emb_out=cfg.dropout_emb_out,
+            dropout_emb=cfg.dropout_emb, tar=cfg.tar, weight_decay=cfg.weight_decay, lr=cfg.lr,
+            grad_clip=cfg.grad_clip, batch_size=cfg.batch_size, bptt=cfg.bptt)
+        train = datasets.batchify(self.corpus.train, cfg.batch_size).to(device)
+        self.stream = rnn.BatchStream(train, cfg.bptt, seed=cfg.seed, short_prob=self.recipe.bptt_short_prob)
+        self.windows = rnn.score_windows(self.corpus.valid, cfg.score_windows, cfg.bptt, device=device)
+        self.model = rnn.build_supernet(len(self.corpus.dictionary), self.recipe).to(device)
+        self.optimizer = rnn.make_optimizer(self.model, cfg.lr, cfg.weight_decay)
+        self.hidden = self.model.init_hidden(cfg.batch_size)
+
+    def train_epoch(self, epoch: int, pick: Callable, lr_scale: float, monitor: Monitor) -> dict:
+        cfg = self.cfg
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr * lr_scale  # constant lr during the search (SPEC 3.2)
+        steps = _Steps(cfg.max_nan_steps)
+        for window in monitor.bar(self.stream, total=len(self.stream), desc=f"epoch {epoch + 1}"):
+            r = rnn.train_step(self.model, self.optimizer, window, self.hidden, pick(), tar=cfg.tar,
+                               grad_clip=cfg.grad_clip)
+            self.hidden = r.hidden
+            steps.add(r.finite, r.loss)
+        means = steps.means()
+        del means["acc"]
+        return {**means, "ppl": math.exp(min(means["loss"], 700.0)), "lr": cfg.lr * lr_scale}
+
+    def score(self, archs: list, monitor: Monitor) -> list[dict]:
+        out = []
+        with monitor.bar(total=len(archs), desc="scoring") as bar:
+            for i in range(0, len(archs), SCORE_CHUNK):
+                chunk = archs[i:i + SCORE_CHUNK]
+                out += [{"score": -s["valid_loss"], **s} for s in rnn.score(self.model, chunk, self.windows)]
+                bar.update(len(chunk))
+        return out
+
+    def rerank(self, arch, seed: int, monitor: Monitor) -> dict:
+        """Short standalone training of the cell at the search size, scored by validation loss."""
+        cfg = self.cfg
+        recipe = _recipe(train_rnn, cfg, emb_size=cfg.emb_size, hidden_size=cfg.emb_size, epochs=cfg.rerank_epochs,
+                         batch_size=cfg.rerank_batch_size, bptt=cfg.bptt)
+        result = train_rnn.fit_candidate(arch, self.corpus, recipe, self.device, seed, monitor=monitor)
+        return {"score": -result["valid_loss"], **result}
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "stream": self.stream.state_dict(), "hidden": self.hidden}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.stream.load_state_dict(state["stream"])
+        self.hidden = state["hidden"].to(self.device)
+
+
+def _recipe(trainer, cfg, **overrides):
+    """The final-training recipe (``paper`` preset of ``trainer``) at the re-ranking size of the search."""
+    task = cfg.dataset or cfg.task
+    common = {"task": task, "data_dir": cfg.data_dir, "device": cfg.device, "seed": cfg.seed,
+              "deterministic": cfg.deterministic}
+    return resolve(trainer.Config, trainer.PRESETS, "paper", None, {**common, **overrides},
+                   base=trainer.task_defaults(task))
+
+
+def make_task(cfg, device: torch.device):
+    return (RnnSearch if cfg.space == "rnn" else CnnSearch)(cfg, device)
