@@ -1,0 +1,252 @@
+"""The NAO-WS search end to end: smoke runs of both tasks and strategies, run folder contents, TensorBoard
+events, exact kill-and-resume, checkpoint fallback, divergence rollback and option errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nao_ws import search as search_mod
+from nao_ws.cli import main
+from nao_ws.search_tasks import sgdr_lr
+from supernet.spaces import get_space, parse_arch
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+PTB_TINY = str(SHARED / "ptb-tiny")
+REPO = Path(__file__).resolve().parents[1]
+# Smaller than the smoke preset where it does not change the code path: the suite runs in CI.
+FAST_CNN = ["search", "--task", "cifar10", "--preset", "smoke", "--epochs", "2", "--eval-every", "1", "--pool-size", "10",
+            "--new-per-iter", "4", "--random-per-iter", "1", "--seeds", "4", "--rerank-top", "1",
+            "--controller-epochs", "10"]
+FAST_PTB = ["search", "--task", "ptb", "--data-dir", PTB_TINY, "--preset", "smoke", "--epochs", "2", "--eval-every", "1",
+            "--pool-size", "10", "--new-per-iter", "4", "--random-per-iter", "1", "--seeds", "4",
+            "--rerank-top", "1", "--controller-epochs", "10"]
+
+
+def cli(args, capsys=None):
+    code = 0
+    try:
+        main(args)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr() if capsys else ("", "")
+    return code, out, err
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def strip_timing(obj):
+    """Remove wall-clock fields, the only values two equal runs may differ in."""
+    if isinstance(obj, dict):
+        return {k: strip_timing(v) for k, v in obj.items() if not k.startswith("seconds")}
+    if isinstance(obj, list):
+        return [strip_timing(v) for v in obj]
+    return obj
+
+
+@pytest.mark.parametrize("args,space", [(FAST_CNN, "cnn-ws"), (FAST_PTB, "rnn")], ids=["cifar10", "ptb"])
+@pytest.mark.parametrize("strategy", ["nao", "random"])
+def test_smoke_search_writes_a_complete_run_folder(args, space, strategy, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    code, out, err = cli(args + ["--strategy", strategy, "--output", str(out_dir), "--no-progress"], capsys)
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    for name in ("config.json", "pool.jsonl", "best.json", "metrics.jsonl", "log.txt"):
+        assert (out_dir / name).is_file(), name
+    assert list((out_dir / "checkpoints").glob("ckpt-*.pt")) and list((out_dir / "tb").iterdir())
+    cfg = json.loads((out_dir / "config.json").read_text())
+    assert cfg["strategy"] == strategy and cfg["space"] == space
+
+    pool = read_jsonl(out_dir / "pool.jsonl")
+    sp = get_space(space)
+    by_iter = {}
+    for r in pool:
+        by_iter.setdefault(r["iteration"], []).append(r)
+        a = parse_arch(r["arch"], space)
+        assert r["canonical"] == sp.format(sp.canonical(a)) and r["origin"] in ("seed", "nao", "random")
+        assert np.isfinite(r["score"])
+    assert sorted(by_iter) == [0, 1]
+    for recs in by_iter.values():  # the pool is always full and unique by canonical form
+        assert len(recs) == 10 and len({r["canonical"] for r in recs}) == 10
+    origins = {r["origin"] for r in by_iter[1]}
+    # same budget for both strategies: 4 new + 1 random per update; only NAO decodes architectures
+    assert ("nao" in origins) == (strategy == "nao")
+    assert sum(r["origin"] != "seed" for r in by_iter[1]) == 5
+
+    best = json.loads((out_dir / "best.json").read_text())
+    assert best["text"] == result["best"] and best["rerank"]["arch"] == best["text"]
+    assert parse_arch(str(out_dir / "best.json")) == parse_arch(best["text"], space)
+
+    metrics = read_jsonl(out_dir / "metrics.jsonl")
+    phases = [m["phase"] for m in metrics]
+    assert phases.count("train") == 2 and phases.count("score") == 2 and phases.count("rerank") == 1
+    assert ("controller" in phases) == (strategy == "nao")
+
+
+def test_best_json_feeds_train(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    assert cli(FAST_CNN + ["--rerank-top", "0", "--output", str(out_dir), "--no-progress"], capsys)[0] == 0
+    code, out, err = cli(["train", "--task", "cifar10-sample", "--arch", str(out_dir / "best.json"), "--preset",
+                          "smoke", "--dry-run", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["params"] > 0
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out_dir / "tb"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    for tag in ("supernet/loss", "supernet/lr", "pool/mean", "pool/max", "pool/top10_mean",
+                "best/inherited_score", "controller/pairwise_accuracy", "controller/kendall_tau",
+                "controller/hamming", "generate/fraction_new", "generate/eta_mean"):
+        assert tag in tags["scalars"], tag
+    assert [e.step for e in acc.Scalars("pool/max")] == [1, 2]
+    assert "best/cells" in tags["images"]
+
+
+def _spawn(args):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "nao_ws.cli", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _lines(path: Path) -> list:
+    try:
+        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    except (OSError, json.JSONDecodeError):
+        return []
+
+
+def _kill_when(proc, ready, timeout=300):
+    """SIGKILL ``proc`` as soon as ``ready()`` holds; False if it finished first."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            return False
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("the search did not reach the kill point in time")
+
+
+def test_killed_and_resumed_search_equals_uninterrupted(tmp_path):
+    """Kill during scoring, during controller training and at a random moment; resume each time."""
+    args = FAST_CNN + ["--deterministic", "--no-progress", "--seed", "3"]
+    ref = tmp_path / "ref"
+    start = time.time()
+    p = _spawn(args + ["--output", str(ref)])
+    assert p.wait() == 0, p.stderr.read()
+    duration = time.time() - start
+
+    run = tmp_path / "killed"
+    metrics = run / "metrics.jsonl"
+    kill_points = [
+        lambda: any(m["phase"] == "train" for m in _lines(metrics)),  # epoch 1 trained: scoring runs next
+        lambda: any(m["phase"] == "score" for m in _lines(metrics)),  # scored: controller training runs next
+    ]
+    rng = np.random.default_rng(0)
+    p = _spawn(args + ["--output", str(run)])
+    kills = 0
+    for k in range(3):
+        if k < len(kill_points):
+            killed = _kill_when(p, kill_points[k])
+        else:  # at a random moment of what remains
+            t_kill = time.time() + rng.uniform(0.1, 0.6) * duration
+            killed = _kill_when(p, lambda: time.time() >= t_kill)
+        kills += killed
+        if not killed:
+            break
+        p = _spawn(["search", "--resume", str(run), "--no-progress"])
+    assert p.wait() == 0, p.stderr.read()
+    assert kills >= 2
+    assert "resumed" in (run / "log.txt").read_text()
+
+    assert read_jsonl(run / "pool.jsonl") == read_jsonl(ref / "pool.jsonl")
+    assert strip_timing(read_jsonl(run / "metrics.jsonl")) == strip_timing(read_jsonl(ref / "metrics.jsonl"))
+    assert strip_timing(json.loads((run / "best.json").read_text())) == \
+        strip_timing(json.loads((ref / "best.json").read_text()))
+
+
+def test_corrupt_latest_checkpoint_falls_back_with_a_warning(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    assert cli(FAST_PTB + ["--rerank-top", "0", "--output", str(out_dir), "--no-progress"], capsys)[0] == 0
+    best = json.loads((out_dir / "best.json").read_text())
+    ckpts = sorted((out_dir / "checkpoints").glob("ckpt-*.pt"))
+    data = ckpts[-1].read_bytes()
+    ckpts[-1].write_bytes(data[: len(data) // 2])  # a write cut short
+    with pytest.warns(UserWarning, match="fails its checksum"):
+        code, out, err = cli(["search", "--resume", str(out_dir), "--no-progress"], capsys)
+    assert code == 0, err
+    assert json.loads((out_dir / "best.json").read_text())["text"] == best["text"]
+    assert "falling back" in (out_dir / "log.txt").read_text()
+
+
+def test_divergence_rolls_back_with_a_lower_lr(tmp_path, monkeypatch, capsys):
+    from supernet import rnn
+
+    real_step, calls = rnn.train_step, {"n": 0}
+
+    def flaky_step(model, optimizer, window, hidden, arch=None, **kw):
+        calls["n"] += 1
+        if 30 <= calls["n"] < 30 + 25:  # more than max_nan_steps (20) non-finite losses in a row
+            return rnn.StepResult(float("nan"), False, hidden.detach() * 0)
+        return real_step(model, optimizer, window, hidden, arch, **kw)
+
+    monkeypatch.setattr(rnn, "train_step", flaky_step)
+    out_dir = tmp_path / "run"
+    code, out, err = cli(FAST_PTB + ["--rerank-top", "0", "--epochs", "3", "--output", str(out_dir),
+                                     "--no-progress"], capsys)
+    assert code == 0, err
+    assert "rolled back" in (out_dir / "log.txt").read_text()
+    lrs = [m["lr"] for m in read_jsonl(out_dir / "metrics.jsonl") if m["phase"] == "train"]
+    assert len(lrs) == 3 and lrs[-1] == pytest.approx(0.125)  # the rolled-back epoch was not logged twice
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--task", "ptb", "--space", "cnn-ws"], "searches the rnn space"),
+    (["--task", "cifar10", "--space", "rnn"], "searches the cnn-ws"),
+    (["--task", "cifar10", "--seeds", "50", "--pool-size", "20"], "exceeds --pool-size"),
+    (["--task", "cifar10", "--eval-every", "9", "--epochs", "4"], "--eval-every 9"),
+    (["--task", "cifar10", "--strategy", "evolution"], "--strategy evolution"),
+    (["--task", "cifar10", "--emb-size", "8"], "--emb-size does not apply to --task cifar10"),
+    (["--task", "cifar10", "--preset", "huge"], "unknown preset 'huge'"),
+    (["--resume", "/nonexistent/run"], "not a run folder"),
+    (["--task", "ptb", "--space", "cnn"], "runs on cifar10"),
+])
+def test_bad_options_are_one_line_errors(args, needle, capsys, tmp_path):
+    code, _, err = cli(["search", *args, "--output", str(tmp_path / "x")], capsys)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_resume_rejects_new_options(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"task": "ptb"}))
+    code, _, err = cli(["search", "--resume", str(tmp_path), "--epochs", "5"], capsys)
+    assert code == 2 and "drop the other options (--epochs)" in err
+
+
+def test_sgdr_restarts():
+    assert sgdr_lr(0, 0.05, 5e-4, 10, 2) == pytest.approx(0.05)
+    assert sgdr_lr(5, 0.05, 5e-4, 10, 2) == pytest.approx((0.05 + 5e-4) / 2)
+    assert sgdr_lr(10, 0.05, 5e-4, 10, 2) == pytest.approx(0.05)  # restart after T0 = 10
+    assert sgdr_lr(29, 0.05, 5e-4, 10, 2) < sgdr_lr(20, 0.05, 5e-4, 10, 2)  # second period lasts 20 epochs
+    assert sgdr_lr(30, 0.05, 5e-4, 10, 2) == pytest.approx(0.05)
+
+
+def test_paper_presets_follow_the_spec():
+    cnn = search_mod.CnnSearchConfig(task="cifar10")
+    assert (cnn.layers, cnn.channels, cnn.batch_size, cnn.epochs, cnn.pool_size, cnn.new_per_iter,
+            cnn.random_per_iter, cnn.eval_every) == (2, 20, 160, 150, 1000, 500, 50, 30)
+    rnn_cfg = search_mod.RnnSearchConfig(task="ptb", **search_mod.RNN_PRESETS["paper"])
+    assert (rnn_cfg.emb_size, rnn_cfg.batch_size, rnn_cfg.bptt, rnn_cfg.lr, rnn_cfg.epochs, rnn_cfg.eval_every,
+            rnn_cfg.new_per_iter) == (300, 256, 35, 0.25, 1000, 200, 300)
