@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+from pathlib import Path
 
 import click
 import numpy as np
@@ -122,6 +123,36 @@ def data_download(task, data_dir):
     click.echo(datasets.check(task, data_dir))
 
 
+def _defaults_from_arch(flags: dict, task: str | None) -> str | None:
+    """``--arch RUN/best.json``: the space comes from the JSON and, without ``--task``, the task (and the
+    data, e.g. the bundled sample of a smoke search) from the search's ``config.json`` beside it."""
+    arch = flags.get("arch")
+    if not arch or not Path(arch).is_file():
+        return task
+    try:
+        obj = json.loads(Path(arch).read_text())
+        space = (obj.get("arch") or obj).get("space")
+    except (json.JSONDecodeError, AttributeError):
+        return task
+    if space in ("cnn-ws", "cnn") and flags.get("space") is None:
+        flags["space"] = space
+    run_cfg = Path(arch).parent / "config.json"
+    if task is None and run_cfg.is_file():
+        saved = json.loads(run_cfg.read_text())
+        task = saved.get("dataset") or saved.get("task")
+    return task
+
+
+def _ensure_data(task: str, data_dir: str | None) -> None:
+    """Download ``task``'s data unless it is already there and readable."""
+    from . import datasets
+
+    try:
+        datasets.check(task, data_dir)
+    except NaoWsError:
+        datasets.download(task, data_dir)
+
+
 # -- train / eval ------------------------------------------------------------------------------------------
 
 def _trainer(task: str):
@@ -149,8 +180,9 @@ def _with_train_options(fn):
 @click.option("--dry-run", is_flag=True, help="build the model, report its size, exit")
 @click.option("--json", "as_json", is_flag=True, help="with --dry-run: print one JSON object")
 @click.option("--progress/--no-progress", default=True, help="tqdm progress bars")
+@click.option("--download", is_flag=True, help="fetch the task's dataset first if it is missing")
 @_with_train_options
-def train(task, preset, config_file, output, resume, dry_run, as_json, progress, **flags):
+def train(task, preset, config_file, output, resume, dry_run, as_json, progress, download, **flags):
     """Train a discovered cell from scratch (SPEC 5), e.g. --task cifar10 --arch RUN/best.json."""
     from .config import build_config, config_to_dict, resolve
     from .monitor import Monitor
@@ -166,11 +198,14 @@ def train(task, preset, config_file, output, resume, dry_run, as_json, progress,
         mod = _trainer(saved.get("task", ""))
         cfg = build_config(mod.Config, saved, {"device": flags.get("device")}, where=("config.json", "flags"))
     else:
+        task = _defaults_from_arch(flags, task)
         if task is None:
             raise NaoWsError("--task is required (cifar10, cifar10-sample, cifar100, ptb or wikitext2)")
         mod = _trainer(task)
         cfg = resolve(mod.Config, mod.PRESETS, preset, config_file, {**flags, "task": task},
                       base=mod.task_defaults(task))
+    if download:
+        _ensure_data(cfg.task, cfg.data_dir)
     if dry_run:
         info = mod.dry_run(cfg)
         click.echo(json.dumps(info) if as_json else "\n".join(f"{k}: {v}" for k, v in info.items()))
@@ -211,8 +246,9 @@ def _search_kind(task: str, space: str | None):
 @click.option("--output", default=None, help="run folder (default runs/search-<task>-<time>)")
 @click.option("--resume", default=None, help="continue the search in this run folder from its last checkpoint")
 @click.option("--progress/--no-progress", default=True, help="tqdm progress bars")
+@click.option("--download", is_flag=True, help="fetch the task's dataset first if it is missing")
 @_with_search_options
-def search(task, preset, config_file, output, resume, progress, **flags):
+def search(task, preset, config_file, output, resume, progress, download, **flags):
     """Search cells: NAO on a weight-sharing supernet (cnn-ws, rnn; --strategy random for Random-WS), or the
     standalone 11-op search with --space cnn (every candidate trained from scratch; flags such as --epochs,
     --layers, --channels then describe each candidate)."""
@@ -237,6 +273,8 @@ def search(task, preset, config_file, output, resume, progress, **flags):
         cls, presets, base = _search_kind(task, space)
         cfg = resolve(cls, presets, preset, config_file, {**flags, "task": task}, base=base)
         (standalone.check_config if cfg.space == "cnn" else ws.check_config)(cfg)
+        if download:
+            _ensure_data(cfg.dataset or cfg.task, cfg.data_dir)
         run = RunDir.create(output, "search", task)
         run.write_config(config_to_dict(cfg))
         click.echo(f"run folder: {run.path}  (watch: tensorboard --logdir {run.path / 'tb'})", err=True)
