@@ -1,0 +1,96 @@
+"""Controller configs (SPEC 2): three frozen dataclasses of scalars, with presets per search space.
+
+The defaults are the ``cnn-ws`` values (ref-PT). Presets follow the project's convention: plain dicts of
+overrides keyed by space name (``ModelConfig(**MODEL_PRESETS["rnn"])``, or nao_ws's ``build_config``);
+:func:`preset` builds all three at once and ``dataclasses.replace`` changes single fields.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .space import ControllerInputError
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ControllerInputError(message)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the encoder, predictor and decoder (SPEC 2.1)."""
+
+    embed_size: int = field(default=48, metadata={"help": "token embedding size"})  # SPEC 2.1
+    hidden_size: int = field(default=96, metadata={"help": "encoder = decoder LSTM size"})  # SPEC 2.1
+    group: int = field(default=2, metadata={"help": "tokens per encoder step (2 = index/op pairs)"})  # SPEC 2.1
+    mlp_layers: int = field(default=3, metadata={"help": "predictor hidden layers"})  # SPEC 2.1
+    mlp_hidden: int = field(default=200, metadata={"help": "predictor hidden width"})  # SPEC 2.1
+    dropout: float = field(default=0.1, metadata={"help": "predictor dropout"})  # SPEC 2.1
+    # Not in the SPEC (ref-PT has none): a learned position bias on the decoder's attention, see model.Decoder.
+    align_bias: bool = field(default=True, metadata={"help": "learned position bias in the decoder attention"})
+
+    def __post_init__(self):
+        _require(self.group >= 1, f"group must be >= 1 token per encoder step, got {self.group}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Joint training of encoder, predictor and decoder (SPEC 2.1, 2.3)."""
+
+    trade_off: float = field(default=0.8, metadata={"help": "lambda in lambda*MSE + (1-lambda)*NLL"})  # SPEC 2.1
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})  # SPEC 2.1
+    weight_decay: float = field(default=1e-4, metadata={"help": "Adam (L2) weight decay"})  # SPEC 2.1
+    grad_clip: float = field(default=5.0, metadata={"help": "gradient-norm clip"})  # SPEC 2.1
+    batch_size: int = field(default=100, metadata={"help": "controller batch size"})  # SPEC 2.1
+    epochs: int = field(default=1000, metadata={"help": "controller epochs per search iteration"})  # SPEC 2.1
+    augment: bool = field(default=True, metadata={"help": "symmetric (branch-swap) augmentation"})  # SPEC 2.3
+    # SPEC 2.3 asks for held-out metrics but gives no size: 10% here, 0 trains on everything.
+    holdout: float = field(default=0.1, metadata={"help": "fraction held out for metrics"})
+    # Not in the SPEC: precision@k looks at the top 10 of the held-out split (fewer if it is smaller).
+    precision_k: int = field(default=10, metadata={"help": "k of precision@k on the held-out split"})
+
+    def __post_init__(self):
+        _require(0 <= self.trade_off <= 1, f"trade_off must lie in [0, 1], got {self.trade_off}")
+        _require(self.batch_size >= 1 and self.epochs >= 0, "batch_size must be >= 1 and epochs >= 0")
+        _require(0 <= self.holdout < 1, f"holdout must lie in [0, 1), got {self.holdout}")
+        _require(self.precision_k >= 1, f"precision_k must be >= 1, got {self.precision_k}")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Gradient steps in embedding space (SPEC 2.2): eta = step_size, + step_growth, ... <= max_step_size."""
+
+    num_seeds: int = field(default=100, metadata={"help": "K: top architectures used as seeds"})  # SPEC 2.2
+    num_new: int = field(default=300, metadata={"help": "M: new architectures wanted"})  # SPEC 2.2 (ref-PT)
+    step_size: float = field(default=1.0, metadata={"help": "first eta"})  # SPEC 2.2 (ref-PT)
+    step_growth: float = field(default=1.0, metadata={"help": "added to eta on every retry"})  # SPEC 2.2
+    max_step_size: float = field(default=50.0, metadata={"help": "largest eta tried"})  # SPEC 2.2 (ref-PT)
+
+    def __post_init__(self):
+        _require(self.num_seeds >= 1 and self.num_new >= 1, "num_seeds and num_new must be >= 1")
+        _require(self.step_size > 0 and self.step_growth > 0, "step_size and step_growth must be > 0")
+
+
+MODEL_PRESETS = {
+    "cnn-ws": {},  # SPEC 2.1, ref-PT: 48/96, pairs -> 20 steps, MLP 3 x 200
+    # SPEC 2.1 (paper 4.1): 32/96, one step per token, a one-layer feed-forward predictor (width as ref-PT).
+    "cnn": {"embed_size": 32, "group": 1, "mlp_layers": 1},
+    "rnn": {"mlp_layers": 4},  # SPEC 2.1, ref-TF: 48/96, pairs -> 12 steps (23 tokens, left-padded), MLP 4 x 200
+}
+TRAIN_PRESETS = {
+    "cnn-ws": {},  # SPEC 2.1
+    "cnn": {"trade_off": 0.9},  # SPEC 2.1 (paper 4.1); other settings as ref-PT
+    "rnn": {},  # SPEC 2.1: same as CNN-WS
+}
+GENERATE_PRESETS = {
+    "cnn-ws": {},  # SPEC 2.2: K = 100, 300 new, eta = 1, 2, ..., 50 (ref-PT)
+    # SPEC 2.2 / paper 4.1: K = 200, 200 new, eta = 10; retries add eta/2 (paper footnote 4) up to ref-TF's 100.
+    "cnn": {"num_seeds": 200, "num_new": 200, "step_size": 10.0, "step_growth": 5.0, "max_step_size": 100.0},
+    "rnn": {"max_step_size": 30.0},  # SPEC 2.2: K = 100, 300 new, eta up to 30 (ref-TF RNN)
+}
+
+
+def preset(space: str) -> tuple[ModelConfig, TrainConfig, GenerateConfig]:
+    """The (model, train, generate) configs of one space's preset; ``KeyError`` for an unknown space."""
+    return (ModelConfig(**MODEL_PRESETS[space]), TrainConfig(**TRAIN_PRESETS[space]),
+            GenerateConfig(**GENERATE_PRESETS[space]))

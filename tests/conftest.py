@@ -1,0 +1,14 @@
+"""Test-session settings: one intra-op thread, for this process and the CLI subprocesses tests start.
+
+Measured here: with two threads on a busy 2-core machine, small CPU kernels (batch norm, depthwise conv,
+the controller's step-by-step LSTM) ran 10-200x slower from OpenMP spin-waiting; one thread keeps the
+suite's run time predictable wherever it runs.
+"""
+import os
+
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
