@@ -1,18 +1,296 @@
-"""Final training of a discovered cnn cell (placeholder until the CNN trainer lands)."""
+"""Final training of a discovered CNN cell on CIFAR (SPEC 5.1): ``nao-ws train --task cifar10 ...``.
+
+``fit_candidate`` is the same training loop without a run folder, for the search loops' short standalone
+trainings (SPEC 3.1's top-5 re-ranking, SPEC 4's candidate training); ``CANDIDATE_PRESETS`` holds their
+recipes. The test set is evaluated once, after the last epoch, and never used to pick anything.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
-from .config import RunConfig
+import torch
 
-TASKS = ()
-PRESETS = {"paper": {}, "smoke": {}}
+from supernet.cnn import autocast, train_step
+from supernet.nets import REFERENCE_CELLS, NASNetwork, parameter_count
+from supernet.spaces import CnnArch, format_arch, parse_arch
+
+from .config import RunConfig, build_config, config_to_dict
+from .datasets import IMAGE_TASKS, ImageBatches, ImageData, fixed_batches, load_images
+from .errors import NaoWsError
+from .monitor import Monitor
+from .runs import RunDir, resolve_device, rng_state, seed_everything, set_rng_state
+
+CHECKPOINT_KIND = "train-cnn"
+NUM_CLASSES = {"cifar10": 10, "cifar10-sample": 10, "cifar100": 100}  # SPEC 5.1
+EVAL_BATCH = 500  # test-time batch size: memory only, BN uses running statistics at test time
+WEIGHT_DECAY = 3e-4  # SPEC 5.1
+WEIGHT_DECAY_WIDE = 5e-4  # SPEC 5.1, for F = 128
+WIDE_CHANNELS = 128  # SPEC 5.1
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
 
 
 @dataclass(frozen=True)
 class Config(RunConfig):
-    arch: str = ""
+    """The SPEC 5.1 recipe; every field is a flag of ``nao-ws train``."""
+
+    arch: str = field(default="", metadata=_help(
+        "architecture: text form, JSON or a JSON file (default: the space's SPEC 5.1 reference cell, NAONet-B "
+        "for cnn-ws, NAONet-A for cnn)"))
+    space: str = field(default="cnn-ws", metadata=_help("search space of --arch: cnn-ws (5 ops) or cnn (11 ops)"))
+    layers: int = field(default=6, metadata=_help("CNN: cells per stage N (SPEC 5.1: 6)"))
+    channels: int = field(default=36, metadata=_help("CNN: channels F of the first stage (SPEC 5.1: 36, 64 or 128)"))
+    epochs: int = field(default=600, metadata=_help("training epochs"))  # SPEC 5.1
+    batch_size: int = field(default=128, metadata=_help("training batch size"))  # SPEC 5.1
+    lr: float = field(default=0.025, metadata=_help("initial learning rate (cosine schedule)"))  # SPEC 5.1
+    lr_min: float = field(default=0.0, metadata=_help("final learning rate of the cosine schedule"))  # SPEC 5.1
+    momentum: float = field(default=0.9, metadata=_help("SGD momentum"))  # SPEC 5.1
+    weight_decay: float | None = field(default=None, metadata=_help(
+        "weight decay (CNN default: 3e-4, 5e-4 when --channels >= 128, SPEC 5.1)"))
+    grad_clip: float = field(default=5.0, metadata=_help("gradient-norm clip"))  # SPEC 5.1
+    cutout: int = field(default=16, metadata=_help("cutout square side, 0 = off"))  # SPEC 5.1
+    aux_weight: float = field(default=0.4, metadata=_help("auxiliary head loss weight, 0 = no aux head"))  # SPEC 5.1
+    drop_path_keep: float = field(default=0.8, metadata=_help("final scheduled drop-path keep probability"))  # SPEC 5.1
+    head_keep: float = field(default=0.6, metadata=_help("dropout keep probability before the classifier"))  # SPEC 5.1
+    amp: bool = field(default=False, metadata=_help("bf16 autocast (CUDA only)"))
+    channels_last: bool = field(default=False, metadata=_help(
+        "channels-last memory format on CUDA (CNNs always run channels-last on CPU, where it is faster)"))
+
+
+# paper = the dataclass defaults (SPEC 5.1); smoke = a minute on 2 CPU cores with --task cifar10-sample
+PRESETS = {
+    "paper": {},
+    "smoke": {"layers": 1, "channels": 8, "epochs": 3, "batch_size": 50, "cutout": 8},
+}
+
+# recipes of fit_candidate's callers, as overrides of Config
+CANDIDATE_PRESETS = {
+    # SPEC 3.1: re-rank the top 5 of a weight-sharing search (ref-PT: N = 3, C = 20, 10 epochs)
+    "rerank": {"layers": 3, "channels": 20, "epochs": 10},
+    # SPEC 4: every candidate of the standalone search
+    "standalone": {"layers": 3, "channels": 32, "epochs": 25, "batch_size": 128, "lr": 0.024, "lr_min": 0.0,
+                   "drop_path_keep": 0.7, "aux_weight": 0.4, "weight_decay": 5e-4, "cutout": 0},
+}
 
 
 def task_defaults(task: str) -> dict:
+    """No per-task overrides: CIFAR-10 and CIFAR-100 share the SPEC 5.1 recipe."""
     return {}
+
+
+def weight_decay(cfg: Config) -> float:
+    if cfg.weight_decay is not None:
+        return cfg.weight_decay
+    return WEIGHT_DECAY_WIDE if cfg.channels >= WIDE_CHANNELS else WEIGHT_DECAY
+
+
+def check_config(cfg: Config) -> None:
+    """Reject values no network or schedule can use, with the flag to fix."""
+    problems = []
+    if cfg.task not in IMAGE_TASKS:
+        problems.append(f"--task {cfg.task} is not an image task ({', '.join(IMAGE_TASKS)})")
+    if cfg.space not in REFERENCE_CELLS:
+        problems.append(f"--space {cfg.space} is not a CNN space (cnn-ws or cnn)")
+    if cfg.layers < 1:
+        problems.append(f"--layers {cfg.layers} must be at least 1")
+    if cfg.channels < 2 or cfg.channels % 2:
+        problems.append(f"--channels {cfg.channels} must be even and at least 2 (factorized reduce halves it)")
+    for name in ("epochs", "batch_size"):
+        if getattr(cfg, name) < 1:
+            problems.append(f"--{name.replace('_', '-')} {getattr(cfg, name)} must be at least 1")
+    if not cfg.lr > 0 or not 0 <= cfg.lr_min <= cfg.lr:
+        problems.append(f"need --lr > 0 and 0 <= --lr-min <= --lr, got {cfg.lr} and {cfg.lr_min}")
+    if not 0 <= cfg.momentum < 1:
+        problems.append(f"--momentum {cfg.momentum} must be in [0, 1)")
+    if weight_decay(cfg) < 0 or cfg.aux_weight < 0 or not cfg.grad_clip > 0:
+        problems.append("--weight-decay and --aux-weight must be >= 0 and --grad-clip > 0")
+    if not 0 <= cfg.cutout <= 32:
+        problems.append(f"--cutout {cfg.cutout} must be between 0 and 32 (the image side)")
+    for name in ("drop_path_keep", "head_keep"):
+        if not 0 < getattr(cfg, name) <= 1:
+            problems.append(f"--{name.replace('_', '-')} {getattr(cfg, name)} must be in (0, 1]")
+    if problems:
+        raise NaoWsError("; ".join(problems))
+
+
+def resolve_arch(cfg: Config) -> CnnArch:
+    return parse_arch(cfg.arch or REFERENCE_CELLS.get(cfg.space, ""), cfg.space)
+
+
+def build_model(arch: CnnArch, cfg: Config, num_classes: int) -> NASNetwork:
+    return NASNetwork(arch, cfg.layers, cfg.channels, num_classes, aux=cfg.aux_weight > 0,
+                      drop_path_keep=cfg.drop_path_keep, head_keep=cfg.head_keep)
+
+
+def dry_run(cfg: Config) -> dict:
+    """Build the network on the meta device (no memory, no data) and report its size."""
+    check_config(cfg)
+    arch = resolve_arch(cfg)
+    with torch.device("meta"):
+        model = build_model(arch, cfg, NUM_CLASSES[cfg.task])
+    return {"task": cfg.task, "space": arch.space, "arch": format_arch(arch), "layers": cfg.layers,
+            "channels": cfg.channels, "params": parameter_count(model),
+            "params_with_aux": parameter_count(model, aux=True)}
+
+
+# -- the training loop -------------------------------------------------------------------------------------
+
+class Trainer:
+    """Model, optimiser, cosine schedule and the training batches of one run; ``state_dict`` is what a
+    checkpoint needs to continue bit for bit (with ``runs.rng_state``)."""
+
+    def __init__(self, arch: CnnArch, data: ImageData, cfg: Config, device: torch.device, seed: int):
+        self.cfg, self.device = cfg, device
+        self.amp = cfg.amp and device.type == "cuda"
+        self.model = build_model(arch, cfg, data.num_classes).to(device)
+        if cfg.channels_last and device.type == "cuda":
+            self.model.use_channels_last()
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=weight_decay(cfg))
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, cfg.epochs, eta_min=cfg.lr_min)
+        self.batches = ImageBatches(data.train, cfg.batch_size, data.mean, data.std, train=True, cutout=cfg.cutout,
+                                    device=device, generator_seed=seed)
+        self.data = data
+        self.epoch = 0
+
+    def train_epoch(self, monitor: Monitor | None) -> dict:
+        """One epoch; returns mean train loss and accuracy, the epoch's lr and the skipped (non-finite) steps."""
+        cfg, steps = self.cfg, len(self.batches)
+        lr = self.optimizer.param_groups[0]["lr"]
+        loss_sum = acc_sum = 0.0
+        done = skipped = 0
+        bar = monitor.bar(total=steps, desc=f"epoch {self.epoch + 1}/{cfg.epochs}") if monitor else None
+        for i, (x, y) in enumerate(self.batches):
+            progress = (self.epoch * steps + i + 1) / (cfg.epochs * steps)  # drop-path schedule (SPEC 5.1)
+            r = train_step(self.model, self.optimizer, x, y, aux_weight=cfg.aux_weight,
+                           grad_clip=cfg.grad_clip, progress=progress, amp=self.amp)
+            if r.finite:
+                loss_sum, acc_sum, done = loss_sum + r.loss, acc_sum + r.acc, done + 1
+            else:
+                skipped += 1
+            if bar is not None:
+                bar.update()
+                bar.set_postfix(loss=f"{r.loss:.3f}")
+        if bar is not None:
+            bar.close()
+        if done == 0:
+            raise NaoWsError(f"training diverged: every step of epoch {self.epoch + 1} had a non-finite loss or "
+                             f"gradient; lower --lr (now {cfg.lr})")
+        self.scheduler.step()
+        self.epoch += 1
+        return {"epoch": self.epoch, "train_loss": loss_sum / done, "train_acc": acc_sum / done, "lr": lr,
+                "skipped_steps": skipped}
+
+    def evaluate(self, images) -> dict:
+        return evaluate_model(self.model, fixed_batches(images, EVAL_BATCH, self.data.mean, self.data.std,
+                                                        self.device), self.amp)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "batches": self.batches.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.batches.load_state_dict(state["batches"])
+        self.epoch = state["epoch"]
+
+
+def evaluate_model(model: NASNetwork, batches: list, amp: bool = False) -> dict:
+    """Accuracy and mean loss over fixed batches, BN with running statistics."""
+    model.eval()
+    correct = loss = 0.0
+    n = 0
+    with torch.inference_mode(), autocast(batches[0][0].device, amp):
+        for x, y in batches:
+            logits = model(x)[0].float()
+            correct += (logits.argmax(1) == y).sum().item()
+            loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            n += len(y)
+    return {"acc": correct / n, "loss": loss / n}
+
+
+def _setup(cfg: Config) -> tuple[CnnArch, torch.device]:
+    check_config(cfg)
+    arch = resolve_arch(cfg)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed, cfg.deterministic)
+    return arch, device
+
+
+def train(cfg: Config, run: RunDir, monitor: Monitor, resume: bool) -> dict:
+    """Train ``cfg.arch`` on the full training split, checkpointing every epoch; test once at the end."""
+    arch, device = _setup(cfg)
+    data = load_images(cfg.task, cfg.data_dir, purpose="final")
+    trainer = Trainer(arch, data, cfg, device, cfg.seed)
+    state = run.load_latest_checkpoint() if resume else None
+    if state is not None:
+        if state.get("kind") != CHECKPOINT_KIND:
+            raise NaoWsError(f"{run.path} holds a '{state.get('kind')}' checkpoint, not a {CHECKPOINT_KIND} one")
+        trainer.load_state_dict(state["trainer"])
+        set_rng_state(state["rng"])
+        run.truncate_jsonl("metrics.jsonl", trainer.epoch)  # one record per finished epoch
+        run.log(f"resumed after epoch {trainer.epoch}")
+    else:
+        run.log(f"training {format_arch(arch)} ({arch.space}), N={cfg.layers}, F={cfg.channels}, "
+                f"{parameter_count(trainer.model) / 1e6:.2f}M params, on {device}")
+    if cfg.amp and device.type != "cuda":
+        monitor.write(f"note: --amp applies on CUDA only; ignored on {device.type}")
+    while trainer.epoch < cfg.epochs:
+        start = time.time()
+        record = trainer.train_epoch(monitor)
+        record["seconds"] = round(time.time() - start, 3)
+        run.append_jsonl("metrics.jsonl", record)
+        monitor.scalars({"train/loss": record["train_loss"], "train/acc": record["train_acc"], "lr": record["lr"]},
+                        trainer.epoch)
+        run.save_checkpoint({"kind": CHECKPOINT_KIND, "config": config_to_dict(cfg), "arch": format_arch(arch),
+                             "trainer": trainer.state_dict(), "rng": rng_state()}, trainer.epoch)
+        monitor.write(f"epoch {trainer.epoch}/{cfg.epochs}: train loss {record['train_loss']:.4f} "
+                      f"acc {record['train_acc']:.4f} lr {record['lr']:.5f}")
+    test = trainer.evaluate(data.valid)
+    last = run.read_jsonl("metrics.jsonl")[-1]
+    result = {"task": cfg.task, "space": arch.space, "arch": format_arch(arch), "epochs": trainer.epoch,
+              "params": parameter_count(trainer.model), "params_with_aux": parameter_count(trainer.model, aux=True),
+              "train_loss": last["train_loss"], "train_acc": last["train_acc"],
+              "test_loss": test["loss"], "test_acc": test["acc"]}
+    monitor.scalars({"test/loss": test["loss"], "test/acc": test["acc"]}, trainer.epoch)
+    run.write_json("metrics.json", result)
+    run.log(f"done: test accuracy {test['acc']:.4f} after {trainer.epoch} epochs")
+    return result
+
+
+def fit_candidate(arch: CnnArch, data: ImageData, cfg: Config, device: torch.device | str, seed: int,
+                  monitor: Monitor | None = None) -> dict:
+    """Train one architecture from scratch on ``data.train`` (``cfg``'s recipe, e.g. a CANDIDATE_PRESETS
+    entry) and evaluate it on ``data.valid``; no run folder, no checkpoint. Seeds torch from ``seed``."""
+    check_config(cfg)
+    torch.manual_seed(seed)
+    start = time.time()
+    trainer = Trainer(arch, data, cfg, torch.device(device), seed)
+    record = {}
+    while trainer.epoch < cfg.epochs:
+        record = trainer.train_epoch(monitor)
+    valid = trainer.evaluate(data.valid)
+    return {"valid_acc": valid["acc"], "valid_loss": valid["loss"], "train_loss": record["train_loss"],
+            "train_acc": record["train_acc"], "params": parameter_count(trainer.model),
+            "seconds": time.time() - start}
+
+
+def evaluate(state: dict, device: str, data_dir: str | None) -> dict:
+    """``nao-ws eval``: the test accuracy of a checkpoint written by :func:`train`."""
+    if state.get("kind") != CHECKPOINT_KIND or "trainer" not in state:
+        raise NaoWsError(f"not a {CHECKPOINT_KIND} checkpoint (kind '{state.get('kind')}')")
+    cfg = build_config(Config, state["config"], {"data_dir": data_dir}, where=("checkpoint config", "flags"))
+    arch = resolve_arch(cfg)
+    dev = resolve_device(device)
+    data = load_images(cfg.task, cfg.data_dir, purpose="final")
+    model = build_model(arch, cfg, data.num_classes)
+    model.load_state_dict(state["trainer"]["model"])
+    model.to(dev)
+    test = evaluate_model(model, fixed_batches(data.valid, EVAL_BATCH, data.mean, data.std, dev))
+    return {"task": cfg.task, "arch": format_arch(arch), "epoch": state["trainer"]["epoch"],
+            "params": parameter_count(model), "test_loss": test["loss"], "test_acc": test["acc"]}

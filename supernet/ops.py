@@ -1,0 +1,235 @@
+"""Every op of the two CNN spaces (SPEC 1.1, 1.2), shared by the supernet (``cnn.py``) and the final
+networks (``nets.py``), plus input calibration, the heads and scheduled drop-path.
+
+``track_stats`` picks the BatchNorm flavour: final networks keep running statistics; the supernet does
+not (``track_running_stats=False``), so it always normalises with the statistics of the batch at hand and
+scoring an architecture can never change a buffer (SPEC 3.1, 6).
+
+Ops that start with a ReLU (``relu_first = True``) leave it to their caller, which computes the ReLU of
+a state once however many ops read it: their input is the ReLU'd state.
+
+Convolutions over a cell output take the output as a concatenation of equal *pieces* (the cell's loose
+ends, SPEC 1.1) and hold one weight block per piece (:class:`PieceConv`). A final network holds blocks for
+its architecture's loose ends; the supernet holds a block for every state that can be a loose end and uses
+those of the sampled architecture. Both compute a plain convolution over the concatenation.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+BN_EPS = 1e-5  # PyTorch default, as in ref-PT (SPEC 3.1)
+AUX_HIDDEN = 128  # auxiliary head: 1x1 conv to 128, 2x2 conv to 768 (NASNet / ref-PT, SPEC 5.1)
+AUX_FEATURES = 768  # SPEC 5.1
+
+
+def batch_norm(channels: int, track_stats: bool) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=BN_EPS, affine=True, track_running_stats=track_stats)
+
+
+# -- the ops of the two spaces --------------------------------------------------------------------------------
+
+class SepConv(nn.Sequential):
+    """Twice (ReLU, depthwise kxk, pointwise 1x1, BN); only the first depthwise conv strides (SPEC 1.1).
+    The first ReLU is the caller's (``relu_first``)."""
+
+    relu_first = True
+
+    def __init__(self, channels: int, kernel: int, stride: int, track_stats: bool):
+        def depthwise(s: int) -> nn.Conv2d:
+            return nn.Conv2d(channels, channels, kernel, s, kernel // 2, groups=channels, bias=False)
+
+        super().__init__(
+            depthwise(stride), nn.Conv2d(channels, channels, 1, bias=False), batch_norm(channels, track_stats),
+            nn.ReLU(inplace=True),
+            depthwise(1), nn.Conv2d(channels, channels, 1, bias=False), batch_norm(channels, track_stats))
+
+
+class ReLUConvBN(nn.Sequential):
+    """(ReLU,) kxk conv, BN: the 11-op space's conv 1x1 and conv 3x3 (SPEC 1.2)."""
+
+    relu_first = True
+
+    def __init__(self, channels: int, kernel: int, stride: int, track_stats: bool):
+        super().__init__(nn.Conv2d(channels, channels, kernel, stride, kernel // 2, bias=False),
+                         batch_norm(channels, track_stats))
+
+
+class FactorizedConv(nn.Sequential):
+    """(ReLU,) 1xk conv, BN, ReLU, kx1 conv, BN (conv 1x3+3x1 and 1x7+7x1, SPEC 1.2; ref-PT's ``Conv``)."""
+
+    relu_first = True
+
+    def __init__(self, channels: int, kernel: int, stride: int, track_stats: bool):
+        pad = kernel // 2
+        super().__init__(
+            nn.Conv2d(channels, channels, (1, kernel), (1, stride), (0, pad), bias=False),
+            batch_norm(channels, track_stats), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, (kernel, 1), (stride, 1), (pad, 0), bias=False),
+            batch_norm(channels, track_stats))
+
+
+class Pool(nn.Module):
+    """Max or average kxk pooling that keeps (stride 1) or halves (stride 2) the size; average pooling
+    excludes the padding (SPEC 1.1). An even kernel at stride 1 pads one row and column at the bottom
+    right (pooling with padding 1 and dropping the first output row and column)."""
+
+    def __init__(self, kind: str, kernel: int, stride: int):
+        super().__init__()
+        self.kind, self.kernel, self.stride = kind, kernel, stride
+        self.padding = 1 if kernel % 2 == 0 and stride == 1 else (kernel - 1) // 2
+        self.crop = kernel % 2 == 0 and stride == 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "max":
+            y = F.max_pool2d(x, self.kernel, self.stride, self.padding)
+        else:
+            y = F.avg_pool2d(x, self.kernel, self.stride, self.padding, count_include_pad=False)
+        return y[:, :, 1:, 1:] if self.crop else y
+
+
+class PieceConv(nn.Module):
+    """A 1x1 convolution over a concatenation of equally wide pieces, with one weight block per piece.
+
+    ``pieces`` names the blocks it holds (state indices of a cell); ``forward(x, which)`` convolves
+    ``x`` = the concatenation of the pieces ``which`` (in that order) with those blocks side by side.
+    Blocks not named in ``which`` take no part, so they get no gradient.
+    """
+
+    def __init__(self, piece_channels: int, pieces: Sequence[int], out_channels: int, stride: int = 1,
+                 bias: bool = False):
+        super().__init__()
+        self.stride = stride
+        self.blocks = nn.ParameterDict(
+            {str(p): nn.Parameter(torch.empty(out_channels, piece_channels, 1, 1)) for p in pieces})
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+
+    def forward(self, x: torch.Tensor, which: Sequence[int]) -> torch.Tensor:
+        blocks = [self.blocks[str(p)] for p in which]
+        weight = blocks[0] if len(blocks) == 1 else torch.cat(blocks, 1)
+        return F.conv2d(x, weight, self.bias, self.stride)
+
+
+class FactorizedReduce(nn.Module):
+    """Halve H and W without dropping pixels: two 1x1 stride-2 convs on grids offset by one pixel,
+    concatenated, then BN (SPEC 1.1). The input may be a concatenation of pieces (see PieceConv)."""
+
+    def __init__(self, piece_channels: int, out_channels: int, track_stats: bool, pieces: Sequence[int] = (0,)):
+        super().__init__()
+        if out_channels % 2:
+            raise ValueError(f"factorized reduce needs an even channel count, got {out_channels}")
+        self.conv_a = PieceConv(piece_channels, pieces, out_channels // 2, stride=2)
+        self.conv_b = PieceConv(piece_channels, pieces, out_channels // 2, stride=2)
+        self.bn = batch_norm(out_channels, track_stats)
+
+    def forward(self, x: torch.Tensor, which: Sequence[int] = (0,)) -> torch.Tensor:
+        return self.bn(torch.cat([self.conv_a(x, which), self.conv_b(x[:, :, 1:, 1:], which)], 1))
+
+
+OpFactory = Callable[[int, int, bool], nn.Module]  # (channels, stride, track_stats) -> op
+
+OPS: dict[str, OpFactory] = {
+    # SPEC 1.1 (cnn-ws)
+    "sep_conv_3x3": lambda c, s, t: SepConv(c, 3, s, t),
+    "sep_conv_5x5": lambda c, s, t: SepConv(c, 5, s, t),
+    "avg_pool_3x3": lambda c, s, t: Pool("avg", 3, s),
+    "max_pool_3x3": lambda c, s, t: Pool("max", 3, s),
+    # identity on a stride-2 input becomes a factorized reduce (SPEC 1.1)
+    "identity": lambda c, s, t: nn.Identity() if s == 1 else FactorizedReduce(c, c, t),
+    # SPEC 1.2 (cnn), besides identity
+    "conv_1x1": lambda c, s, t: ReLUConvBN(c, 1, s, t),
+    "conv_3x3": lambda c, s, t: ReLUConvBN(c, 3, s, t),
+    "conv_1x3_3x1": lambda c, s, t: FactorizedConv(c, 3, s, t),
+    "conv_1x7_7x1": lambda c, s, t: FactorizedConv(c, 7, s, t),
+    "max_pool_2x2": lambda c, s, t: Pool("max", 2, s),
+    "max_pool_5x5": lambda c, s, t: Pool("max", 5, s),
+    "avg_pool_2x2": lambda c, s, t: Pool("avg", 2, s),
+    "avg_pool_5x5": lambda c, s, t: Pool("avg", 5, s),
+}
+
+
+def make_op(name: str, channels: int, stride: int, track_stats: bool) -> nn.Module:
+    return OPS[name](channels, stride, track_stats)
+
+
+# -- around the cells ------------------------------------------------------------------------------------------
+
+class InputCalibration(nn.Module):
+    """Bring a cell input to the cell's channel count: (ReLU,) 1x1 conv, BN; or, when the input comes from
+    before a reduction cell (twice the size), (ReLU and) a factorized reduce (SPEC 5.1)."""
+
+    relu_first = True
+
+    def __init__(self, piece_channels: int, pieces: Sequence[int], out_channels: int, reduce: bool,
+                 track_stats: bool):
+        super().__init__()
+        self.reduce = reduce
+        if reduce:
+            self.fr = FactorizedReduce(piece_channels, out_channels, track_stats, pieces)
+        else:
+            self.conv = PieceConv(piece_channels, pieces, out_channels)
+            self.bn = batch_norm(out_channels, track_stats)
+
+    def forward(self, x: torch.Tensor, which: Sequence[int]) -> torch.Tensor:
+        return self.fr(x, which) if self.reduce else self.bn(self.conv(x, which))
+
+
+class Classifier(nn.Module):
+    """Global average pooling, dropout (keep probability ``keep``), linear layer over the pieces."""
+
+    def __init__(self, piece_channels: int, pieces: Sequence[int], num_classes: int, keep: float):
+        super().__init__()
+        self.dropout = nn.Dropout(1.0 - keep)
+        self.fc = PieceConv(piece_channels, pieces, num_classes, bias=True)
+
+    def forward(self, x: torch.Tensor, which: Sequence[int]) -> torch.Tensor:
+        return self.fc(self.dropout(F.adaptive_avg_pool2d(x, 1)), which).flatten(1)
+
+
+class AuxHead(nn.Module):
+    """Auxiliary classifier on the 8x8 output of the second reduction cell (SPEC 5.1; NASNet, ref-PT):
+    (ReLU,) 5x5 average pool stride 3, 1x1 conv to 128, BN, ReLU, 2x2 conv to 768, BN, ReLU, linear."""
+
+    relu_first = True
+
+    def __init__(self, piece_channels: int, pieces: Sequence[int], num_classes: int, track_stats: bool):
+        super().__init__()
+        self.conv1 = PieceConv(piece_channels, pieces, AUX_HIDDEN)
+        self.bn1 = batch_norm(AUX_HIDDEN, track_stats)
+        self.conv2 = nn.Conv2d(AUX_HIDDEN, AUX_FEATURES, 2, bias=False)
+        self.bn2 = batch_norm(AUX_FEATURES, track_stats)
+        self.fc = nn.Linear(AUX_FEATURES, num_classes)
+
+    def forward(self, x: torch.Tensor, which: Sequence[int]) -> torch.Tensor:
+        x = F.avg_pool2d(x, 5, 3, count_include_pad=False)
+        x = F.relu(self.bn1(self.conv1(x, which)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        return self.fc(x.flatten(1))
+
+
+# -- scheduled drop-path ---------------------------------------------------------------------------------------
+
+def drop_path_keep(final_keep: float, cell_index: int, num_cells: int, progress: float) -> float:
+    """Keep probability of a branch in cell ``cell_index`` (0-based) of ``num_cells`` at training
+    ``progress`` in [0, 1]: falls linearly in depth and in progress from 1 to ``final_keep`` at the last
+    cell at the end of training (SPEC 5.1; NASNet's ScheduledDropPath, ref-PT's ``apply_drop_path``)."""
+    return 1.0 - (cell_index + 1) / num_cells * progress * (1.0 - final_keep)
+
+
+def drop_path(x: torch.Tensor, keep: float) -> torch.Tensor:
+    """Zero whole samples of a branch with probability 1 - keep; scale the rest by 1/keep."""
+    if keep >= 1.0:
+        return x
+    mask = torch.empty(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device).bernoulli_(keep)
+    return x * mask.div_(keep)
+
+
+def init_parameters(module: nn.Module) -> None:
+    """Kaiming-normal initialisation of every conv / linear weight (ref-PT's ``init_parameters``); meta
+    tensors (a network built on the meta device only to be measured) hold no values to initialise."""
+    for p in module.parameters():
+        if p.dim() >= 2 and not p.is_meta:
+            nn.init.kaiming_normal_(p)

@@ -1,0 +1,125 @@
+"""`nao-ws train/eval` for CIFAR (SPEC 5.1) through the CLI: sizes, a smoke training on the bundled sample,
+exact resume, one-line user errors; and `fit_candidate`."""
+import json
+
+import pytest
+import torch
+
+from nao_ws import train_cnn
+from nao_ws.cli import main
+from nao_ws.datasets import load_images
+from nao_ws.runs import RunDir
+from supernet.nets import NAONET_A, NAONET_B
+from supernet.spaces import parse_arch
+
+RNN_REF = "0 1 1 1 2 2 1 2 4 1 4 1 4 1 7 1 8 2 1 0 4 1"
+# the smoke preset, shortened: 2 epochs of 5 steps
+SMOKE = ["train", "--task", "cifar10-sample", "--preset", "smoke", "--epochs", "2", "--batch-size", "100",
+         "--device", "cpu", "--deterministic", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_globals():
+    """--deterministic switches on deterministic algorithms process-wide; one thread keeps the tests
+    fast when other processes share the cores."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def run_cli(argv, capsys) -> dict:
+    main(argv)
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def user_error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    return err
+
+
+def test_naonet_a_has_the_published_size(capsys):
+    """SPEC 5.1: 144.6M parameters at N = 6, F = 128 (ref-PT: 144.58M; 11.47M at F = 36), aux excluded."""
+    base = ["train", "--task", "cifar10", "--space", "cnn", "--arch", NAONET_A, "--layers", "6", "--dry-run", "--json"]
+    big = run_cli(base + ["--channels", "128"], capsys)
+    assert big["params"] == pytest.approx(144.6e6, rel=0.01)
+    assert big["params_with_aux"] > big["params"]
+    assert run_cli(base + ["--channels", "36"], capsys)["params"] == pytest.approx(11.47e6, rel=0.001)
+    b = run_cli(["train", "--task", "cifar10", "--arch", NAONET_B, "--dry-run", "--json"], capsys)
+    assert (b["space"], b["layers"], b["channels"]) == ("cnn-ws", 6, 36)
+    assert run_cli(["train", "--task", "cifar100", "--arch", NAONET_B, "--dry-run", "--json"], capsys)["params"] > b["params"]
+
+
+def test_smoke_training_resumes_bit_exactly(tmp_path, capsys, monkeypatch):
+    """Uninterrupted vs. killed after epoch 1 and resumed: same weights, same metrics; eval agrees."""
+    full = run_cli(SMOKE + ["--output", str(tmp_path / "full")], capsys)
+    assert full["epochs"] == 2 and 0 <= full["test_acc"] <= 1
+
+    save = RunDir.save_checkpoint
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die(self, state, step, keep=2):
+        save(self, state, step, keep)
+        raise Killed
+
+    monkeypatch.setattr(RunDir, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        main(SMOKE + ["--output", str(tmp_path / "cut")])
+    monkeypatch.undo()
+    capsys.readouterr()
+    resumed = run_cli(["train", "--resume", str(tmp_path / "cut"), "--no-progress"], capsys)
+
+    assert resumed == full
+    a, b = (RunDir(tmp_path / name).load_latest_checkpoint() for name in ("full", "cut"))
+    assert a["trainer"]["epoch"] == b["trainer"]["epoch"] == 2
+    for key, value in a["trainer"]["model"].items():
+        assert torch.equal(value, b["trainer"]["model"][key]), key
+    lines = [RunDir(tmp_path / name).read_jsonl("metrics.jsonl") for name in ("full", "cut")]
+    strip = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]  # noqa: E731
+    assert strip(lines[0]) == strip(lines[1]) and [r["epoch"] for r in lines[1]] == [1, 2]
+    assert json.loads((tmp_path / "full" / "metrics.json").read_text()) == full
+
+    evaluated = run_cli(["eval", "--checkpoint", str(tmp_path / "full"), "--device", "cpu"], capsys)
+    assert evaluated["test_acc"] == full["test_acc"]
+    assert evaluated["test_loss"] == pytest.approx(full["test_loss"])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--arch", RNN_REF], "expected 40"),
+    (["--space", "cnn-ws", "--arch", NAONET_A], "out of range"),
+    (["--space", "cnn", "--arch", '{"space": "cnn-ws", "normal": [], "reduce": []}'], "'cnn' is expected"),
+    (["--layers", "0"], "--layers 0"),
+    (["--channels", "7"], "--channels 7"),
+    (["--drop-path-keep", "0"], "--drop-path-keep"),
+    (["--preset", "fast"], "unknown preset 'fast'"),
+])
+def test_bad_input_is_a_one_line_error(flags, message, capsys):
+    err = user_error(["train", "--task", "cifar10", "--dry-run"] + flags, capsys)
+    assert message in err
+
+
+def test_checkpoints_of_other_models_are_refused(tmp_path, capsys):
+    run = RunDir.create(str(tmp_path / "run"), "train", "cifar10-sample")
+    cfg = train_cnn.Config(task="cifar10-sample", layers=1, channels=4, epochs=1, batch_size=100)
+    run.write_config({**vars(cfg)})
+    path = run.save_checkpoint({"kind": "search-cnn", "config": vars(cfg)}, 1)
+    assert "search-cnn" in user_error(["eval", "--checkpoint", str(path)], capsys)
+    assert "search-cnn" in user_error(["train", "--resume", str(run.path), "--no-progress"], capsys)
+    with pytest.raises(Exception, match="train-rnn"):
+        train_cnn.evaluate({"kind": "train-rnn", "config": vars(cfg)}, "cpu", None)
+
+
+def test_fit_candidate_trains_without_a_run_folder():
+    data = load_images("cifar10-sample", purpose="search")
+    cfg = train_cnn.Config(task="cifar10-sample", layers=1, channels=4, epochs=1, batch_size=90, cutout=0)
+    result = train_cnn.fit_candidate(parse_arch(NAONET_B), data, cfg, "cpu", seed=1)
+    assert 0 <= result["valid_acc"] <= 1 and result["valid_loss"] > 0 and result["params"] > 0
+    assert result == {**train_cnn.fit_candidate(parse_arch(NAONET_B), data, cfg, "cpu", seed=1),
+                      "seconds": result["seconds"]}
