@@ -143,6 +143,18 @@ def _defaults_from_arch(flags: dict, task: str | None) -> str | None:
     return task
 
 
+def _open_for_resume(resume: str, task, config_file, flags: dict):
+    """The run folder and its saved config; other options (but --device) would silently change the run."""
+    from .runs import RunDir
+
+    run = RunDir.open(resume)
+    extra = [k for k, v in flags.items() if v is not None and k != "device"]
+    if extra or task or config_file:
+        named = ", ".join("--" + k.replace("_", "-") for k in extra) or "--task/--config"
+        raise NaoWsError(f"--resume continues a run with its saved config.json; drop the other options ({named})")
+    return run, run.read_config()
+
+
 def _ensure_data(task: str, data_dir: str | None) -> None:
     """Download ``task``'s data unless it is already there and readable."""
     from . import datasets
@@ -189,12 +201,7 @@ def train(task, preset, config_file, output, resume, dry_run, as_json, progress,
     from .runs import RunDir
 
     if resume:
-        run = RunDir.open(resume)
-        saved = run.read_config()
-        extra = {k: v for k, v in flags.items() if v is not None and k != "device"}
-        if extra or task or config_file:
-            raise NaoWsError("--resume continues a run with its saved config.json; drop the other options "
-                             f"({', '.join('--' + k.replace('_', '-') for k in extra) or '--task/--config'})")
+        run, saved = _open_for_resume(resume, task, config_file, flags)
         mod = _trainer(saved.get("task", ""))
         cfg = build_config(mod.Config, saved, {"device": flags.get("device")}, where=("config.json", "flags"))
     else:
@@ -258,12 +265,7 @@ def search(task, preset, config_file, output, resume, progress, download, **flag
     from .runs import RunDir
 
     if resume:
-        run = RunDir.open(resume)
-        saved = run.read_config()
-        extra = {k: v for k, v in flags.items() if v is not None and k != "device"}
-        if extra or task or config_file:
-            raise NaoWsError("--resume continues a run with its saved config.json; drop the other options "
-                             f"({', '.join('--' + k.replace('_', '-') for k in extra) or '--task/--config'})")
+        run, saved = _open_for_resume(resume, task, config_file, flags)
         cls, _, _ = _search_kind(saved.get("task", ""), saved.get("space"))
         cfg = build_config(cls, saved, {"device": flags.get("device")}, where=("config.json", "flags"))
     else:

@@ -18,11 +18,9 @@ ends, with ``--deterministic`` on CPU, exactly as an uninterrupted one.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import torch
 
 from controller import config as ctrl_config
 from controller.generate import generate

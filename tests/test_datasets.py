@@ -24,15 +24,6 @@ TRAIN4000 = SHARED / "cifar10" / "cifar10-train4000.npz"
 PTB_TINY = SHARED / "ptb-tiny"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are small: one intra-op thread is faster, and much faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def raises_one_line(match, fn, *args, **kwargs) -> str:
     """Call fn, expect a NaoWsError whose message is one line containing every string in match."""
     with pytest.raises(NaoWsError) as info:

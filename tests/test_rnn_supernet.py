@@ -16,15 +16,6 @@ REF_22 = "0 1 1 1 2 2 1 2 4 1 4 1 4 1 7 1 8 2 1 0 4 1"  # SPEC 5.2
 NO_DROPOUT = rnn.Dropouts(0.0, 0.0, 0.0, 0.0, 0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is as fast, and immune to OpenMP threads spinning on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def archs(n, seed=0):
     rng = np.random.default_rng(seed)
     return [SPACE.sample(rng) for _ in range(n)]

@@ -20,15 +20,6 @@ TINY_RUN = ["--task", "ptb", "--preset", "smoke", "--data-dir", TINY, "--emb-siz
             "--checkpoint-steps", "5", "--no-progress", "--deterministic"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is as fast, and immune to OpenMP threads spinning on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Interrupted(Exception):
     pass
 

@@ -75,15 +75,6 @@ def always_failing_candidate(c, data, device, log: str) -> dict:
 
 # -- helpers ---------------------------------------------------------------------------------------------------
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and lose a lot to oversubscription on a busy CI box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def ray_instance():
     ray = pytest.importorskip("ray")
