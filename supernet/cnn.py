@@ -275,7 +275,7 @@ class Score(NamedTuple):
     loss: float  # mean cross-entropy per image
 
 
-def score(model: CellNetwork, archs: Sequence[CnnArch], batches: Sequence[tuple], *, amp: bool = False) -> list[Score]:
+def score(model: Supernet, archs: Sequence[CnnArch], batches: Sequence[tuple], *, amp: bool = False) -> list[Score]:
     """Accuracy and loss of every architecture on the same fixed batches, with inherited weights.
 
     ``batches``: ``(x, y)`` pairs already on the model's device (``datasets.fixed_batches``). Inference

@@ -1,0 +1,134 @@
+"""CNN supernet speed on real CIFAR-10 images at ref-PT's search configuration and at the `paper` preset.
+
+Prints one JSON line per figure and configuration:
+  train_images_per_s      supernet training steps (augmented batches), a random architecture per minibatch
+  score_archs_per_s       `score` with inherited weights, one fixed 500-image batch for every architecture
+  supernet_over_static    time of a supernet step / a step of the same architecture built as a final network
+                          of the same size (target <= 1.10)
+Configurations (SPEC 3.1): ref-pt = N 3, C 20, batch 64, drop-path keep 0.9; paper = N 2, C 20, batch 160,
+aux head 0.4, head dropout keep 0.9. For comparison, the authors' code on a 2-core machine of this class:
+37-41 images/s training and about 0.11 architectures/s scoring at ref-pt (target: at least twice both).
+
+    python -m benchmarks.cnn_supernet [--quick] [--device auto] [--threads N] [--data FILE.npz]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nao_ws.datasets import ImageBatches, fixed_batches, load_images
+from nao_ws.runs import resolve_device
+from supernet import cnn
+from supernet.nets import NASNetwork
+from supernet.spaces import get_space
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar10-train4000.npz"
+SCORE_IMAGES = 500  # ref-PT scores on 500-image batches (SPEC 3.1)
+CONFIGS = {  # SPEC 3.1
+    "ref-pt": {"layers": 3, "channels": 20, "batch_size": 64, "aux_weight": 0.0, "drop_path_keep": 0.9,
+               "head_keep": 1.0, "lr": 0.025, "weight_decay": 3e-4},
+    "paper": {"layers": 2, "channels": 20, "batch_size": 160, "aux_weight": 0.4, "drop_path_keep": 1.0,
+              "head_keep": 0.9, "lr": 0.05, "weight_decay": 1e-4},
+}
+MOMENTUM = 0.9  # SPEC 3.1
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _forever(batches: ImageBatches):
+    """Training batches across epochs."""
+    while True:
+        yield from batches
+
+
+def _sgd(model: torch.nn.Module, c: dict) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=c["lr"], momentum=MOMENTUM, weight_decay=c["weight_decay"])
+
+
+def bench_config(name: str, c: dict, data, device: torch.device, sizes: tuple, amp: bool, seed: int, common: dict):
+    steps, archs, repeats = sizes
+    rng = np.random.default_rng(seed)
+    pool = [get_space("cnn-ws").sample(rng) for _ in range(max(steps, archs) + 1)]
+    supernet = cnn.Supernet("cnn-ws", c["layers"], c["channels"], data.num_classes, aux=c["aux_weight"] > 0,
+                            drop_path_keep=c["drop_path_keep"], head_keep=c["head_keep"]).to(device)
+    optimizer = _sgd(supernet, c)
+    batches = _forever(ImageBatches(data.train, c["batch_size"], data.mean, data.std, train=True, device=device,
+                                    generator_seed=seed))
+    info = {"config": name, "layers": c["layers"], "channels": c["channels"], "batch_size": c["batch_size"], **common}
+
+    def step(model, opt, arch, x, y):
+        cnn.train_step(model, opt, x, y, arch, aux_weight=c["aux_weight"], progress=0.5, amp=amp)
+
+    step(supernet, optimizer, pool[-1], *next(batches))  # warm-up
+    seconds = _timed(lambda: [step(supernet, optimizer, a, *next(batches)) for a in pool[:steps]], device)
+    print(json.dumps({"metric": "train_images_per_s", "value": steps * c["batch_size"] / seconds, "steps": steps,
+                      "seconds": seconds, **info}), flush=True)
+
+    dev = fixed_batches(data.valid, SCORE_IMAGES, data.mean, data.std, device, limit=SCORE_IMAGES)
+    cnn.score(supernet, pool[-1:], dev, amp=amp)  # warm-up
+    seconds = _timed(lambda: cnn.score(supernet, pool[:archs], dev, amp=amp), device)
+    print(json.dumps({"metric": "score_archs_per_s", "value": archs / seconds, "archs": archs,
+                      "score_images": SCORE_IMAGES, "seconds": seconds, **info}), flush=True)
+
+    # same architecture, same batch, alternating supernet and static steps so load changes hit both alike
+    x, y = next(batches)
+    ratios = []
+    for arch in pool[:2]:
+        static = NASNetwork(arch, c["layers"], c["channels"], data.num_classes, aux=c["aux_weight"] > 0,
+                            drop_path_keep=c["drop_path_keep"], head_keep=c["head_keep"]).to(device)
+        static_opt = _sgd(static, c)
+        cnn.train_step(static, static_opt, x, y, aux_weight=c["aux_weight"], progress=0.5, amp=amp)  # warm-up
+        times = {"supernet": [], "static": []}
+        for _ in range(repeats):
+            times["supernet"].append(_timed(lambda: step(supernet, optimizer, arch, x, y), device))
+            times["static"].append(_timed(lambda: cnn.train_step(static, static_opt, x, y, aux_weight=c["aux_weight"],
+                                                                 progress=0.5, amp=amp), device))
+        ratios.append((statistics.median(times["supernet"]), statistics.median(times["static"])))
+    value = sum(s for s, _ in ratios) / sum(t for _, t in ratios)
+    print(json.dumps({"metric": "supernet_over_static", "value": value, "archs": len(ratios), "repeats": repeats,
+                      "supernet_step_s": [s for s, _ in ratios], "static_step_s": [t for _, t in ratios], **info}),
+          flush=True)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(DEFAULT_DATA), help="npz of CIFAR-10 images (its last 500 score)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    ap.add_argument("--config", choices=sorted(CONFIGS), action="append", help="default: both")
+    ap.add_argument("--quick", action="store_true", help="a few steps only")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes = (3, 2, 2) if args.quick else (20, 8, 5)  # training steps, scored archs, static-comparison repeats
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    data = load_images("cifar10", purpose="search", npz_path=args.data, dev_size=SCORE_IMAGES)
+    common = {"device": str(device), "threads": torch.get_num_threads(), "amp": args.amp and device.type == "cuda",
+              "load_avg_1min": os.getloadavg()[0], "quick": args.quick}
+    for name in args.config or sorted(CONFIGS, reverse=True):
+        bench_config(name, CONFIGS[name], data, device, sizes, args.amp, args.seed, common)
+
+
+if __name__ == "__main__":
+    main()
