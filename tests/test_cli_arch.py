@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from nao_ws.cli import main
+from supernet.spaces import parse_arch
 
 NAONET_B = "0 1 0 2 0 1 2 2 1 3 0 2 4 0 1 3 2 1 0 3 | 1 1 1 0 2 1 2 4 1 0 2 3 3 1 2 2 0 2 0 2"
 
@@ -93,3 +94,20 @@ def test_usage_errors_are_one_line(capsys):
 def test_console_script_exit_status():
     r = subprocess.run([sys.executable, "-m", "nao_ws.cli", "arch", "show", "1 2 3"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("arch", [NAONET_B, "0 1 1 1 2 2 1 2 4 1 4 1 4 1 7 1 8 2 1 0 4 1"])
+def test_plot_writes_the_cell_diagram(arch, tmp_path, capsys):
+    import matplotlib.image
+
+    from nao_ws.plot import render
+
+    out = tmp_path / "cells.png"
+    code, printed, err = run_cli(["plot", arch, "-o", str(out)], capsys)
+    assert code == 0, err
+    assert printed.strip() == str(out)
+    image = matplotlib.image.imread(out)
+    assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 600
+    assert image.std() > 0.05  # not a blank canvas
+    tb = render(parse_arch(arch))
+    assert tb.dtype.name == "uint8" and tb.shape[2] == 3  # the same drawing TensorBoard receives
