@@ -125,7 +125,7 @@ class NAO(nn.Module):
 
     def __init__(self, cfg: ModelConfig, transition_mask: np.ndarray):
         super().__init__()
-        mask = torch.as_tensor(np.asarray(transition_mask, dtype=bool))
+        mask = torch.tensor(np.asarray(transition_mask, dtype=bool))  # a copy: the space shares its mask
         self.length, self.vocab_size = mask.shape[0], mask.shape[-1]
         self.cfg = cfg
         self.register_buffer("mask", mask, persistent=False)  # rebuilt from the space, not checkpointed

@@ -20,7 +20,7 @@ import itertools
 import json
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -253,7 +253,7 @@ class CnnWsSpace(_CnnSpaceBase):
         _check_tokens_allowed(self, tokens)
         return self.from_list(values)
 
-    @property
+    @cached_property
     def transition_mask(self) -> np.ndarray:
         return _static_transition_mask(self._position_mask(), self.vocab_size)
 
@@ -299,7 +299,7 @@ class CnnSpace(_CnnSpaceBase):
             vals += [tokens[k] - self.index_offset, CNN_OP_TYPE_SIZE.index((t, s))]
         return self.from_list(vals)
 
-    @property
+    @cached_property
     def transition_mask(self) -> np.ndarray:
         v = self.vocab_size
         mask = np.zeros((self.length, v, v), dtype=bool)
@@ -314,7 +314,7 @@ class CnnSpace(_CnnSpaceBase):
             else:
                 for t, s in CNN_OP_TYPE_SIZE:
                     mask[pos, t + self.type_offset, s + self.size_offset] = True
-        return mask
+        return _read_only(mask)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -475,7 +475,7 @@ class RnnSpace:
             vals += [tokens[k] - self.prev_offset, tokens[k + 1] - self.act_offset]
         return self.from_list(vals)
 
-    @property
+    @cached_property
     def transition_mask(self) -> np.ndarray:
         mask = np.zeros((self.length, self.vocab_size), dtype=bool)
         mask[0, self.act_offset: self.act_offset + len(self.acts)] = True
@@ -509,7 +509,13 @@ def _json_int(v, what: str) -> int:
 
 
 def _static_transition_mask(position_mask: np.ndarray, vocab: int) -> np.ndarray:
-    return np.repeat(position_mask[:, None, :], vocab, axis=1)
+    return _read_only(np.repeat(position_mask[:, None, :], vocab, axis=1))
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """Masks are computed once per space object and shared: nobody may change them."""
+    a.setflags(write=False)
+    return a
 
 
 def _check_token_seq(space, tokens) -> list[int]:

@@ -10,15 +10,6 @@ from supernet.spaces import CNN_WS_OPS, NUM_NODES, get_space, parse_arch
 LAYERS, CHANNELS = 1, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread: tiny convolutions gain nothing from two, and other processes may share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def supernet():
     torch.manual_seed(0)

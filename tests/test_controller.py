@@ -21,15 +21,6 @@ SPACE_NAMES = ("cnn-ws", "cnn", "rnn")
 SMALL = ModelConfig(embed_size=8, hidden_size=16, mlp_layers=1, mlp_hidden=16)  # fast; behaviour, not quality
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one intra-op thread is as fast and immune to a busy machine's thread stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def sample_seqs(space, n: int, seed: int = 0) -> list[list[int]]:
     rng = np.random.default_rng(seed)
     return [space.encode(space.sample(rng)) for _ in range(n)]
