@@ -219,7 +219,15 @@ class _CnnSpaceBase:
 
     # -- the controller's token protocol --------------------------------------------------------------------
     def augment_tokens(self, tokens: Sequence[int], rng: np.random.Generator) -> list[int]:
-        return self.encode(self.swap_branches(self.decode(tokens), rng))
+        """``swap_branches`` done on the tokens directly (each node's two branches are two equal-width token
+        blocks): the controller calls it for every training example of every epoch."""
+        out = list(tokens)
+        node = self.length // (2 * self.num_nodes)  # tokens per node: 4 (cnn-ws) or 6 (cnn)
+        half = node // 2
+        for cell in range(2):
+            start = (cell * self.num_nodes + int(rng.integers(0, self.num_nodes))) * node
+            out[start:start + node] = out[start + half:start + node] + out[start:start + half]
+        return out
 
     def canonical_tokens(self, tokens: Sequence[int]) -> tuple[int, ...]:
         return tuple(self.encode(self.canonical(self.decode(tokens))))

@@ -83,7 +83,7 @@ def test_training_log_probs_are_masked_and_normalised(name, align_bias):
     tokens = torch.tensor(sample_seqs(space, 8))
     _, log_probs = model(tokens)
     prev = F.pad(tokens[:, :-1], (1, 0))
-    allowed = torch.as_tensor(space.transition_mask)[torch.arange(space.length), prev]
+    allowed = torch.tensor(space.transition_mask)[torch.arange(space.length), prev]
     assert torch.all(log_probs[~allowed] == float("-inf"))
     assert torch.isfinite(log_probs[allowed]).all()
     assert torch.allclose(log_probs.logsumexp(dim=-1), torch.zeros(8, space.length), atol=1e-5)

@@ -155,3 +155,11 @@ def test_json_file_path(tmp_path):
     assert parse_arch(str(p)) == a
     with pytest.raises(SpaceError, match="'cnn' but 'cnn-ws'"):
         parse_arch(str(p), "cnn-ws")
+
+
+@pytest.mark.parametrize("name", ["cnn-ws", "cnn"])
+def test_token_augmentation_is_the_branch_swap(name):
+    sp, archs = samples(name, n=300, seed=11)
+    for k, a in enumerate(archs):
+        r1, r2 = np.random.default_rng(k), np.random.default_rng(k)
+        assert sp.augment_tokens(sp.encode(a), r1) == sp.encode(sp.swap_branches(a, r2))
