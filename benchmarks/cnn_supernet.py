@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from nao_ws.runs import resolve_device
 from supernet import cnn
 from supernet.nets import NASNetwork
 from supernet.spaces import get_space
+from benchmarks.timing import timed
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar10-train4000.npz"
 SCORE_IMAGES = 500  # ref-PT scores on 500-image batches (SPEC 3.1)
@@ -38,19 +38,6 @@ CONFIGS = {  # SPEC 3.1
               "head_keep": 0.9, "lr": 0.05, "weight_decay": 1e-4},
 }
 MOMENTUM = 0.9  # SPEC 3.1
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 def _forever(batches: ImageBatches):
@@ -78,13 +65,13 @@ def bench_config(name: str, c: dict, data, device: torch.device, sizes: tuple, a
         cnn.train_step(model, opt, x, y, arch, aux_weight=c["aux_weight"], progress=0.5, amp=amp)
 
     step(supernet, optimizer, pool[-1], *next(batches))  # warm-up
-    seconds = _timed(lambda: [step(supernet, optimizer, a, *next(batches)) for a in pool[:steps]], device)
+    seconds = timed(lambda: [step(supernet, optimizer, a, *next(batches)) for a in pool[:steps]], device)
     print(json.dumps({"metric": "train_images_per_s", "value": steps * c["batch_size"] / seconds, "steps": steps,
                       "seconds": seconds, **info}), flush=True)
 
     dev = fixed_batches(data.valid, SCORE_IMAGES, data.mean, data.std, device, limit=SCORE_IMAGES)
     cnn.score(supernet, pool[-1:], dev, amp=amp)  # warm-up
-    seconds = _timed(lambda: cnn.score(supernet, pool[:archs], dev, amp=amp), device)
+    seconds = timed(lambda: cnn.score(supernet, pool[:archs], dev, amp=amp), device)
     print(json.dumps({"metric": "score_archs_per_s", "value": archs / seconds, "archs": archs,
                       "score_images": SCORE_IMAGES, "seconds": seconds, **info}), flush=True)
 
@@ -98,8 +85,8 @@ def bench_config(name: str, c: dict, data, device: torch.device, sizes: tuple, a
         cnn.train_step(static, static_opt, x, y, aux_weight=c["aux_weight"], progress=0.5, amp=amp)  # warm-up
         times = {"supernet": [], "static": []}
         for _ in range(repeats):
-            times["supernet"].append(_timed(lambda: step(supernet, optimizer, arch, x, y), device))
-            times["static"].append(_timed(lambda: cnn.train_step(static, static_opt, x, y, aux_weight=c["aux_weight"],
+            times["supernet"].append(timed(lambda: step(supernet, optimizer, arch, x, y), device))
+            times["static"].append(timed(lambda: cnn.train_step(static, static_opt, x, y, aux_weight=c["aux_weight"],
                                                                  progress=0.5, amp=amp), device))
         ratios.append((statistics.median(times["supernet"]), statistics.median(times["static"])))
     value = sum(s for s, _ in ratios) / sum(t for _, t in ratios)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,22 +21,10 @@ from nao_ws.datasets import batchify, load_corpus
 from nao_ws.runs import resolve_device
 from supernet import rnn
 from supernet.spaces import get_space, parse_arch
+from benchmarks.timing import timed
 
 REFERENCE_CELL = "0 1 1 1 2 2 1 2 4 1 4 1 4 1 7 1 8 2 1 0 4 1"  # SPEC 5.2
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ptb"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 def main(argv=None) -> None:
@@ -72,13 +59,13 @@ def main(argv=None) -> None:
 
     step(supernet, optimizer, pool[0], next(windows))  # warm-up
     state["tokens"] = 0
-    seconds = _timed(lambda: [step(supernet, optimizer, a, next(windows)) for a in pool[:steps]], device)
+    seconds = timed(lambda: [step(supernet, optimizer, a, next(windows)) for a in pool[:steps]], device)
     print(json.dumps({"metric": "train_tokens_per_s", "value": state["tokens"] / seconds, "steps": steps,
                       "seconds": seconds, **common}), flush=True)
 
     fixed_windows = rnn.score_windows(corpus.valid, device=device)
     rnn.score(supernet, pool[:1], fixed_windows)  # warm-up
-    seconds = _timed(lambda: rnn.score(supernet, pool[:archs], fixed_windows), device)
+    seconds = timed(lambda: rnn.score(supernet, pool[:archs], fixed_windows), device)
     print(json.dumps({"metric": "score_archs_per_s", "value": archs / seconds, "archs": archs,
                       "windows": fixed_windows.targets.size(1), "burn_in": fixed_windows.burn_in,
                       **common}), flush=True)
@@ -91,7 +78,7 @@ def main(argv=None) -> None:
     for i in range(repeats + 1):  # interleaved, the first round is a warm-up
         for name, model, opt in (("supernet", supernet, optimizer), ("static", static, static_opt)):
             state["hidden"] = model.init_hidden(cfg.batch_size)
-            t = _timed(lambda: step(model, opt, arch, window), device)
+            t = timed(lambda: step(model, opt, arch, window), device)
             if i:
                 times[name].append(t)
     print(json.dumps({"metric": "supernet_over_static", "value": min(times["supernet"]) / min(times["static"]),

@@ -34,6 +34,11 @@ def _field_types(cls) -> dict[str, type]:
     return out
 
 
+def option(default, help_: str):
+    """A dataclass field that becomes a command-line flag with this help text (see :func:`config_options`)."""
+    return dataclasses.field(default=default, metadata={"help": help_})
+
+
 def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 

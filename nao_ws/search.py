@@ -29,7 +29,7 @@ from controller.train import export_state, fit, load_state, make_optimizer
 from supernet.spaces import get_space, parse_arch
 
 from . import plot
-from .config import RunConfig, config_to_dict
+from .config import RunConfig, config_to_dict, option
 from .datasets import IMAGE_TASKS, TEXT_TASKS
 from .errors import NaoWsError
 from .monitor import Monitor
@@ -41,73 +41,71 @@ ROLLBACK_LR_FACTOR = 0.5  # lr multiplier after a divergence rollback (ours; ref
 MAX_ROLLBACKS = 5  # then the run stops with an error instead of looping (ours)
 
 
-def _f(default, help_):
-    return field(default=default, metadata={"help": help_})
 
 
 @dataclass(frozen=True)
 class SearchConfig(RunConfig):
     """Options of the loop itself, shared by both tasks."""
 
-    space: str = _f("cnn-ws", "search space: cnn-ws (CIFAR) or rnn (PTB); cnn runs the standalone search")
-    strategy: str = _f("nao", "nao (controller generation) or random (Random-WS baseline, same budget)")
-    epochs: int = _f(150, "supernet training epochs")  # SPEC 3.1
-    eval_every: int = _f(30, "score the pool and update it every this many epochs")  # SPEC 3.1
-    pool_size: int = _f(1000, "architectures in the pool")  # SPEC 3.1 (ref-TF)
-    new_per_iter: int = _f(500, "new architectures per pool update (generated, or random for --strategy random)")
-    random_per_iter: int = _f(50, "random architectures added per pool update on top of the new ones")
-    seeds: int = _f(100, "K: top architectures the controller moves to generate new ones")  # SPEC 2.2
-    controller_epochs: int = _f(1000, "controller training epochs per iteration")  # SPEC 2.1
-    rerank_top: int = _f(5, "re-rank this many top architectures by short standalone training (0: off)")
-    rerank_epochs: int = _f(10, "epochs of each re-ranking training")  # SPEC 3.1 (ref-PT)
-    rerank_batch_size: int = _f(128, "batch size of the re-ranking training")
-    checkpoint_every: int = _f(1, "supernet epochs between checkpoints (phase ends always checkpoint)")
-    max_nan_steps: int = _f(20, "consecutive non-finite losses before rolling back to the last checkpoint")
-    amp: bool = _f(False, "bf16 autocast on CUDA")
-    dataset: str = _f("", "image data: '' = the task's own, cifar10-sample = the bundled real sample")
-    data_file: str | None = _f(None, "an .npz of CIFAR images (x, y) to search on instead (last 500 = dev)")
+    space: str = option("cnn-ws", "search space: cnn-ws (CIFAR) or rnn (PTB); cnn runs the standalone search")
+    strategy: str = option("nao", "nao (controller generation) or random (Random-WS baseline, same budget)")
+    epochs: int = option(150, "supernet training epochs")  # SPEC 3.1
+    eval_every: int = option(30, "score the pool and update it every this many epochs")  # SPEC 3.1
+    pool_size: int = option(1000, "architectures in the pool")  # SPEC 3.1 (ref-TF)
+    new_per_iter: int = option(500, "new architectures per pool update (generated, or random for --strategy random)")
+    random_per_iter: int = option(50, "random architectures added per pool update on top of the new ones")
+    seeds: int = option(100, "K: top architectures the controller moves to generate new ones")  # SPEC 2.2
+    controller_epochs: int = option(1000, "controller training epochs per iteration")  # SPEC 2.1
+    rerank_top: int = option(5, "re-rank this many top architectures by short standalone training (0: off)")
+    rerank_epochs: int = option(10, "epochs of each re-ranking training")  # SPEC 3.1 (ref-PT)
+    rerank_batch_size: int = option(128, "batch size of the re-ranking training")
+    checkpoint_every: int = option(1, "supernet epochs between checkpoints (phase ends always checkpoint)")
+    max_nan_steps: int = option(20, "consecutive non-finite losses before rolling back to the last checkpoint")
+    amp: bool = option(False, "bf16 autocast on CUDA")
+    dataset: str = option("", "image data: '' = the task's own, cifar10-sample = the bundled real sample")
+    data_file: str | None = option(None, "an .npz of CIFAR images (x, y) to search on instead (last 500 = dev)")
 
 
 @dataclass(frozen=True)
 class CnnSearchConfig(SearchConfig):
     """The CIFAR-10 supernet recipe: SPEC 3.1, `paper` column (ref-TF, the 7-hour run)."""
 
-    layers: int = _f(2, "N: cells per stage")  # SPEC 3.1
-    channels: int = _f(20, "C: channels of the first stage")  # SPEC 3.1
-    batch_size: int = _f(160, "supernet batch size")  # SPEC 3.1
-    lr: float = _f(0.05, "max learning rate (SGDR)")  # SPEC 3.1
-    lr_min: float = _f(5e-4, "min learning rate (SGDR)")  # SPEC 3.1
-    t0: int = _f(10, "SGDR first period in epochs")  # SPEC 3.1
-    t_mult: int = _f(2, "SGDR period multiplier")  # SPEC 3.1
-    momentum: float = _f(0.9, "SGD momentum")  # SPEC 3.1
-    weight_decay: float = _f(1e-4, "weight decay")  # SPEC 3.1
-    grad_clip: float = _f(5.0, "gradient-norm clip")  # SPEC 3.1
-    aux_weight: float = _f(0.4, "auxiliary head loss weight (0: no aux head)")  # SPEC 3.1
-    head_keep: float = _f(0.9, "classifier dropout keep probability")  # SPEC 3.1
-    drop_path_keep: float = _f(1.0, "drop-path keep probability (1: none)")  # SPEC 3.1
-    score_images: int = _f(1000, "fixed dev images every architecture is scored on")  # ours: 2 x ref-PT's 500
-    score_batch: int = _f(500, "scoring batch size")  # SPEC 3.1 (ref-PT's 500-image batches)
-    rerank_layers: int = _f(3, "N of the re-ranking networks")  # SPEC 3.1 (ref-PT)
-    rerank_channels: int = _f(20, "C of the re-ranking networks")  # SPEC 3.1 (ref-PT)
+    layers: int = option(2, "N: cells per stage")  # SPEC 3.1
+    channels: int = option(20, "C: channels of the first stage")  # SPEC 3.1
+    batch_size: int = option(160, "supernet batch size")  # SPEC 3.1
+    lr: float = option(0.05, "max learning rate (SGDR)")  # SPEC 3.1
+    lr_min: float = option(5e-4, "min learning rate (SGDR)")  # SPEC 3.1
+    t0: int = option(10, "SGDR first period in epochs")  # SPEC 3.1
+    t_mult: int = option(2, "SGDR period multiplier")  # SPEC 3.1
+    momentum: float = option(0.9, "SGD momentum")  # SPEC 3.1
+    weight_decay: float = option(1e-4, "weight decay")  # SPEC 3.1
+    grad_clip: float = option(5.0, "gradient-norm clip")  # SPEC 3.1
+    aux_weight: float = option(0.4, "auxiliary head loss weight (0: no aux head)")  # SPEC 3.1
+    head_keep: float = option(0.9, "classifier dropout keep probability")  # SPEC 3.1
+    drop_path_keep: float = option(1.0, "drop-path keep probability (1: none)")  # SPEC 3.1
+    score_images: int = option(1000, "fixed dev images every architecture is scored on")  # ours: 2 x ref-PT's 500
+    score_batch: int = option(500, "scoring batch size")  # SPEC 3.1 (ref-PT's 500-image batches)
+    rerank_layers: int = option(3, "N of the re-ranking networks")  # SPEC 3.1 (ref-PT)
+    rerank_channels: int = option(20, "C of the re-ranking networks")  # SPEC 3.1 (ref-PT)
 
 
 @dataclass(frozen=True)
 class RnnSearchConfig(SearchConfig):
     """The PTB supernet recipe (SPEC 3.2, ref-TF)."""
 
-    emb_size: int = _f(300, "embedding = hidden size")  # SPEC 3.2
-    batch_size: int = _f(256, "supernet batch size")  # SPEC 3.2
-    bptt: int = _f(35, "BPTT length")  # SPEC 3.2
-    lr: float = _f(0.25, "SGD learning rate")  # SPEC 3.2
-    weight_decay: float = _f(5e-7, "weight decay")  # SPEC 3.2
-    grad_clip: float = _f(10.0, "gradient-norm clip")  # SPEC 3.2
-    tar: float = _f(1e-3, "temporal activation regularisation")  # SPEC 3.2
-    dropout_out: float = _f(0.75, "locked dropout on the RNN output")  # SPEC 3.2
-    dropout_hidden: float = _f(0.25, "variational hidden mask")  # SPEC 3.2
-    dropout_x: float = _f(0.75, "variational input mask")  # SPEC 3.2
-    dropout_emb_out: float = _f(0.2, "locked dropout on the embedding output")  # SPEC 3.2
-    dropout_emb: float = _f(0.0, "embedding (word) dropout")  # SPEC 3.2
-    score_windows: int = _f(256, "fixed validation windows spread over the whole validation set")
+    emb_size: int = option(300, "embedding = hidden size")  # SPEC 3.2
+    batch_size: int = option(256, "supernet batch size")  # SPEC 3.2
+    bptt: int = option(35, "BPTT length")  # SPEC 3.2
+    lr: float = option(0.25, "SGD learning rate")  # SPEC 3.2
+    weight_decay: float = option(5e-7, "weight decay")  # SPEC 3.2
+    grad_clip: float = option(10.0, "gradient-norm clip")  # SPEC 3.2
+    tar: float = option(1e-3, "temporal activation regularisation")  # SPEC 3.2
+    dropout_out: float = option(0.75, "locked dropout on the RNN output")  # SPEC 3.2
+    dropout_hidden: float = option(0.25, "variational hidden mask")  # SPEC 3.2
+    dropout_x: float = option(0.75, "variational input mask")  # SPEC 3.2
+    dropout_emb_out: float = option(0.2, "locked dropout on the embedding output")  # SPEC 3.2
+    dropout_emb: float = option(0.0, "embedding (word) dropout")  # SPEC 3.2
+    score_windows: int = option(256, "fixed validation windows spread over the whole validation set")
 
 
 CNN_PRESETS = {

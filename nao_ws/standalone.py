@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -34,7 +34,7 @@ from controller.train import export_state, fit, load_state, make_optimizer
 from supernet.spaces import get_space, parse_arch
 
 from . import datasets, plot, train_cnn
-from .config import RunConfig, config_to_dict, resolve
+from .config import RunConfig, config_to_dict, option, resolve
 from .errors import NaoWsError
 from .executors import Outcome, make_executor
 from .monitor import Monitor
@@ -44,31 +44,29 @@ TASKS = ("cifar10", "cifar10-sample")  # SPEC 4: the search runs on CIFAR-10
 CHECKPOINT_KIND = "standalone-search"
 
 
-def _f(default, help_):
-    return field(default=default, metadata={"help": help_})
 
 
 @dataclass(frozen=True)
 class Config(RunConfig):
     """Algorithm 1 at the scale of paper 4.1 / SPEC 4, and where its candidates train."""
 
-    space: str = _f("cnn", "search space: the standalone search runs the 11-op cnn space (SPEC 1.2)")
-    dataset: str = _f("", "image data: '' = the task's own, cifar10-sample = the bundled real sample")
-    train_images: int = _f(0, "train candidates on the first N images of the train split only (0: all)")
-    pool_size: int = _f(600, "random architectures of the first round")  # SPEC 4
-    new_per_round: int = _f(200, "architectures the controller generates for each later round")  # SPEC 4
-    rounds: int = _f(3, "L: rounds of candidate training (the first on the random pool)")  # SPEC 4
-    seeds: int = _f(200, "K: top architectures the controller moves to generate new ones")  # paper 4.1
-    controller_epochs: int = _f(1000, "controller training epochs per round")  # SPEC 2.1
-    epochs: int = _f(25, "training epochs of each candidate")  # SPEC 4
-    layers: int = _f(3, "N: cells per stage of each candidate")  # SPEC 4
-    channels: int = _f(32, "F: channels of the first stage of each candidate")  # SPEC 4
-    batch_size: int = _f(128, "candidate batch size")  # SPEC 4
-    lr: float = _f(0.024, "candidate initial learning rate (cosine, SGD momentum 0.9)")  # SPEC 4
-    executor: str = _f("local", "where candidates train: local (this machine) or ray (a Ray cluster)")
-    workers: int = _f(1, "local executor: worker processes, one per GPU (or a share of the CPU cores)")
-    ray_address: str | None = _f(None, "ray executor: auto or HOST:PORT of a running cluster (default: start one)")
-    max_retries: int = _f(2, "retries of a failed candidate before it is recorded as failed")  # ours
+    space: str = option("cnn", "search space: the standalone search runs the 11-op cnn space (SPEC 1.2)")
+    dataset: str = option("", "image data: '' = the task's own, cifar10-sample = the bundled real sample")
+    train_images: int = option(0, "train candidates on the first N images of the train split only (0: all)")
+    pool_size: int = option(600, "random architectures of the first round")  # SPEC 4
+    new_per_round: int = option(200, "architectures the controller generates for each later round")  # SPEC 4
+    rounds: int = option(3, "L: rounds of candidate training (the first on the random pool)")  # SPEC 4
+    seeds: int = option(200, "K: top architectures the controller moves to generate new ones")  # paper 4.1
+    controller_epochs: int = option(1000, "controller training epochs per round")  # SPEC 2.1
+    epochs: int = option(25, "training epochs of each candidate")  # SPEC 4
+    layers: int = option(3, "N: cells per stage of each candidate")  # SPEC 4
+    channels: int = option(32, "F: channels of the first stage of each candidate")  # SPEC 4
+    batch_size: int = option(128, "candidate batch size")  # SPEC 4
+    lr: float = option(0.024, "candidate initial learning rate (cosine, SGD momentum 0.9)")  # SPEC 4
+    executor: str = option("local", "where candidates train: local (this machine) or ray (a Ray cluster)")
+    workers: int = option(1, "local executor: worker processes, one per GPU (or a share of the CPU cores)")
+    ray_address: str | None = option(None, "ray executor: auto or HOST:PORT of a running cluster (default: start one)")
+    max_retries: int = option(2, "retries of a failed candidate before it is recorded as failed")  # ours
 
 
 PRESETS = {

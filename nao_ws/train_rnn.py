@@ -16,14 +16,14 @@ import hashlib
 import math
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from supernet import rnn
 from supernet.spaces import RnnArch, SpaceError, format_arch, parse_arch
 
-from .config import RunConfig, build_config, config_to_dict
+from .config import RunConfig, build_config, config_to_dict, option
 from .datasets import Corpus, batchify, load_corpus
 from .errors import NaoWsError
 from .monitor import Monitor
@@ -34,37 +34,35 @@ LOG_EVERY = 50  # training-loss scalars to TensorBoard every this many windows
 MAX_ROLLBACKS = 10  # consecutive non-finite rollbacks before giving up (ours; ref-TF retries forever)
 
 
-def _f(default, help_: str):
-    return field(default=default, metadata={"help": help_})
 
 
 @dataclass(frozen=True)
 class Config(RunConfig):
     """Final-training recipe; defaults are SPEC 5.2 for PTB (`task_defaults` adapts WikiText-2)."""
 
-    arch: str = _f(REFERENCE_CELL, "RNN cell: 23 or 22 (ref-TF) integers, JSON, or a JSON file (SPEC 7)")  # SPEC 5.2
-    epochs: int = _f(4000, "training epochs")  # SPEC 5.2 (ref-TF)
-    batch_size: int = _f(64, "training batch size")  # SPEC 5.2
-    bptt: int = _f(35, "nominal BPTT length")  # SPEC 5.2
-    lr: float = _f(20.0, "SGD learning rate")  # SPEC 5.2 (ref-TF; the supplement: 10)
-    grad_clip: float = _f(0.25, "gradient-norm clip")  # SPEC 5.2
-    weight_decay: float = _f(8e-7, "L2 weight decay")  # SPEC 5.2 (PTB)
-    emb_size: int = _f(850, "embedding size (= hidden size: tied softmax)")  # SPEC 5.2
-    hidden_size: int = _f(850, "RNN hidden size")  # SPEC 5.2
-    dropout_out: float = _f(0.75, "locked dropout on the RNN output")  # SPEC 5.2
-    dropout_hidden: float = _f(0.25, "variational dropout on the hidden state and every node input")  # SPEC 5.2
-    dropout_x: float = _f(0.75, "variational dropout on the cell input")  # SPEC 5.2
-    dropout_emb_out: float = _f(0.2, "locked dropout on the embedding output")  # SPEC 5.2
-    dropout_emb: float = _f(0.0, "embedding (word) dropout")  # SPEC 5.2
-    tar: float = _f(1e-3, "temporal activation regularisation weight")  # SPEC 5.2
-    asgd_patience: int = _f(5, "epochs without validation gain before switching to averaged SGD")  # SPEC 5.2
-    bptt_short_prob: float = _f(0.05, "probability of a half-length BPTT window")  # SPEC 3.2 / 5.2 (ref-TF)
-    bptt_jitter: float = _f(5.0, "std of the BPTT length drawn around its base (0 = fixed)")  # SPEC 5.2 (ref-TF)
-    bptt_max_extra: int = _f(20, "longest window = bptt + this")  # SPEC 5.2 (ref-TF)
-    eval_batch_size: int = _f(10, "validation batch size")  # SPEC 5.2 (ref-TF)
-    test_batch_size: int = _f(1, "test batch size")  # SPEC 5.2 (ref-TF)
-    checkpoint_steps: int = _f(0, "also checkpoint every N windows (0 = at epoch ends only)")
-    nan_lr_factor: float = _f(0.5, "lr multiplier after a non-finite loss rolls training back")  # ours, not in SPEC
+    arch: str = option(REFERENCE_CELL, "RNN cell: 23 or 22 (ref-TF) integers, JSON, or a JSON file (SPEC 7)")  # SPEC 5.2
+    epochs: int = option(4000, "training epochs")  # SPEC 5.2 (ref-TF)
+    batch_size: int = option(64, "training batch size")  # SPEC 5.2
+    bptt: int = option(35, "nominal BPTT length")  # SPEC 5.2
+    lr: float = option(20.0, "SGD learning rate")  # SPEC 5.2 (ref-TF; the supplement: 10)
+    grad_clip: float = option(0.25, "gradient-norm clip")  # SPEC 5.2
+    weight_decay: float = option(8e-7, "L2 weight decay")  # SPEC 5.2 (PTB)
+    emb_size: int = option(850, "embedding size (= hidden size: tied softmax)")  # SPEC 5.2
+    hidden_size: int = option(850, "RNN hidden size")  # SPEC 5.2
+    dropout_out: float = option(0.75, "locked dropout on the RNN output")  # SPEC 5.2
+    dropout_hidden: float = option(0.25, "variational dropout on the hidden state and every node input")  # SPEC 5.2
+    dropout_x: float = option(0.75, "variational dropout on the cell input")  # SPEC 5.2
+    dropout_emb_out: float = option(0.2, "locked dropout on the embedding output")  # SPEC 5.2
+    dropout_emb: float = option(0.0, "embedding (word) dropout")  # SPEC 5.2
+    tar: float = option(1e-3, "temporal activation regularisation weight")  # SPEC 5.2
+    asgd_patience: int = option(5, "epochs without validation gain before switching to averaged SGD")  # SPEC 5.2
+    bptt_short_prob: float = option(0.05, "probability of a half-length BPTT window")  # SPEC 3.2 / 5.2 (ref-TF)
+    bptt_jitter: float = option(5.0, "std of the BPTT length drawn around its base (0 = fixed)")  # SPEC 5.2 (ref-TF)
+    bptt_max_extra: int = option(20, "longest window = bptt + this")  # SPEC 5.2 (ref-TF)
+    eval_batch_size: int = option(10, "validation batch size")  # SPEC 5.2 (ref-TF)
+    test_batch_size: int = option(1, "test batch size")  # SPEC 5.2 (ref-TF)
+    checkpoint_steps: int = option(0, "also checkpoint every N windows (0 = at epoch ends only)")
+    nan_lr_factor: float = option(0.5, "lr multiplier after a non-finite loss rolls training back")  # ours, not in SPEC
 
 
 PRESETS = {
