@@ -5,11 +5,14 @@ Prints one JSON line per figure and configuration:
   score_archs_per_s       `score` with inherited weights, one fixed 500-image batch for every architecture
   supernet_over_static    time of a supernet step / a step of the same architecture built as a final network
                           of the same size (target <= 1.10)
+  keep_freed_memory_speedup  (--compare-allocator) scoring and training speed with
+                          `nao_ws.allocator.keep_freed_memory` over glibc's defaults, alternating subprocesses
 Configurations (SPEC 3.1): ref-pt = N 3, C 20, batch 64, drop-path keep 0.9; paper = N 2, C 20, batch 160,
 aux head 0.4, head dropout keep 0.9. For comparison, the authors' code on a 2-core machine of this class:
 37-41 images/s training and about 0.11 architectures/s scoring at ref-pt (target: at least twice both).
 
     python -m benchmarks.cnn_supernet [--quick] [--device auto] [--threads N] [--data FILE.npz]
+                                      [--allocator keep|default] [--compare-allocator]
 """
 from __future__ import annotations
 
@@ -17,11 +20,14 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from nao_ws.allocator import keep_freed_memory
 from nao_ws.datasets import ImageBatches, fixed_batches, load_images
 from nao_ws.runs import resolve_device
 from supernet import cnn
@@ -50,10 +56,13 @@ def _sgd(model: torch.nn.Module, c: dict) -> torch.optim.SGD:
     return torch.optim.SGD(model.parameters(), lr=c["lr"], momentum=MOMENTUM, weight_decay=c["weight_decay"])
 
 
+WARMUP_STEPS = 3  # oneDNN primitive creation and the allocator's first touches happen here
+
+
 def bench_config(name: str, c: dict, data, device: torch.device, sizes: tuple, amp: bool, seed: int, common: dict):
     steps, archs, repeats = sizes
     rng = np.random.default_rng(seed)
-    pool = [get_space("cnn-ws").sample(rng) for _ in range(max(steps, archs) + 1)]
+    pool = [get_space("cnn-ws").sample(rng) for _ in range(max(steps, archs) + WARMUP_STEPS)]
     supernet = cnn.Supernet("cnn-ws", c["layers"], c["channels"], data.num_classes, aux=c["aux_weight"] > 0,
                             drop_path_keep=c["drop_path_keep"], head_keep=c["head_keep"]).to(device)
     optimizer = _sgd(supernet, c)
@@ -64,7 +73,8 @@ def bench_config(name: str, c: dict, data, device: torch.device, sizes: tuple, a
     def step(model, opt, arch, x, y):
         cnn.train_step(model, opt, x, y, arch, aux_weight=c["aux_weight"], progress=0.5, amp=amp)
 
-    step(supernet, optimizer, pool[-1], *next(batches))  # warm-up
+    for arch in pool[-WARMUP_STEPS:]:
+        step(supernet, optimizer, arch, *next(batches))
     seconds = timed(lambda: [step(supernet, optimizer, a, *next(batches)) for a in pool[:steps]], device)
     print(json.dumps({"metric": "train_images_per_s", "value": steps * c["batch_size"] / seconds, "steps": steps,
                       "seconds": seconds, **info}), flush=True)
@@ -95,6 +105,24 @@ def bench_config(name: str, c: dict, data, device: torch.device, sizes: tuple, a
           flush=True)
 
 
+def compare_allocator(args) -> None:
+    """The ref-PT figures in fresh processes, alternating the two allocator settings (glibc's setting is
+    process-wide and cannot be undone, hence the subprocesses)."""
+    figures = {"keep": [], "default": []}
+    for _ in range(2):
+        for allocator in figures:
+            cmd = [sys.executable, "-m", "benchmarks.cnn_supernet", "--config", "ref-pt", "--allocator", allocator,
+                   "--data", args.data, "--device", args.device, "--seed", str(args.seed)]
+            cmd += ["--threads", str(args.threads)] if args.threads else []
+            cmd += ["--quick"] if args.quick else []
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            figures[allocator].append({line["metric"]: line["value"] for line in map(json.loads, out.splitlines())})
+    for metric in ("train_images_per_s", "score_archs_per_s"):
+        keep, default = ([f[metric] for f in figures[a]] for a in ("keep", "default"))
+        print(json.dumps({"metric": "keep_freed_memory_speedup", "of": metric, "value": sum(keep) / sum(default),
+                          "keep": keep, "default": default, "config": "ref-pt", "quick": args.quick}), flush=True)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="npz of CIFAR-10 images (its last 500 score)")
@@ -104,7 +132,14 @@ def main(argv=None) -> None:
     ap.add_argument("--config", choices=sorted(CONFIGS), action="append", help="default: both")
     ap.add_argument("--quick", action="store_true", help="a few steps only")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--allocator", choices=("keep", "default"), default="keep",
+                    help="keep: nao_ws.allocator.keep_freed_memory, as the CLI does; default: glibc's settings")
+    ap.add_argument("--compare-allocator", action="store_true", help="only the keep_freed_memory_speedup figures")
     args = ap.parse_args(argv)
+    if args.compare_allocator:
+        compare_allocator(args)
+        return
+    kept = args.allocator == "keep" and keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = (3, 2, 2) if args.quick else (20, 8, 5)  # training steps, scored archs, static-comparison repeats
@@ -112,7 +147,7 @@ def main(argv=None) -> None:
     torch.manual_seed(args.seed)
     data = load_images("cifar10", purpose="search", npz_path=args.data, dev_size=SCORE_IMAGES)
     common = {"device": str(device), "threads": torch.get_num_threads(), "amp": args.amp and device.type == "cuda",
-              "load_avg_1min": os.getloadavg()[0], "quick": args.quick}
+              "load_avg_1min": os.getloadavg()[0], "quick": args.quick, "keep_freed_memory": kept}
     for name in args.config or sorted(CONFIGS, reverse=True):
         bench_config(name, CONFIGS[name], data, device, sizes, args.amp, args.seed, common)
 
