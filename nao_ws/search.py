@@ -198,6 +198,9 @@ def _unique_random(space, n: int, known: set, rng: np.random.Generator) -> list:
     return out
 
 
+LOGS = ("metrics.jsonl", "pool.jsonl")  # the append-only logs; a checkpoint records each one's line count
+
+
 class Search:
     """Holds the run's parts; ``run`` below drives the phases."""
 
@@ -230,10 +233,11 @@ class Search:
         load_state(self.controller, self.ctrl_optimizer, ckpt["controller"])
         set_rng_state(ckpt["rng"])
         set_generator_state(self.rng, ckpt["np_rng"])
-        for name, n in self.state.log_lines.items():  # drop lines a killed run wrote after this checkpoint
-            self.run.truncate_jsonl(name, n)
+        for name in LOGS:  # drop lines a killed run wrote after this checkpoint (all of them if it had none)
+            self.run.truncate_jsonl(name, self.state.log_lines.get(name, 0))
 
     def append(self, name: str, record: dict) -> None:
+        assert name in LOGS, name
         self.run.append_jsonl(name, record)
         self.state.log_lines[name] = self.state.log_lines.get(name, 0) + 1
 

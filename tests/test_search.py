@@ -1,7 +1,10 @@
 """The NAO-WS search end to end: smoke runs of both tasks and strategies, run folder contents, TensorBoard
 events, exact kill-and-resume, checkpoint fallback, divergence rollback and option errors."""
+import contextlib
+import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,13 +54,39 @@ def strip_timing(obj):
     return obj
 
 
-@pytest.mark.parametrize("args,space", [(FAST_CNN, "cnn-ws"), (FAST_PTB, "rnn")], ids=["cifar10", "ptb"])
+SMOKE = {"cifar10": (FAST_CNN, "cnn-ws"), "ptb": (FAST_PTB, "rnn")}
+# The cifar10 NAO run doubles as the uninterrupted reference of the kill-and-resume test, hence these flags.
+REFERENCE_FLAGS = ["--deterministic", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    """One smoke search per task and strategy, run lazily and shared by the tests that read its run folder:
+    ``smoke_runs(task, strategy)`` -> (run folder, the JSON line it printed last, seconds it took)."""
+    done = {}
+
+    def get(task, strategy):
+        if (task, strategy) not in done:
+            out_dir = tmp_path_factory.mktemp(f"{task}-{strategy}") / "run"
+            args, _ = SMOKE[task]
+            start, stdout, code = time.time(), io.StringIO(), 0
+            try:
+                with contextlib.redirect_stdout(stdout):
+                    main(args + REFERENCE_FLAGS + ["--strategy", strategy, "--output", str(out_dir), "--no-progress"])
+            except SystemExit as e:
+                code = e.code
+            assert code == 0, f"smoke search {task}/{strategy} exited with {code}"
+            done[task, strategy] = (out_dir, json.loads(stdout.getvalue().strip().splitlines()[-1]), time.time() - start)
+        return done[task, strategy]
+
+    return get
+
+
+@pytest.mark.parametrize("task", ["cifar10", "ptb"])
 @pytest.mark.parametrize("strategy", ["nao", "random"])
-def test_smoke_search_writes_a_complete_run_folder(args, space, strategy, tmp_path, capsys):
-    out_dir = tmp_path / "run"
-    code, out, err = cli(args + ["--strategy", strategy, "--output", str(out_dir), "--no-progress"], capsys)
-    assert code == 0, err
-    result = json.loads(out.strip().splitlines()[-1])
+def test_smoke_search_writes_a_complete_run_folder(task, strategy, smoke_runs):
+    out_dir, result, _ = smoke_runs(task, strategy)
+    space = SMOKE[task][1]
     for name in ("config.json", "pool.jsonl", "best.json", "metrics.jsonl", "log.txt"):
         assert (out_dir / name).is_file(), name
     assert list((out_dir / "checkpoints").glob("ckpt-*.pt")) and list((out_dir / "tb").iterdir())
@@ -90,9 +119,8 @@ def test_smoke_search_writes_a_complete_run_folder(args, space, strategy, tmp_pa
     assert ("controller" in phases) == (strategy == "nao")
 
 
-def test_best_json_feeds_train(tmp_path, capsys):
-    out_dir = tmp_path / "run"
-    assert cli(FAST_CNN + ["--rerank-top", "0", "--output", str(out_dir), "--no-progress"], capsys)[0] == 0
+def test_best_json_feeds_train(smoke_runs, capsys):
+    out_dir = smoke_runs("cifar10", "nao")[0]
     code, out, err = cli(["train", "--task", "cifar10-sample", "--arch", str(out_dir / "best.json"), "--preset",
                           "smoke", "--dry-run", "--json"], capsys)
     assert code == 0, err
@@ -139,15 +167,11 @@ def _kill_when(proc, ready, timeout=300):
     raise AssertionError("the search did not reach the kill point in time")
 
 
-def test_killed_and_resumed_search_equals_uninterrupted(tmp_path):
-    """Kill during scoring, during controller training and at a random moment; resume each time."""
-    args = FAST_CNN + ["--deterministic", "--no-progress", "--seed", "3"]
-    ref = tmp_path / "ref"
-    start = time.time()
-    p = _spawn(args + ["--output", str(ref)])
-    assert p.wait() == 0, p.stderr.read()
-    duration = time.time() - start
-
+def test_killed_and_resumed_search_equals_uninterrupted(tmp_path, smoke_runs):
+    """Kill during scoring, during controller training and at a random moment; resume each time. The
+    uninterrupted reference is the shared cifar10 NAO smoke run (same flags, run in-process)."""
+    ref, _, duration = smoke_runs("cifar10", "nao")
+    args = FAST_CNN + REFERENCE_FLAGS + ["--strategy", "nao", "--no-progress"]
     run = tmp_path / "killed"
     metrics = run / "metrics.jsonl"
     kill_points = [
@@ -177,9 +201,9 @@ def test_killed_and_resumed_search_equals_uninterrupted(tmp_path):
         strip_timing(json.loads((ref / "best.json").read_text()))
 
 
-def test_corrupt_latest_checkpoint_falls_back_with_a_warning(tmp_path, capsys):
+def test_corrupt_latest_checkpoint_falls_back_with_a_warning(tmp_path, smoke_runs, capsys):
     out_dir = tmp_path / "run"
-    assert cli(FAST_PTB + ["--rerank-top", "0", "--output", str(out_dir), "--no-progress"], capsys)[0] == 0
+    shutil.copytree(smoke_runs("ptb", "random")[0], out_dir)
     best = json.loads((out_dir / "best.json").read_text())
     ckpts = sorted((out_dir / "checkpoints").glob("ckpt-*.pt"))
     data = ckpts[-1].read_bytes()
@@ -189,6 +213,32 @@ def test_corrupt_latest_checkpoint_falls_back_with_a_warning(tmp_path, capsys):
     assert code == 0, err
     assert json.loads((out_dir / "best.json").read_text())["text"] == best["text"]
     assert "falling back" in (out_dir / "log.txt").read_text()
+
+
+def test_resume_drops_log_lines_written_after_the_checkpoint(tmp_path, monkeypatch, capsys):
+    """Die right after the first scoring wrote its pool lines, before the checkpoint that follows: the
+    checkpoint resumed from predates pool.jsonl, so all of it must go, or iteration 0 is logged twice."""
+    class Died(Exception):
+        pass
+
+    real_score, died = search_mod.PHASES["score"], []
+
+    def score_then_die(self):
+        real_score(self)
+        if not died:
+            died.append(True)
+            raise Died
+
+    monkeypatch.setitem(search_mod.PHASES, "score", score_then_die)
+    out_dir = tmp_path / "run"
+    with pytest.raises(Died):
+        main(FAST_PTB + ["--strategy", "random", "--epochs", "1", "--rerank-top", "0", "--output", str(out_dir),
+                         "--no-progress"])
+    assert len(read_jsonl(out_dir / "pool.jsonl")) == 10
+    code, _, err = cli(["search", "--resume", str(out_dir), "--no-progress"], capsys)
+    assert code == 0, err
+    pool = read_jsonl(out_dir / "pool.jsonl")
+    assert len(pool) == 10 and {r["iteration"] for r in pool} == {0}
 
 
 def test_divergence_rolls_back_with_a_lower_lr(tmp_path, monkeypatch, capsys):
@@ -204,12 +254,11 @@ def test_divergence_rolls_back_with_a_lower_lr(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(rnn, "train_step", flaky_step)
     out_dir = tmp_path / "run"
-    code, out, err = cli(FAST_PTB + ["--rerank-top", "0", "--epochs", "3", "--output", str(out_dir),
-                                     "--no-progress"], capsys)
+    code, out, err = cli(FAST_PTB + ["--rerank-top", "0", "--output", str(out_dir), "--no-progress"], capsys)
     assert code == 0, err
     assert "rolled back" in (out_dir / "log.txt").read_text()
     lrs = [m["lr"] for m in read_jsonl(out_dir / "metrics.jsonl") if m["phase"] == "train"]
-    assert len(lrs) == 3 and lrs[-1] == pytest.approx(0.125)  # the rolled-back epoch was not logged twice
+    assert len(lrs) == 2 and lrs[-1] == pytest.approx(0.125)  # the rolled-back epoch was not logged twice
 
 
 @pytest.mark.parametrize("args,needle", [
