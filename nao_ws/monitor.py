@@ -12,17 +12,29 @@ from tqdm.auto import tqdm
 class Monitor:
     """Scalars and images to ``<run>/tb`` and progress bars to stderr.
 
-    ``purge_step`` (on resume) drops events a killed run wrote after its last checkpoint, so curves do
-    not fold back on themselves.
+    ``purge_step`` (on resume; or ``resume_at`` before the first event) drops the events a killed run wrote
+    after its last checkpoint, so curves do not fold back on themselves. The writer opens at the first event.
     """
 
     def __init__(self, run_path: str | Path | None, purge_step: int | None = None, progress: bool = True):
         self.progress_enabled = progress
-        self.writer = None
-        if run_path is not None:
+        self.log_dir = None if run_path is None else Path(run_path) / "tb"
+        self.purge_step = purge_step
+        self._writer = None
+
+    def resume_at(self, step: int) -> None:
+        """Resuming from a checkpoint taken at ``step``: drop the logged events with a larger step."""
+        if self._writer is not None:
+            raise RuntimeError("resume_at must come before the first event is written")
+        self.purge_step = step + 1
+
+    @property
+    def writer(self):
+        if self._writer is None and self.log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(Path(run_path) / "tb"), purge_step=purge_step)
+            self._writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=self.purge_step)
+        return self._writer
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         if self.writer is not None:
@@ -53,10 +65,10 @@ class Monitor:
         tqdm.write(message, file=sys.stderr)
 
     def flush(self) -> None:
-        if self.writer is not None:
-            self.writer.flush()
+        if self._writer is not None:
+            self._writer.flush()
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -285,7 +285,7 @@ class Trainer:
                   "best_valid_ppl": _ppl(self.best_loss), "lr": self.lr, "averaged": self.average is not None,
                   "seconds": seconds}
         scalars = {k: v for k, v in record.items() if k not in ("epoch", "step")}
-        self.monitor.scalars(scalars, self.stream.epoch, "epoch/")
+        self.monitor.scalars(scalars, self.step, "epoch/")  # one step axis for every event: see train()
         self.monitor.write(f"epoch {record['epoch']}: train ppl {record['train_ppl']:.2f}, "
                            f"valid ppl {record['valid_ppl']:.2f}, lr {self.lr:g}")
         if self.run is not None:
@@ -370,6 +370,7 @@ def train(cfg: Config, run: RunDir, monitor: Monitor, resume: bool) -> dict:
     else:
         trainer.load_state_dict(state)
         run.truncate_jsonl("metrics.jsonl", trainer.stream.epoch)
+        monitor.resume_at(trainer.step)  # TensorBoard steps are training steps, per-epoch scalars included
         run.log(f"resumed at epoch {trainer.stream.epoch}, step {trainer.step}")
     trainer.fit()
     test = trainer.test_loss(corpus.test)

@@ -12,3 +12,19 @@ os.environ["MKL_NUM_THREADS"] = "1"
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def tb_scalars():
+    """``tb_scalars(run_folder)`` -> {tag: [(step, value), ...]} as TensorBoard shows them (purges applied)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def read(run_folder):
+        acc = EventAccumulator(str(run_folder / "tb"), size_guidance={"scalars": 0})
+        acc.Reload()
+        return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+    return read

@@ -55,8 +55,9 @@ def test_naonet_a_has_the_published_size(capsys):
     assert run_cli(["train", "--task", "cifar100", "--arch", NAONET_B, "--dry-run", "--json"], capsys)["params"] > b["params"]
 
 
-def test_smoke_training_resumes_bit_exactly(tmp_path, capsys, monkeypatch):
-    """Uninterrupted vs. killed after epoch 1 and resumed: same weights, same metrics; eval agrees."""
+def test_smoke_training_resumes_bit_exactly(tmp_path, capsys, monkeypatch, tb_scalars):
+    """Uninterrupted vs. killed after logging epoch 2, before its checkpoint, and resumed from epoch 1: same
+    weights, same metrics, same TensorBoard curves (epoch 2 once); eval agrees."""
     full = run_cli(SMOKE + ["--output", str(tmp_path / "full")], capsys)
     assert full["epochs"] == 2 and 0 <= full["test_acc"] <= 1
 
@@ -65,14 +66,16 @@ def test_smoke_training_resumes_bit_exactly(tmp_path, capsys, monkeypatch):
     class Killed(Exception):
         pass
 
-    def save_then_die(self, state, step, keep=2):
+    def die_at_epoch_2(self, state, step, keep=2):
+        if step == 2:
+            raise Killed
         save(self, state, step, keep)
-        raise Killed
 
-    monkeypatch.setattr(RunDir, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(RunDir, "save_checkpoint", die_at_epoch_2)
     with pytest.raises(Killed):
         main(SMOKE + ["--output", str(tmp_path / "cut")])
     monkeypatch.undo()
+    assert [r["epoch"] for r in RunDir(tmp_path / "cut").read_jsonl("metrics.jsonl")] == [1, 2]
     capsys.readouterr()
     resumed = run_cli(["train", "--resume", str(tmp_path / "cut"), "--no-progress"], capsys)
 
@@ -85,6 +88,8 @@ def test_smoke_training_resumes_bit_exactly(tmp_path, capsys, monkeypatch):
     strip = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]  # noqa: E731
     assert strip(lines[0]) == strip(lines[1]) and [r["epoch"] for r in lines[1]] == [1, 2]
     assert json.loads((tmp_path / "full" / "metrics.json").read_text()) == full
+    curves = tb_scalars(tmp_path / "cut")
+    assert [step for step, _ in curves["train/loss"]] == [1, 2] and curves == tb_scalars(tmp_path / "full")
 
     evaluated = run_cli(["eval", "--checkpoint", str(tmp_path / "full"), "--device", "cpu"], capsys)
     assert evaluated["test_acc"] == full["test_acc"]

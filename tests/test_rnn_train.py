@@ -109,6 +109,27 @@ def test_interrupted_and_resumed_equals_uninterrupted(smoke_run, tmp_path, monke
     assert records(out) == records(smoke_run)
 
 
+def test_resumed_run_has_the_uninterrupted_curves(smoke_run, tmp_path, monkeypatch, tb_scalars):
+    """Killed after logging epoch 1's scalars, before the checkpoint that ends it: the resumed run redoes the
+    end of epoch 1, and TensorBoard shows it once."""
+    out = tmp_path / "run"
+    checkpoint = train_rnn.Trainer.checkpoint
+
+    def die_ending_epoch_1(self):
+        if self.stream.epoch == 1 and self.stream.position == 0:
+            raise Interrupted
+        checkpoint(self)
+
+    monkeypatch.setattr(train_rnn.Trainer, "checkpoint", die_ending_epoch_1)
+    with pytest.raises(Interrupted):
+        cli.main(["train", *TINY_RUN, "--output", str(out)])
+    assert [r["epoch"] for r in RunDir(out).read_jsonl("metrics.jsonl")] == [1]
+    monkeypatch.undo()
+    cli.main(["train", "--resume", str(out), "--no-progress"])
+    curves, ref = ({k: v for k, v in tb_scalars(p).items() if k != "epoch/seconds"} for p in (out, smoke_run))
+    assert len(curves["epoch/valid_ppl"]) == 2 and curves == ref
+
+
 def small_corpus():
     """A few thousand tokens of ptb-tiny: enough to exercise the training loop, no quality claim."""
     from nao_ws.datasets import Corpus, load_corpus
