@@ -20,7 +20,7 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        "dev": ["pytest", "hypothesis"],
+        "dev": ["pytest", "pytest-xdist", "hypothesis"],
         "ray": ["ray[default]"],
     },
     entry_points={"console_scripts": ["nao-ws=nao_ws.cli:main"]},

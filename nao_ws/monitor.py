@@ -12,21 +12,21 @@ from tqdm.auto import tqdm
 class Monitor:
     """Scalars and images to ``<run>/tb`` and progress bars to stderr.
 
-    ``purge_step`` (on resume; or ``resume_at`` before the first event) drops the events a killed run wrote
-    after its last checkpoint, so curves do not fold back on themselves. The writer opens at the first event.
+    On resume, ``drop_events_from`` (before the first event) drops the events a killed run wrote after its last
+    checkpoint, so curves do not fold back on themselves. The writer opens at the first event.
     """
 
-    def __init__(self, run_path: str | Path | None, purge_step: int | None = None, progress: bool = True):
+    def __init__(self, run_path: str | Path | None, progress: bool = True):
         self.progress_enabled = progress
         self.log_dir = None if run_path is None else Path(run_path) / "tb"
-        self.purge_step = purge_step
+        self.purge_step = None
         self._writer = None
 
-    def resume_at(self, step: int) -> None:
-        """Resuming from a checkpoint taken at ``step``: drop the logged events with a larger step."""
+    def drop_events_from(self, step: int) -> None:
+        """On resume: hide the events at ``step`` and later that the run folder already holds."""
         if self._writer is not None:
-            raise RuntimeError("resume_at must come before the first event is written")
-        self.purge_step = step + 1
+            raise RuntimeError("drop_events_from must come before the first event is written")
+        self.purge_step = step
 
     @property
     def writer(self):

@@ -18,6 +18,8 @@ ends, with ``--deterministic`` on CPU, exactly as an uninterrupted one.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -199,6 +201,7 @@ def _unique_random(space, n: int, known: set, rng: np.random.Generator) -> list:
 
 
 LOGS = ("metrics.jsonl", "pool.jsonl")  # the append-only logs; a checkpoint records each one's line count
+TB_GROUPS = {"train": "supernet/", "score": "pool/", "controller": "controller/", "generate": "generate/"}
 
 
 class Search:
@@ -236,6 +239,23 @@ class Search:
         for name in LOGS:  # drop lines a killed run wrote after this checkpoint (all of them if it had none)
             self.run.truncate_jsonl(name, self.state.log_lines.get(name, 0))
 
+    def log(self, record: dict) -> None:
+        """A phase's record: a line of metrics.jsonl, and TensorBoard events at its epoch."""
+        self.append("metrics.jsonl", record)
+        self.to_tensorboard(record)
+
+    def to_tensorboard(self, record: dict) -> None:
+        """The events of a metrics.jsonl record; a resumed run replays those of its checkpoint's epoch."""
+        prefix = TB_GROUPS.get(record["phase"])
+        if prefix is None:
+            return
+        epoch = record["epoch"]
+        values = {k: math.nan if v is None else v for k, v in record.items() if k not in ("epoch", "iteration")}
+        self.monitor.scalars(values, epoch, prefix)  # (metrics.jsonl holds NaN as null: strict JSON)
+        if record["phase"] == "score":
+            self.monitor.scalar("best/inherited_score", record["max"], epoch)
+            self.monitor.image("best/cells", plot.render(parse_arch(record["best"], self.cfg.space)), epoch)
+
     def append(self, name: str, record: dict) -> None:
         assert name in LOGS, name
         self.run.append_jsonl(name, record)
@@ -252,8 +272,7 @@ class Search:
         pick = lambda: pool[int(self.rng.integers(len(pool)))]  # noqa: E731  uniform over the pool (SPEC 3.1)
         metrics = self.task.train_epoch(s.epoch, pick, s.lr_scale, self.monitor)
         s.epoch += 1
-        self.monitor.scalars(metrics, s.epoch, prefix="supernet/")
-        self.append("metrics.jsonl", {"phase": "train", "epoch": s.epoch, **metrics})
+        self.log({"phase": "train", "epoch": s.epoch, **metrics})
         if s.epoch % self.cfg.eval_every == 0 or s.epoch == self.cfg.epochs:
             s.phase = "score"
 
@@ -269,12 +288,8 @@ class Search:
         values = np.array([r["score"] for r in results])
         top = np.sort(values)[::-1]
         stats = {"mean": float(values.mean()), "max": float(top[0]), "top10_mean": float(top[:10].mean())}
-        self.monitor.scalars(stats, s.epoch, prefix="pool/")
         best = s.pool[int(values.argmax())]
-        self.monitor.scalar("best/inherited_score", float(top[0]), s.epoch)
-        self.monitor.image("best/cells", plot.render(parse_arch(best, self.cfg.space)), s.epoch)
-        self.append("metrics.jsonl", {"phase": "score", "epoch": s.epoch, "iteration": s.iteration,
-                                      "best": best, **stats})
+        self.log({"phase": "score", "epoch": s.epoch, "iteration": s.iteration, "best": best, **stats})
         self.run.write_json("best.json", self.best_record(best))
         s.phase = "controller" if s.epoch < self.cfg.epochs else "rerank"
 
@@ -289,9 +304,7 @@ class Search:
                           self.ctrl_train_cfg, seed=self.cfg.seed * 1000 + s.iteration,
                           optimizer=self.ctrl_optimizer, progress=lambda epoch, logs: bar.update(1))
             bar.close()
-            self.monitor.scalars(metrics, s.epoch, prefix="controller/")
-            self.append("metrics.jsonl", {"phase": "controller", "epoch": s.epoch, "iteration": s.iteration,
-                                          **metrics})
+            self.log({"phase": "controller", "epoch": s.epoch, "iteration": s.iteration, **metrics})
         s.phase = "generate"
 
     def update_pool(self) -> None:
@@ -310,8 +323,7 @@ class Search:
             stats = {"new": len(new), "fraction_new": len(new) / cfg.new_per_iter,
                      "eta_mean": float(np.mean(etas)), "eta_max": float(np.max(etas)),
                      "predicted_mean": float(np.mean([c.predicted for c in cands])) if cands else float("nan")}
-            self.monitor.scalars(stats, s.epoch, prefix="generate/")
-            self.append("metrics.jsonl", {"phase": "generate", "epoch": s.epoch, "iteration": s.iteration, **stats})
+            self.log({"phase": "generate", "epoch": s.epoch, "iteration": s.iteration, **stats})
         origin = dict.fromkeys(new, "nao")
         # random refill, plus random stand-ins for whatever generation could not find (same budget)
         extra = _unique_random(self.space, cfg.new_per_iter - len(new) + cfg.random_per_iter, known, self.rng)
@@ -330,7 +342,7 @@ class Search:
             text = top[len(s.rerank)]
             result = self.task.rerank(parse_arch(text, self.cfg.space), self.cfg.seed, self.monitor)
             s.rerank.append({"arch": text, "inherited_score": s.scores[text]["score"], **result})
-            self.append("metrics.jsonl", {"phase": "rerank", **s.rerank[-1]})
+            self.log({"phase": "rerank", **s.rerank[-1]})
             return
         self.run.write_json("best.json", self.best_record(_best_text(self)))
         s.phase = "done"
@@ -354,10 +366,16 @@ def run(cfg: SearchConfig, run_dir: RunDir, resume: bool = False, progress: bool
     ckpt = run_dir.load_latest_checkpoint() if resume else None
     if ckpt is not None and ckpt.get("kind") != "search":
         raise NaoWsError(f"{run_dir.path} holds a '{ckpt.get('kind')}' checkpoint, not a search")
-    monitor = Monitor(run_dir.path, purge_step=_purge_step(ckpt), progress=progress)
+    monitor = Monitor(run_dir.path, progress=progress)
     search = Search(cfg, run_dir, monitor)
     if ckpt is not None:
         search.restore(ckpt)
+        # Several phases log at one epoch, so TensorBoard, which can only drop events from a step on, drops
+        # the checkpoint's epoch too, and the events of that epoch's finished phases are written again.
+        monitor.drop_events_from(search.state.epoch)
+        for record in run_dir.read_jsonl("metrics.jsonl"):
+            if record.get("epoch") == search.state.epoch:
+                search.to_tensorboard(record)
         run_dir.log(f"resumed at epoch {search.state.epoch}, phase {search.state.phase}")
     else:
         search.initial_pool()
@@ -378,12 +396,6 @@ def run(cfg: SearchConfig, run_dir: RunDir, resume: bool = False, progress: bool
     finally:
         monitor.close()
     return search.best_record(_best_text(search))
-
-
-def _purge_step(ckpt: dict | None) -> int | None:
-    """TensorBoard step from which a resumed run rewrites events. Every event is logged at its epoch; a
-    phase logs just before its checkpoint, so only events after the checkpoint's epoch are dropped."""
-    return None if ckpt is None else ckpt["state"]["epoch"] + 1
 
 
 def _best_text(search: Search) -> str:

@@ -234,7 +234,7 @@ def train(cfg: Config, run: RunDir, monitor: Monitor, resume: bool) -> dict:
         trainer.load_state_dict(state["trainer"])
         set_rng_state(state["rng"])
         run.truncate_jsonl("metrics.jsonl", trainer.epoch)  # one record per finished epoch
-        monitor.resume_at(trainer.epoch)  # TensorBoard steps are epochs
+        monitor.drop_events_from(trainer.epoch + 1)  # TensorBoard steps are epochs
         run.log(f"resumed after epoch {trainer.epoch}")
     else:
         run.log(f"training {format_arch(arch)} ({arch.space}), N={cfg.layers}, F={cfg.channels}, "

@@ -370,7 +370,7 @@ def train(cfg: Config, run: RunDir, monitor: Monitor, resume: bool) -> dict:
     else:
         trainer.load_state_dict(state)
         run.truncate_jsonl("metrics.jsonl", trainer.stream.epoch)
-        monitor.resume_at(trainer.step)  # TensorBoard steps are training steps, per-epoch scalars included
+        monitor.drop_events_from(trainer.step + 1)  # TensorBoard steps are training steps, per-epoch scalars included
         run.log(f"resumed at epoch {trainer.stream.epoch}, step {trainer.step}")
     trainer.fit()
     test = trainer.test_loss(corpus.test)

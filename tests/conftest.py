@@ -14,17 +14,21 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+import math  # noqa: E402
+
 import pytest  # noqa: E402
 
 
 @pytest.fixture
 def tb_scalars():
-    """``tb_scalars(run_folder)`` -> {tag: [(step, value), ...]} as TensorBoard shows them (purges applied)."""
+    """``tb_scalars(run_folder)`` -> {tag: [(step, value), ...]} as TensorBoard shows them (purges applied;
+    NaN as None, so that equal curves compare equal)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     def read(run_folder):
         acc = EventAccumulator(str(run_folder / "tb"), size_guidance={"scalars": 0})
         acc.Reload()
-        return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+        return {tag: [(e.step, None if math.isnan(e.value) else e.value) for e in acc.Scalars(tag)]
+                for tag in acc.Tags()["scalars"]}
 
     return read

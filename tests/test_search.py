@@ -167,7 +167,7 @@ def _kill_when(proc, ready, timeout=300):
     raise AssertionError("the search did not reach the kill point in time")
 
 
-def test_killed_and_resumed_search_equals_uninterrupted(tmp_path, smoke_runs):
+def test_killed_and_resumed_search_equals_uninterrupted(tmp_path, smoke_runs, tb_scalars):
     """Kill during scoring, during controller training and at a random moment; resume each time. The
     uninterrupted reference is the shared cifar10 NAO smoke run (same flags, run in-process)."""
     ref, _, duration = smoke_runs("cifar10", "nao")
@@ -199,6 +199,8 @@ def test_killed_and_resumed_search_equals_uninterrupted(tmp_path, smoke_runs):
     assert strip_timing(read_jsonl(run / "metrics.jsonl")) == strip_timing(read_jsonl(ref / "metrics.jsonl"))
     assert strip_timing(json.loads((run / "best.json").read_text())) == \
         strip_timing(json.loads((ref / "best.json").read_text()))
+    curves = [{k: v for k, v in tb_scalars(p).items() if "seconds" not in k} for p in (run, ref)]
+    assert curves[0] == curves[1]
 
 
 def test_corrupt_latest_checkpoint_falls_back_with_a_warning(tmp_path, smoke_runs, capsys):
@@ -215,9 +217,10 @@ def test_corrupt_latest_checkpoint_falls_back_with_a_warning(tmp_path, smoke_run
     assert "falling back" in (out_dir / "log.txt").read_text()
 
 
-def test_resume_drops_log_lines_written_after_the_checkpoint(tmp_path, monkeypatch, capsys):
-    """Die right after the first scoring wrote its pool lines, before the checkpoint that follows: the
-    checkpoint resumed from predates pool.jsonl, so all of it must go, or iteration 0 is logged twice."""
+def test_resume_drops_log_lines_written_after_the_checkpoint(tmp_path, monkeypatch, capsys, tb_scalars):
+    """Die right after the first scoring wrote its pool lines and events, before the checkpoint that follows:
+    the checkpoint resumed from predates pool.jsonl, so all of it must go, or iteration 0 is logged twice;
+    TensorBoard shows epoch 1 once, its supernet training (before the checkpoint) included."""
     class Died(Exception):
         pass
 
@@ -239,6 +242,8 @@ def test_resume_drops_log_lines_written_after_the_checkpoint(tmp_path, monkeypat
     assert code == 0, err
     pool = read_jsonl(out_dir / "pool.jsonl")
     assert len(pool) == 10 and {r["iteration"] for r in pool} == {0}
+    curves = tb_scalars(out_dir)
+    assert [step for step, _ in curves["pool/max"]] == [1] and [step for step, _ in curves["supernet/loss"]] == [1]
 
 
 def test_divergence_rolls_back_with_a_lower_lr(tmp_path, monkeypatch, capsys):
