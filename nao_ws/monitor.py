@@ -12,8 +12,8 @@ from tqdm.auto import tqdm
 class Monitor:
     """Scalars and images to ``<run>/tb`` and progress bars to stderr.
 
-    On resume, ``drop_events_from`` (before the first event) drops the events a killed run wrote after its last
-    checkpoint, so curves do not fold back on themselves. The writer opens at the first event.
+    After a checkpoint is restored, ``drop_events_from`` hides the events written after it, so curves do not
+    fold back on themselves. The writer opens at the first event.
     """
 
     def __init__(self, run_path: str | Path | None, progress: bool = True):
@@ -23,9 +23,9 @@ class Monitor:
         self._writer = None
 
     def drop_events_from(self, step: int) -> None:
-        """On resume: hide the events at ``step`` and later that the run folder already holds."""
-        if self._writer is not None:
-            raise RuntimeError("drop_events_from must come before the first event is written")
+        """Hide the events at ``step`` and later written so far (a resumed or rolled-back run writes them
+        again): the next event opens a new event file that tells TensorBoard to purge them."""
+        self.close()
         self.purge_step = step
 
     @property

@@ -19,7 +19,6 @@ ends, with ``--deterministic`` on CPU, exactly as an uninterrupted one.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -238,6 +237,12 @@ class Search:
         set_generator_state(self.rng, ckpt["np_rng"])
         for name in LOGS:  # drop lines a killed run wrote after this checkpoint (all of them if it had none)
             self.run.truncate_jsonl(name, self.state.log_lines.get(name, 0))
+        # Several phases log at one epoch, and TensorBoard can only drop events from a step on: drop the
+        # checkpoint's epoch too, and write the events of that epoch's finished phases again.
+        self.monitor.drop_events_from(self.state.epoch)
+        for record in self.run.read_jsonl("metrics.jsonl"):
+            if record.get("epoch") == self.state.epoch:
+                self.to_tensorboard(record)
 
     def log(self, record: dict) -> None:
         """A phase's record: a line of metrics.jsonl, and TensorBoard events at its epoch."""
@@ -245,7 +250,7 @@ class Search:
         self.to_tensorboard(record)
 
     def to_tensorboard(self, record: dict) -> None:
-        """The events of a metrics.jsonl record; a resumed run replays those of its checkpoint's epoch."""
+        """The events of a metrics.jsonl record; ``restore`` replays those of its checkpoint's epoch."""
         prefix = TB_GROUPS.get(record["phase"])
         if prefix is None:
             return
@@ -370,12 +375,6 @@ def run(cfg: SearchConfig, run_dir: RunDir, resume: bool = False, progress: bool
     search = Search(cfg, run_dir, monitor)
     if ckpt is not None:
         search.restore(ckpt)
-        # Several phases log at one epoch, so TensorBoard, which can only drop events from a step on, drops
-        # the checkpoint's epoch too, and the events of that epoch's finished phases are written again.
-        monitor.drop_events_from(search.state.epoch)
-        for record in run_dir.read_jsonl("metrics.jsonl"):
-            if record.get("epoch") == search.state.epoch:
-                search.to_tensorboard(record)
         run_dir.log(f"resumed at epoch {search.state.epoch}, phase {search.state.phase}")
     else:
         search.initial_pool()

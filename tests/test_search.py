@@ -246,24 +246,29 @@ def test_resume_drops_log_lines_written_after_the_checkpoint(tmp_path, monkeypat
     assert [step for step, _ in curves["pool/max"]] == [1] and [step for step, _ in curves["supernet/loss"]] == [1]
 
 
-def test_divergence_rolls_back_with_a_lower_lr(tmp_path, monkeypatch, capsys):
+def test_divergence_rolls_back_with_a_lower_lr(tmp_path, monkeypatch, capsys, tb_scalars):
+    """A NaN burst in epoch 2 rolls back to the checkpoint before epoch 1 (none is taken in between) and
+    trains both epochs again at half the lr; logs and TensorBoard show each epoch once."""
     from supernet import rnn
 
     real_step, calls = rnn.train_step, {"n": 0}
 
     def flaky_step(model, optimizer, window, hidden, arch=None, **kw):
         calls["n"] += 1
-        if 30 <= calls["n"] < 30 + 25:  # more than max_nan_steps (20) non-finite losses in a row
+        # in epoch 2 (an epoch is 142 steps here), more than max_nan_steps (20) non-finite losses in a row
+        if 160 <= calls["n"] < 160 + 25:
             return rnn.StepResult(float("nan"), False, hidden.detach() * 0)
         return real_step(model, optimizer, window, hidden, arch, **kw)
 
     monkeypatch.setattr(rnn, "train_step", flaky_step)
     out_dir = tmp_path / "run"
-    code, out, err = cli(FAST_PTB + ["--rerank-top", "0", "--output", str(out_dir), "--no-progress"], capsys)
+    code, out, err = cli(FAST_PTB + ["--rerank-top", "0", "--eval-every", "2", "--checkpoint-every", "2",
+                                     "--output", str(out_dir), "--no-progress"], capsys)
     assert code == 0, err
-    assert "rolled back" in (out_dir / "log.txt").read_text()
+    assert "rolled back to epoch 0" in (out_dir / "log.txt").read_text()
     lrs = [m["lr"] for m in read_jsonl(out_dir / "metrics.jsonl") if m["phase"] == "train"]
-    assert len(lrs) == 2 and lrs[-1] == pytest.approx(0.125)  # the rolled-back epoch was not logged twice
+    assert len(lrs) == 2 and lrs[0] == pytest.approx(0.25 * 0.5)  # epoch 1 was trained again at half the lr
+    assert [(step, pytest.approx(lr)) for step, lr in tb_scalars(out_dir)["supernet/lr"]] == [(1, lrs[0]), (2, lrs[1])]
 
 
 @pytest.mark.parametrize("args,needle", [
