@@ -129,16 +129,11 @@ def _check_smoke(path: Path, out: dict, cfg: standalone.Config) -> None:
     assert list((path / "tb").iterdir()) and RunDir(path).list_checkpoints()
 
 
-def test_smoke_local(tmp_path):
-    cfg = smoke_config()
-    start = time.perf_counter()
-    out = search(tmp_path / "run", cfg)
-    assert time.perf_counter() - start < SMOKE_LIMIT_S
-    _check_smoke(tmp_path / "run", out, cfg)
-
-
-def test_smoke_ray(tmp_path, ray_instance):
-    cfg = smoke_config(executor="ray")
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_smoke(tmp_path, executor, request):
+    if executor == "ray":
+        request.getfixturevalue("ray_instance")
+    cfg = smoke_config(executor=executor)
     start = time.perf_counter()
     out = search(tmp_path / "run", cfg)
     assert time.perf_counter() - start < SMOKE_LIMIT_S
