@@ -7,12 +7,14 @@ Prints one JSON line per figure and configuration:
                           of the same size (target <= 1.10)
   keep_freed_memory_speedup  (--compare-allocator) scoring and training speed with
                           `nao_ws.allocator.keep_freed_memory` over glibc's defaults, alternating subprocesses
+  cpu_kernels_speedup     (--compare-kernels) scoring and training speed with `supernet.cpu_kernels` over
+                          PyTorch's own CPU kernels, alternating rounds in one process
 Configurations (SPEC 3.1): ref-pt = N 3, C 20, batch 64, drop-path keep 0.9; paper = N 2, C 20, batch 160,
 aux head 0.4, head dropout keep 0.9. For comparison, the authors' code on a 2-core machine of this class:
 37-41 images/s training and about 0.11 architectures/s scoring at ref-pt (target: at least twice both).
 
     python -m benchmarks.cnn_supernet [--quick] [--device auto] [--threads N] [--data FILE.npz]
-                                      [--allocator keep|default] [--compare-allocator]
+                                      [--allocator keep|default] [--compare-allocator] [--compare-kernels]
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import torch
 from nao_ws.allocator import keep_freed_memory
 from nao_ws.datasets import ImageBatches, fixed_batches, load_images
 from nao_ws.runs import resolve_device
-from supernet import cnn
+from supernet import cnn, cpu_kernels
 from supernet.nets import NASNetwork
 from supernet.spaces import get_space
 from benchmarks.timing import timed
@@ -105,6 +107,41 @@ def bench_config(name: str, c: dict, data, device: torch.device, sizes: tuple, a
           flush=True)
 
 
+def compare_kernels(data, device: torch.device, quick: bool, seed: int, common: dict) -> None:
+    """Training and scoring at ref-PT's configuration with and without ``cpu_kernels``, alternating rounds
+    (and their order) in one process so that load changes hit both alike."""
+    c = CONFIGS["ref-pt"]
+    rounds, steps, archs = (2, 2, 1) if quick else (4, 6, 2)
+    rng = np.random.default_rng(seed)
+    pool = [get_space("cnn-ws").sample(rng) for _ in range(2 * rounds * (steps + archs) + 2 * WARMUP_STEPS)]
+    supernet = cnn.Supernet("cnn-ws", c["layers"], c["channels"], data.num_classes,
+                            drop_path_keep=c["drop_path_keep"]).to(device)
+    optimizer = _sgd(supernet, c)
+    batches = _forever(ImageBatches(data.train, c["batch_size"], data.mean, data.std, train=True, device=device,
+                                    generator_seed=seed))
+    dev = fixed_batches(data.valid, SCORE_IMAGES, data.mean, data.std, device, limit=SCORE_IMAGES)
+    archs_left = iter(pool)
+    for on in (True, False):
+        with cpu_kernels.enabled(on):
+            for _ in range(WARMUP_STEPS):
+                cnn.train_step(supernet, optimizer, *next(batches), next(archs_left), progress=0.5)
+    train = {True: [], False: []}
+    score = {True: [], False: []}
+    for r in range(rounds):
+        for on in (True, False) if r % 2 == 0 else (False, True):
+            with cpu_kernels.enabled(on):
+                batch_archs = [next(archs_left) for _ in range(steps)]
+                train[on].append(steps * c["batch_size"] / timed(lambda: [
+                    cnn.train_step(supernet, optimizer, *next(batches), a, progress=0.5) for a in batch_archs], device))
+                scored = [next(archs_left) for _ in range(archs)]
+                score[on].append(archs / timed(lambda: cnn.score(supernet, scored, dev), device))
+    for metric, figures in (("train_images_per_s", train), ("score_archs_per_s", score)):
+        print(json.dumps({"metric": "cpu_kernels_speedup", "of": metric,
+                          "value": statistics.mean(figures[True]) / statistics.mean(figures[False]),
+                          "kernels": figures[True], "pytorch": figures[False], "config": "ref-pt", **common}),
+              flush=True)
+
+
 def compare_allocator(args) -> None:
     """The ref-PT figures in fresh processes, alternating the two allocator settings (glibc's setting is
     process-wide and cannot be undone, hence the subprocesses)."""
@@ -135,6 +172,7 @@ def main(argv=None) -> None:
     ap.add_argument("--allocator", choices=("keep", "default"), default="keep",
                     help="keep: nao_ws.allocator.keep_freed_memory, as the CLI does; default: glibc's settings")
     ap.add_argument("--compare-allocator", action="store_true", help="only the keep_freed_memory_speedup figures")
+    ap.add_argument("--compare-kernels", action="store_true", help="only the cpu_kernels_speedup figures")
     args = ap.parse_args(argv)
     if args.compare_allocator:
         compare_allocator(args)
@@ -147,7 +185,11 @@ def main(argv=None) -> None:
     torch.manual_seed(args.seed)
     data = load_images("cifar10", purpose="search", npz_path=args.data, dev_size=SCORE_IMAGES)
     common = {"device": str(device), "threads": torch.get_num_threads(), "amp": args.amp and device.type == "cuda",
-              "load_avg_1min": os.getloadavg()[0], "quick": args.quick, "keep_freed_memory": kept}
+              "load_avg_1min": os.getloadavg()[0], "quick": args.quick, "keep_freed_memory": kept,
+              "cpu_kernels": device.type == "cpu" and cpu_kernels.available()}
+    if args.compare_kernels:
+        compare_kernels(data, device, args.quick, args.seed, common)
+        return
     for name in args.config or sorted(CONFIGS, reverse=True):
         bench_config(name, CONFIGS[name], data, device, sizes, args.amp, args.seed, common)
 

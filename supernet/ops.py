@@ -12,6 +12,9 @@ Convolutions over a cell output take the output as a concatenation of equal *pie
 ends, SPEC 1.1) and hold one weight block per piece (:class:`PieceConv`). A final network holds blocks for
 its architecture's loose ends; the supernet holds a block for every state that can be a loose end and uses
 those of the sampled architecture. Both compute a plain convolution over the concatenation.
+
+On CPU, batch norm with batch statistics and the weight gradient of the 5x5 depthwise convolutions run
+through ``cpu_kernels`` (:class:`BatchNorm2d`, :class:`DepthwiseConv2d`); elsewhere they are PyTorch's.
 """
 from __future__ import annotations
 
@@ -21,13 +24,51 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import cpu_kernels
+
 BN_EPS = 1e-5  # PyTorch default, as in ref-PT (SPEC 3.1)
 AUX_HIDDEN = 128  # auxiliary head: 1x1 conv to 128, 2x2 conv to 768 (NASNet / ref-PT, SPEC 5.1)
 AUX_FEATURES = 768  # SPEC 5.1
 
 
+FAST_DEPTHWISE_KERNEL = 5  # cpu_kernels' weight gradient beats oneDNN's from 5x5 on; at 3x3 they tie
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` whose batch-statistics path (training, or no running statistics) uses
+    ``cpu_kernels`` on CPU channels-last input, running statistics updated as PyTorch does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch_stats = self.training or not self.track_running_stats
+        n = x.numel() // x.shape[1] if x.dim() == 4 else 0
+        if not (batch_stats and self.affine and n > 1 and cpu_kernels.applies(x)):
+            return super().forward(x)
+        y, mean, var = cpu_kernels.batch_norm(x, self.weight, self.bias, self.eps)
+        if self.training and self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.lerp_(mean, factor)
+                self.running_var.lerp_(var * (n / (n - 1)), factor)  # unbiased, as PyTorch keeps it
+        return y
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """A k x k depthwise convolution, "same" padding; at stride 1 and k >= 5 its weight gradient comes from
+    ``cpu_kernels`` on CPU channels-last input."""
+
+    def __init__(self, channels: int, kernel: int, stride: int):
+        super().__init__(channels, channels, kernel, stride, kernel // 2, groups=channels, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.stride == (1, 1) and self.kernel_size[0] >= FAST_DEPTHWISE_KERNEL and torch.is_grad_enabled()
+                and self.weight.requires_grad and cpu_kernels.applies(x)):
+            return cpu_kernels.depthwise_conv(x, self.weight, self.padding[0])
+        return super().forward(x)
+
+
 def batch_norm(channels: int, track_stats: bool) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(channels, eps=BN_EPS, affine=True, track_running_stats=track_stats)
+    return BatchNorm2d(channels, eps=BN_EPS, affine=True, track_running_stats=track_stats)
 
 
 # -- the ops of the two spaces --------------------------------------------------------------------------------
@@ -39,13 +80,11 @@ class SepConv(nn.Sequential):
     relu_first = True
 
     def __init__(self, channels: int, kernel: int, stride: int, track_stats: bool):
-        def depthwise(s: int) -> nn.Conv2d:
-            return nn.Conv2d(channels, channels, kernel, s, kernel // 2, groups=channels, bias=False)
-
         super().__init__(
-            depthwise(stride), nn.Conv2d(channels, channels, 1, bias=False), batch_norm(channels, track_stats),
-            nn.ReLU(inplace=True),
-            depthwise(1), nn.Conv2d(channels, channels, 1, bias=False), batch_norm(channels, track_stats))
+            DepthwiseConv2d(channels, kernel, stride), nn.Conv2d(channels, channels, 1, bias=False),
+            batch_norm(channels, track_stats), nn.ReLU(inplace=True),
+            DepthwiseConv2d(channels, kernel, 1), nn.Conv2d(channels, channels, 1, bias=False),
+            batch_norm(channels, track_stats))
 
 
 class ReLUConvBN(nn.Sequential):
