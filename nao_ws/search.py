@@ -27,6 +27,7 @@ from controller import config as ctrl_config
 from controller.generate import generate
 from controller.model import NAO
 from controller.train import export_state, fit, load_state, make_optimizer
+from supernet import cpu_kernels
 from supernet.spaces import get_space, parse_arch
 
 from . import plot
@@ -378,7 +379,9 @@ def run(cfg: SearchConfig, run_dir: RunDir, resume: bool = False, progress: bool
         run_dir.log(f"resumed at epoch {search.state.epoch}, phase {search.state.phase}")
     else:
         search.initial_pool()
-        run_dir.log(f"started: {cfg.task}, {cfg.space}, strategy {cfg.strategy}")
+        kernels = cpu_kernels.describe(search.device) if cfg.task in IMAGE_TASKS else ""
+        run_dir.log(f"started: {cfg.task}, {cfg.space}, strategy {cfg.strategy}, on {search.device}"
+                    + (f" with {kernels}" if kernels else ""))
         search.checkpoint()
     try:
         with monitor.bar(total=cfg.epochs, desc="search", initial=search.state.epoch, leave=True) as bar:

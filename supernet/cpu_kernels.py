@@ -85,6 +85,8 @@ def _load() -> ctypes.CDLL | None:
     """Build (once per source, compiler flags and CPU) and load the library; None, with one warning, when
     that fails."""
     global _lib, _tried
+    if _tried:
+        return _lib
     with _lock:
         if _tried:
             return _lib
@@ -109,6 +111,13 @@ def _load() -> ctypes.CDLL | None:
 def available() -> bool:
     """Whether the kernels are built and loaded (building them on the first call)."""
     return _load() is not None
+
+
+def describe(device: torch.device) -> str:
+    """Which CPU kernels a run on ``device`` uses, for its log ("" off CPU)."""
+    if device.type != "cpu":
+        return ""
+    return "nao-ws CPU kernels" if available() else "PyTorch's CPU kernels only"
 
 
 @contextmanager
