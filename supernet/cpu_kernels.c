@@ -1,6 +1,6 @@
-/* CPU kernels for the two ops where PyTorch's channels-last CPU path is slowest at the supernet's sizes
- * (C = 20..80 channels, 8x8..32x32 pixels): batch norm with batch statistics, and the weight gradient of a
- * depthwise convolution. Built and loaded by cpu_kernels.py; every tensor is float32, channels-last
+/* CPU kernels for the ops where PyTorch's channels-last CPU path is slowest at the supernet's sizes
+ * (C = 20..80 channels, 8x8..32x32 pixels): batch norm with batch statistics, the weight gradient of a
+ * depthwise convolution, and 3x3 max and average pooling at stride 1. Built and loaded by cpu_kernels.py; every tensor is float32, channels-last
  * (NHWC), contiguous, so a feature map is M = N*H*W rows of C channels.
  *
  * Threads: OpenMP, the runtime PyTorch itself loads (libgomp), so torch.set_num_threads applies here too.
@@ -197,5 +197,171 @@ int dw_weight_grad(const float* restrict x, const float* restrict g, int64_t N, 
             gw[t * C + c] = (float)s;
         }
     free(acc);
+    return 0;
+}
+
+/* 3x3 pooling at stride 1 with padding 1 over x: (N, H, W, C), output of the same size. Output (oh, ow)
+ * reads the input pixels (oh - 1 + i, ow - 1 + j), taps t = 3 i + j, that lie inside the image. For a tap
+ * and an output row, those pixels and outputs are contiguous runs of a row: the inner loops below run over
+ * such runs, [lo, hi) in columns. */
+static void tap_columns(int64_t j, int64_t W, int64_t* lo, int64_t* hi) {
+    *lo = 1 - j > 0 ? 1 - j : 0;      /* outputs whose column ow - 1 + j is inside the image */
+    *hi = W + 1 - j < W ? W + 1 - j : W;
+}
+
+/* Max pooling: y = the window's maximum (a NaN wins, as in PyTorch), and, when arg is given, the winning
+ * tap (the first one on ties, as in PyTorch) for the backward pass. */
+void max_pool3(const float* restrict x, int64_t N, int64_t H, int64_t W, int64_t C, float* restrict y,
+               int32_t* restrict arg) {
+    int64_t row = W * C;
+    #pragma omp parallel for schedule(static)
+    for (int64_t nr = 0; nr < N * H; nr++) {
+        int64_t n = nr / H, oh = nr % H;
+        float* restrict yo = y + nr * row;
+        int32_t* restrict ao = arg ? arg + nr * row : NULL;
+        for (int64_t e = 0; e < row; e++) yo[e] = -INFINITY;
+        if (ao)  /* PyTorch's index for an all -inf window: its first pixel inside the image */
+            for (int64_t ow = 0; ow < W; ow++)
+                for (int64_t c = 0; c < C; c++) ao[ow * C + c] = 3 * (oh == 0) + (ow == 0);
+        for (int64_t i = 0; i < 3; i++) {
+            int64_t ih = oh - 1 + i;
+            if (ih < 0 || ih >= H) continue;
+            for (int64_t j = 0; j < 3; j++) {
+                int64_t lo, hi;
+                tap_columns(j, W, &lo, &hi);
+                const float* restrict xs = x + (n * H + ih) * row + (lo - 1 + j) * C;
+                float* restrict ys = yo + lo * C;
+                int64_t len = (hi - lo) * C;
+                if (ao) {
+                    int32_t t = (int32_t)(3 * i + j);
+                    int32_t* restrict as = ao + lo * C;
+                    #pragma omp simd
+                    for (int64_t e = 0; e < len; e++) {
+                        float v = xs[e];
+                        int take = v > ys[e] || v != v;
+                        ys[e] = take ? v : ys[e];
+                        as[e] = take ? t : as[e];
+                    }
+                } else {
+                    #pragma omp simd
+                    for (int64_t e = 0; e < len; e++) {
+                        float v = xs[e];
+                        ys[e] = v > ys[e] || v != v ? v : ys[e];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Input gradient of max_pool3: each input pixel gathers the gradient of the outputs whose winning tap it is. */
+void max_pool3_backward(const float* restrict g, const int32_t* restrict arg, int64_t N, int64_t H, int64_t W,
+                        int64_t C, float* restrict gx) {
+    int64_t row = W * C;
+    #pragma omp parallel for schedule(static)
+    for (int64_t nr = 0; nr < N * H; nr++) {
+        int64_t n = nr / H, ih = nr % H;
+        float* restrict gi = gx + nr * row;
+        for (int64_t e = 0; e < row; e++) gi[e] = 0.f;
+        for (int64_t i = 0; i < 3; i++) {
+            int64_t oh = ih + 1 - i;  /* the output row that reads input row ih through tap row i */
+            if (oh < 0 || oh >= H) continue;
+            for (int64_t j = 0; j < 3; j++) {
+                int64_t lo, hi;  /* outputs [lo, hi) read input columns [lo - 1 + j, hi - 1 + j) */
+                tap_columns(j, W, &lo, &hi);
+                int32_t t = (int32_t)(3 * i + j);
+                const float* restrict gs = g + (n * H + oh) * row + lo * C;
+                const int32_t* restrict as = arg + (n * H + oh) * row + lo * C;
+                float* restrict gis = gi + (lo - 1 + j) * C;
+                int64_t len = (hi - lo) * C;
+                #pragma omp simd
+                for (int64_t e = 0; e < len; e++) gis[e] += as[e] == t ? gs[e] : 0.f;
+            }
+        }
+    }
+}
+
+/* 1 / (number of window pixels inside the image) of every output in row oh, per channel. */
+static void inverse_counts(int64_t oh, int64_t H, int64_t W, int64_t C, float* out) {
+    int64_t rows = 3 - (oh == 0) - (oh == H - 1);
+    for (int64_t ow = 0; ow < W; ow++) {
+        int64_t cols = 3 - (ow == 0) - (ow == W - 1);
+        for (int64_t c = 0; c < C; c++) out[ow * C + c] = 1.f / (float)(rows * cols);
+    }
+}
+
+/* Average pooling over the window's pixels inside the image (padding not counted, as the spaces say).
+ * Returns 0 on success. */
+int avg_pool3(const float* restrict x, int64_t N, int64_t H, int64_t W, int64_t C, float* restrict y) {
+    int64_t row = W * C;
+    int nt = omp_get_max_threads();
+    float* inv = malloc((size_t)nt * row * sizeof(float));
+    if (!inv) return 1;
+    #pragma omp parallel num_threads(nt)
+    {
+        float* restrict iv = inv + (size_t)omp_get_thread_num() * row;
+        #pragma omp for schedule(static)
+        for (int64_t nr = 0; nr < N * H; nr++) {
+            int64_t n = nr / H, oh = nr % H;
+            float* restrict yo = y + nr * row;
+            for (int64_t e = 0; e < row; e++) yo[e] = 0.f;
+            for (int64_t i = 0; i < 3; i++) {
+                int64_t ih = oh - 1 + i;
+                if (ih < 0 || ih >= H) continue;
+                for (int64_t j = 0; j < 3; j++) {
+                    int64_t lo, hi;
+                    tap_columns(j, W, &lo, &hi);
+                    const float* restrict xs = x + (n * H + ih) * row + (lo - 1 + j) * C;
+                    float* restrict ys = yo + lo * C;
+                    int64_t len = (hi - lo) * C;
+                    #pragma omp simd
+                    for (int64_t e = 0; e < len; e++) ys[e] += xs[e];
+                }
+            }
+            inverse_counts(oh, H, W, C, iv);
+            #pragma omp simd
+            for (int64_t e = 0; e < row; e++) yo[e] *= iv[e];
+        }
+    }
+    free(inv);
+    return 0;
+}
+
+/* Input gradient of avg_pool3: each input pixel gathers grad / count of every output whose window holds it.
+ * Returns 0 on success. */
+int avg_pool3_backward(const float* restrict g, int64_t N, int64_t H, int64_t W, int64_t C, float* restrict gx) {
+    int64_t row = W * C;
+    int nt = omp_get_max_threads();
+    float* buf = malloc((size_t)nt * 2 * row * sizeof(float));
+    if (!buf) return 1;
+    #pragma omp parallel num_threads(nt)
+    {
+        float* restrict iv = buf + (size_t)omp_get_thread_num() * 2 * row;
+        float* restrict scaled = iv + row;
+        #pragma omp for schedule(static)
+        for (int64_t nr = 0; nr < N * H; nr++) {
+            int64_t n = nr / H, ih = nr % H;
+            float* restrict gi = gx + nr * row;
+            for (int64_t e = 0; e < row; e++) gi[e] = 0.f;
+            for (int64_t i = 0; i < 3; i++) {
+                int64_t oh = ih + 1 - i;
+                if (oh < 0 || oh >= H) continue;
+                const float* restrict go = g + (n * H + oh) * row;
+                inverse_counts(oh, H, W, C, iv);
+                #pragma omp simd
+                for (int64_t e = 0; e < row; e++) scaled[e] = go[e] * iv[e];
+                for (int64_t j = 0; j < 3; j++) {
+                    int64_t lo, hi;
+                    tap_columns(j, W, &lo, &hi);
+                    const float* restrict ss = scaled + lo * C;
+                    float* restrict gis = gi + (lo - 1 + j) * C;
+                    int64_t len = (hi - lo) * C;
+                    #pragma omp simd
+                    for (int64_t e = 0; e < len; e++) gis[e] += ss[e];
+                }
+            }
+        }
+    }
+    free(buf);
     return 0;
 }

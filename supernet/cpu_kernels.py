@@ -1,16 +1,16 @@
-"""Faster CPU paths for batch norm (batch statistics) and the depthwise-convolution weight gradient.
+"""Faster CPU paths for batch norm (batch statistics), the depthwise-conv weight gradient and 3x3 pools.
 
 Why: on CPU, channels-last, at the supernet's sizes (20-80 channels), PyTorch's batch norm makes several
 slow passes (forward and backward of a 64 x 20 x 32 x 32 map: about 10 ms on 2 cores, against 3 ms here),
 and oneDNN has no depthwise kernel for the weight gradient of a 5x5 depthwise conv (about 8 ms against
-2.5 ms). Together they were about a third of a supernet training step
-(``python -m benchmarks.cnn_supernet --compare-kernels``).
+2.5 ms); 3x3 pooling at stride 1 spends a third of its time zero-filling and writing int64 indices.
 
 How: ``cpu_kernels.c`` is compiled with the system C compiler on first use (about a second) into a cache
 folder and loaded with ctypes: no build step at install time, nothing for CUDA. Where the kernels cannot be
 built (no compiler, no OpenMP, not glibc) or ``NAO_WS_CPU_KERNELS=0`` is set, every op runs PyTorch's own
-kernels, with identical results up to float rounding (tested). ``ops.BatchNorm2d`` and
-``ops.DepthwiseConv2d`` pick the path per call (:func:`applies`).
+kernels, with identical results up to float rounding (tested). ``ops.BatchNorm2d``,
+``ops.DepthwiseConv2d`` and ``ops.Pool`` pick the path per call (:func:`applies`);
+``python -m benchmarks.cnn_supernet --compare-kernels`` measures what they bring.
 """
 from __future__ import annotations
 
@@ -76,8 +76,11 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     p, i = ctypes.c_void_p, ctypes.c_int64
     for name, args in {"bn_forward": [p, p, p, ctypes.c_double, i, i, p, p, p, p],
                        "bn_backward": [p, p, p, p, p, i, i, p, p, p],
-                       "dw_weight_grad": [p, p, i, i, i, i, i, i, i, i, p]}.items():
+                       "dw_weight_grad": [p, p, i, i, i, i, i, i, i, i, p],
+                       "avg_pool3": [p, i, i, i, i, p], "avg_pool3_backward": [p, i, i, i, i, p]}.items():
         getattr(lib, name).argtypes, getattr(lib, name).restype = args, ctypes.c_int
+    for name, args in {"max_pool3": [p, i, i, i, i, p, p], "max_pool3_backward": [p, p, i, i, i, i, p]}.items():
+        getattr(lib, name).argtypes, getattr(lib, name).restype = args, None
     return lib
 
 
@@ -217,3 +220,60 @@ class _DepthwiseConv(torch.autograd.Function):
 def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
     """Depthwise square-kernel convolution at stride 1 with ``0 <= padding < kernel``; ``applies(x)``."""
     return _DepthwiseConv.apply(x, weight, padding)
+
+
+# -- 3x3 pooling, stride 1, padding 1 ----------------------------------------------------------------------------
+
+def _like(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    return torch.empty(x.shape, dtype=dtype or x.dtype, memory_format=torch.channels_last)
+
+
+class _MaxPool3(torch.autograd.Function):
+    """3x3 max pooling at stride 1; the winning tap of every output is kept as an int32 (PyTorch: an int64
+    index), only when a gradient is needed."""
+
+    @staticmethod
+    def forward(ctx, x):
+        n, c, h, w = x.shape
+        y = _like(x)
+        arg = _like(x, torch.int32) if ctx.needs_input_grad[0] else None
+        _load().max_pool3(_ptr(x), n, h, w, c, _ptr(y), None if arg is None else _ptr(arg))
+        if arg is not None:
+            ctx.save_for_backward(arg)
+            ctx.mark_non_differentiable(arg)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (arg,) = ctx.saved_tensors
+        n, c, h, w = grad.shape
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        grad_x = _like(grad)
+        _load().max_pool3_backward(_ptr(grad), _ptr(arg), n, h, w, c, _ptr(grad_x))
+        return grad_x
+
+
+class _AvgPool3(torch.autograd.Function):
+    """3x3 average pooling at stride 1 over the pixels inside the image (``count_include_pad=False``)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        n, c, h, w = x.shape
+        y = _like(x)
+        _check(_load().avg_pool3(_ptr(x), n, h, w, c, _ptr(y)), "avg_pool3")
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        n, c, h, w = grad.shape
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        grad_x = _like(grad)
+        _check(_load().avg_pool3_backward(_ptr(grad), n, h, w, c, _ptr(grad_x)), "avg_pool3_backward")
+        return grad_x
+
+
+def pool3(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """3x3 ``kind`` ("max" or "avg") pooling, stride 1, padding 1; ``applies(x)`` must hold."""
+    return (_MaxPool3 if kind == "max" else _AvgPool3).apply(x)

@@ -13,8 +13,9 @@ ends, SPEC 1.1) and hold one weight block per piece (:class:`PieceConv`). A fina
 its architecture's loose ends; the supernet holds a block for every state that can be a loose end and uses
 those of the sampled architecture. Both compute a plain convolution over the concatenation.
 
-On CPU, batch norm with batch statistics and the weight gradient of the 5x5 depthwise convolutions run
-through ``cpu_kernels`` (:class:`BatchNorm2d`, :class:`DepthwiseConv2d`); elsewhere they are PyTorch's.
+On CPU, batch norm with batch statistics, the weight gradient of the 5x5 depthwise convolutions and the 3x3
+pools at stride 1 run through ``cpu_kernels`` (:class:`BatchNorm2d`, :class:`DepthwiseConv2d`,
+:class:`Pool`); elsewhere they are PyTorch's.
 """
 from __future__ import annotations
 
@@ -123,6 +124,8 @@ class Pool(nn.Module):
         self.crop = kernel % 2 == 0 and stride == 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel == 3 and self.stride == 1 and cpu_kernels.applies(x):
+            return cpu_kernels.pool3(x, self.kind)
         if self.kind == "max":
             y = F.max_pool2d(x, self.kernel, self.stride, self.padding)
         else:
