@@ -106,9 +106,12 @@ class Node(nn.Module):
                 h = module(relus[i])
             else:
                 h = module(states[i])
-            if not isinstance(module, nn.Identity):  # drop-path spares plain identities (ENAS, ref-TF)
-                h = ops.drop_path(h, keep)
-            out = h if out is None else out + h
+            # drop-path spares plain identities (ENAS, ref-TF); its multiply is fused into the sum
+            mask = None if isinstance(module, nn.Identity) else ops.drop_path_mask(h, keep)
+            if out is None:
+                out = h if mask is None else h * mask
+            else:
+                out = out + h if mask is None else torch.addcmul(out, h, mask)
         return out
 
 

@@ -261,12 +261,12 @@ def drop_path_keep(final_keep: float, cell_index: int, num_cells: int, progress:
     return 1.0 - (cell_index + 1) / num_cells * progress * (1.0 - final_keep)
 
 
-def drop_path(x: torch.Tensor, keep: float) -> torch.Tensor:
-    """Zero whole samples of a branch with probability 1 - keep; scale the rest by 1/keep."""
+def drop_path_mask(x: torch.Tensor, keep: float) -> torch.Tensor | None:
+    """Per-sample factors (N, 1, 1, 1) for a branch ``x``: 0 (the whole sample dropped) with probability
+    1 - keep, else 1/keep; None when nothing is dropped (keep >= 1)."""
     if keep >= 1.0:
-        return x
-    mask = torch.empty(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device).bernoulli_(keep)
-    return x * mask.div_(keep)
+        return None
+    return torch.empty(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device).bernoulli_(keep).div_(keep)
 
 
 def init_parameters(module: nn.Module) -> None:

@@ -148,7 +148,7 @@ def test_networks_apply_the_drop_path_schedule(monkeypatch):
     identity = CNN_WS_OPS.index("identity")
     net = NASNetwork(arch, LAYERS, CHANNELS, drop_path_keep=0.6)
     seen = []
-    monkeypatch.setattr(ops, "drop_path", lambda h, keep: seen.append(keep) or h)
+    monkeypatch.setattr(ops, "drop_path_mask", lambda h, keep: seen.append(keep) or None)
     net.train()
     net(images(2)[0], progress=0.25)
     want = []
@@ -167,12 +167,12 @@ def test_networks_apply_the_drop_path_schedule(monkeypatch):
 def test_drop_path_zeroes_whole_samples_and_keeps_the_mean():
     torch.manual_seed(0)
     x = torch.ones(20000, 2, 3, 3)
-    y = ops.drop_path(x, 0.7)
+    y = x * ops.drop_path_mask(x, 0.7)
     kept = (y[:, 0, 0, 0] != 0).float()
     assert kept.mean().item() == pytest.approx(0.7, abs=0.02)
     assert torch.all((y == 0) | torch.isclose(y, torch.tensor(1 / 0.7)))
     assert torch.equal(y.amax((1, 2, 3)), y.amin((1, 2, 3)))  # whole samples
-    assert ops.drop_path(x, 1.0) is x
+    assert ops.drop_path_mask(x, 1.0) is None
 
 
 def test_train_step_updates_only_the_path_and_refuses_non_finite_losses(supernet):
