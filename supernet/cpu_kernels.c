@@ -37,9 +37,11 @@ static void fold(float* f, int64_t C, double* a) {
 /* Per-channel sums over all rows of s1 = p - ps and s2 = (p - ps) * (q - qs), in double (ps, qs: a value
  * per channel, NULL for 0). For the batch statistics p = q = x and ps = qs = the first row: shifting by a
  * sample keeps the one-pass variance accurate when the mean is large against the spread. For the
- * batch-norm backward p = grad, ps = NULL, q = x, qs = mean. Returns 0 on success. */
+ * batch-norm backward p = grad, ps = NULL, q = x, qs = mean; with a gate (the output of a fused ReLU) p
+ * counts only where the gate is positive. Returns 0 on success. */
 static int channel_sums(const float* restrict p, const float* restrict ps, const float* restrict q,
-                        const float* restrict qs, int64_t M, int64_t C, double* restrict s1, double* restrict s2) {
+                        const float* restrict qs, const float* restrict gate, int64_t M, int64_t C,
+                        double* restrict s1, double* restrict s2) {
     int nt = omp_get_max_threads();
     int64_t L = ROW_BLOCK * C, blocks = (M + ROW_BLOCK - 1) / ROW_BLOCK;
     double* acc = calloc((size_t)nt * 2 * C, sizeof(double));
@@ -62,11 +64,21 @@ static int channel_sums(const float* restrict p, const float* restrict ps, const
             const float* restrict pb = p + blk * L;
             const float* restrict qb = q + blk * L;
             int64_t n = block_len(blk, M, C);
-            #pragma omp simd
-            for (int64_t e = 0; e < n; e++) {
-                float d = pb[e] - tps[e];
-                f1[e] += d;
-                f2[e] += d * (qb[e] - tqs[e]);
+            if (gate) {
+                const float* restrict gb = gate + blk * L;
+                #pragma omp simd
+                for (int64_t e = 0; e < n; e++) {
+                    float d = (gb[e] > 0.f ? pb[e] : 0.f) - tps[e];
+                    f1[e] += d;
+                    f2[e] += d * (qb[e] - tqs[e]);
+                }
+            } else {
+                #pragma omp simd
+                for (int64_t e = 0; e < n; e++) {
+                    float d = pb[e] - tps[e];
+                    f1[e] += d;
+                    f2[e] += d * (qb[e] - tqs[e]);
+                }
             }
             if (++pending == FOLD_BLOCKS) { fold(f1, C, a1); fold(f2, C, a2); pending = 0; }
         }
@@ -82,10 +94,12 @@ static int channel_sums(const float* restrict p, const float* restrict ps, const
     return 0;
 }
 
-/* out = a * p + d, or out = a * p + b * q + d when q is given (a, b, d per channel): the batch-norm
- * normalisation and its input gradient, each one pass. Returns 0 on success. */
-static int channel_affine(const float* restrict p, const float* restrict q, const float* a, const float* b,
-                          const float* d, int64_t M, int64_t C, float* restrict out) {
+/* out = a * p + d (then max(0, .) with relu), or, when q is given, out = a * p' + b * q + d with p' = p where
+ * the gate is positive or there is no gate, else 0 (a, b, d per channel): the batch-norm normalisation and
+ * its input gradient, each one pass. Returns 0 on success. */
+static int channel_affine(const float* restrict p, const float* restrict q, const float* restrict gate,
+                          const float* a, const float* b, const float* d, int relu, int64_t M, int64_t C,
+                          float* restrict out) {
     int64_t L = ROW_BLOCK * C, blocks = (M + ROW_BLOCK - 1) / ROW_BLOCK;
     float* buf = malloc((size_t)3 * L * sizeof(float));
     if (!buf) return 1;
@@ -100,10 +114,21 @@ static int channel_affine(const float* restrict p, const float* restrict q, cons
         const float* restrict pb = p + blk * L;
         float* restrict ob = out + blk * L;
         int64_t n = block_len(blk, M, C);
-        if (q) {
+        if (q && gate) {
+            const float* restrict qb = q + blk * L;
+            const float* restrict gb = gate + blk * L;
+            #pragma omp simd
+            for (int64_t e = 0; e < n; e++) ob[e] = ta[e] * (gb[e] > 0.f ? pb[e] : 0.f) + tb[e] * qb[e] + td[e];
+        } else if (q) {
             const float* restrict qb = q + blk * L;
             #pragma omp simd
             for (int64_t e = 0; e < n; e++) ob[e] = ta[e] * pb[e] + tb[e] * qb[e] + td[e];
+        } else if (relu) {
+            #pragma omp simd
+            for (int64_t e = 0; e < n; e++) {
+                float v = ta[e] * pb[e] + td[e];
+                ob[e] = v > 0.f ? v : 0.f;
+            }
         } else {
             #pragma omp simd
             for (int64_t e = 0; e < n; e++) ob[e] = ta[e] * pb[e] + td[e];
@@ -114,12 +139,13 @@ static int channel_affine(const float* restrict p, const float* restrict q, cons
 }
 
 /* Batch norm with the batch's statistics: y = (x - mean) * invstd * w + b, invstd = 1 / sqrt(var + eps), var
- * biased. Also writes mean, var and invstd (for the running statistics and the backward pass). */
-int bn_forward(const float* x, const float* w, const float* b, double eps, int64_t M, int64_t C,
+ * biased, followed by a ReLU when relu is set. Also writes mean, var and invstd (for the running
+ * statistics and the backward pass). */
+int bn_forward(const float* x, const float* w, const float* b, double eps, int relu, int64_t M, int64_t C,
                float* y, float* mean, float* var, float* invstd) {
     double* s = malloc((size_t)2 * C * sizeof(double));
     float* scale = malloc((size_t)2 * C * sizeof(float));
-    if (!s || !scale || channel_sums(x, x, x, x, M, C, s, s + C)) { free(s); free(scale); return 1; }
+    if (!s || !scale || channel_sums(x, x, x, x, NULL, M, C, s, s + C)) { free(s); free(scale); return 1; }
     float* shift = scale + C;
     for (int64_t c = 0; c < C; c++) {
         double d = s[c] / M, v = s[C + c] / M - d * d;
@@ -129,18 +155,19 @@ int bn_forward(const float* x, const float* w, const float* b, double eps, int64
         scale[c] = (float)(w[c] * is);
         shift[c] = (float)(b[c] - m * w[c] * is);
     }
-    int fail = channel_affine(x, NULL, scale, NULL, shift, M, C, y);
+    int fail = channel_affine(x, NULL, NULL, scale, NULL, shift, relu, M, C, y);
     free(s); free(scale);
     return fail;
 }
 
 /* Gradients of bn_forward: gx = w * invstd * (g - mean(g) - (x - mean) * invstd^2 * mean(g * (x - mean))),
- * gw = invstd * sum(g * (x - mean)), gb = sum(g). */
-int bn_backward(const float* g, const float* x, const float* w, const float* mean, const float* invstd,
-                int64_t M, int64_t C, float* gx, float* gw, float* gb) {
+ * gw = invstd * sum(g * (x - mean)), gb = sum(g); with a fused ReLU, y is its output and g counts only
+ * where y > 0 (y = NULL: no ReLU). */
+int bn_backward(const float* g, const float* x, const float* y, const float* w, const float* mean,
+                const float* invstd, int64_t M, int64_t C, float* gx, float* gw, float* gb) {
     double* s = malloc((size_t)2 * C * sizeof(double));
     float* coef = calloc((size_t)3 * C, sizeof(float));
-    if (!s || !coef || channel_sums(g, NULL, x, mean, M, C, s, s + C)) { free(s); free(coef); return 1; }
+    if (!s || !coef || channel_sums(g, NULL, x, mean, y, M, C, s, s + C)) { free(s); free(coef); return 1; }
     float *a = coef, *bq = coef + C, *d = coef + 2 * C;  /* gx = a * g + bq * x + d */
     for (int64_t c = 0; c < C; c++) {
         double is = invstd[c], ac = w[c] * is, bc = -ac * is * is * s[C + c] / M;
@@ -149,7 +176,7 @@ int bn_backward(const float* g, const float* x, const float* w, const float* mea
         gw[c] = (float)(s[C + c] * is);
         gb[c] = (float)s[c];
     }
-    int fail = channel_affine(g, x, a, bq, d, M, C, gx);
+    int fail = channel_affine(g, x, y, a, bq, d, 0, M, C, gx);
     free(s); free(coef);
     return fail;
 }

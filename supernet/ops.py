@@ -36,15 +36,24 @@ FAST_DEPTHWISE_KERNEL = 5  # cpu_kernels' weight gradient beats oneDNN's from 5x
 
 
 class BatchNorm2d(nn.BatchNorm2d):
-    """``nn.BatchNorm2d`` whose batch-statistics path (training, or no running statistics) uses
-    ``cpu_kernels`` on CPU channels-last input, running statistics updated as PyTorch does."""
+    """``nn.BatchNorm2d``, followed by a ReLU if ``relu``, whose batch-statistics path (training, or no running
+    statistics) uses ``cpu_kernels`` on CPU channels-last input (the ReLU fused in), running statistics
+    updated as PyTorch does."""
+
+    def __init__(self, channels: int, *args, relu: bool = False, **kwargs):
+        super().__init__(channels, *args, **kwargs)
+        self.relu = relu
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", relu=True" if self.relu else "")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch_stats = self.training or not self.track_running_stats
         n = x.numel() // x.shape[1] if x.dim() == 4 else 0
         if not (batch_stats and self.affine and n > 1 and cpu_kernels.applies(x)):
-            return super().forward(x)
-        y, mean, var = cpu_kernels.batch_norm(x, self.weight, self.bias, self.eps)
+            y = super().forward(x)
+            return F.relu(y, inplace=True) if self.relu else y
+        y, mean, var = cpu_kernels.batch_norm(x, self.weight, self.bias, self.eps, self.relu)
         if self.training and self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -68,22 +77,22 @@ class DepthwiseConv2d(nn.Conv2d):
         return super().forward(x)
 
 
-def batch_norm(channels: int, track_stats: bool) -> nn.BatchNorm2d:
-    return BatchNorm2d(channels, eps=BN_EPS, affine=True, track_running_stats=track_stats)
+def batch_norm(channels: int, track_stats: bool, relu: bool = False) -> nn.BatchNorm2d:
+    return BatchNorm2d(channels, eps=BN_EPS, affine=True, track_running_stats=track_stats, relu=relu)
 
 
 # -- the ops of the two spaces --------------------------------------------------------------------------------
 
 class SepConv(nn.Sequential):
     """Twice (ReLU, depthwise kxk, pointwise 1x1, BN); only the first depthwise conv strides (SPEC 1.1).
-    The first ReLU is the caller's (``relu_first``)."""
+    The first ReLU is the caller's (``relu_first``), the second is part of the first BN."""
 
     relu_first = True
 
     def __init__(self, channels: int, kernel: int, stride: int, track_stats: bool):
         super().__init__(
             DepthwiseConv2d(channels, kernel, stride), nn.Conv2d(channels, channels, 1, bias=False),
-            batch_norm(channels, track_stats), nn.ReLU(inplace=True),
+            batch_norm(channels, track_stats, relu=True),
             DepthwiseConv2d(channels, kernel, 1), nn.Conv2d(channels, channels, 1, bias=False),
             batch_norm(channels, track_stats))
 
@@ -99,7 +108,7 @@ class ReLUConvBN(nn.Sequential):
 
 
 class FactorizedConv(nn.Sequential):
-    """(ReLU,) 1xk conv, BN, ReLU, kx1 conv, BN (conv 1x3+3x1 and 1x7+7x1, SPEC 1.2; ref-PT's ``Conv``)."""
+    """(ReLU,) 1xk conv, BN + ReLU, kx1 conv, BN (conv 1x3+3x1 and 1x7+7x1, SPEC 1.2; ref-PT's ``Conv``)."""
 
     relu_first = True
 
@@ -107,7 +116,7 @@ class FactorizedConv(nn.Sequential):
         pad = kernel // 2
         super().__init__(
             nn.Conv2d(channels, channels, (1, kernel), (1, stride), (0, pad), bias=False),
-            batch_norm(channels, track_stats), nn.ReLU(inplace=True),
+            batch_norm(channels, track_stats, relu=True),
             nn.Conv2d(channels, channels, (kernel, 1), (stride, 1), (pad, 0), bias=False),
             batch_norm(channels, track_stats))
 

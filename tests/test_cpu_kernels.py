@@ -28,24 +28,28 @@ def test_the_kernels_build_where_a_compiler_is():
     assert cpu_kernels.available()
 
 
+@pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("shape, offset", [((4, 20, 8, 8), 0.0), ((3, 7, 5, 6), 0.0), ((2, 33, 3, 3), 0.0),
                                            ((4, 20, 8, 8), 200.0)])  # a mean far above the spread
-def test_batch_norm_matches_pytorch(shape, offset):
+def test_batch_norm_matches_pytorch(shape, offset, relu):
     x = channels_last(*shape, offset=offset, scale=3.0).requires_grad_()
     c = shape[1]
     w = (torch.rand(c) + 0.5).requires_grad_()
     b = torch.randn(c).requires_grad_()
     grad = channels_last(*shape, seed=1)
     assert cpu_kernels.applies(x)
-    y, mean, var = cpu_kernels.batch_norm(x, w, b, 1e-5)
+    y, mean, var = cpu_kernels.batch_norm(x, w, b, 1e-5, relu)
     got = torch.autograd.grad(y, (x, w, b), grad)
     x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
     ref = F.batch_norm(x64, None, None, w64, b64, True, 0.0, 1e-5)
+    ref = F.relu(ref) if relu else ref
     want = torch.autograd.grad(ref, (x64, w64, b64), grad.double())
     assert y.is_contiguous(memory_format=torch.channels_last)
     assert close(y, ref, 1e-5)
     assert close(mean, x64.mean((0, 2, 3)), 1e-6)
     assert close(var, x64.var((0, 2, 3), unbiased=False), 1e-4)
+    if relu:
+        assert (y == 0).any() and (y > 0).any()
     for g, r, name in zip(got, want, ("x", "weight", "bias")):
         assert close(g, r, 1e-4), name
 
@@ -72,6 +76,9 @@ def test_batch_norm_module_falls_back_where_the_kernels_do_not_apply():
     assert not cpu_kernels.applies(nchw)
     assert not cpu_kernels.applies(nchw.to(memory_format=torch.channels_last).double())
     assert torch.allclose(bn(nchw), F.batch_norm(nchw, None, None, bn.weight, bn.bias, True, 0.0, 1e-5), atol=1e-6)
+    fused = ops.BatchNorm2d(6, relu=True)
+    assert torch.allclose(fused(nchw), F.relu(F.batch_norm(nchw, None, None, fused.weight, fused.bias, True, 0.0,
+                                                           1e-5)), atol=1e-6)
     with pytest.raises(ValueError, match="more than 1 value per channel"):  # PyTorch's own message
         bn(torch.randn(1, 6, 1, 1).contiguous(memory_format=torch.channels_last))
 
