@@ -231,9 +231,14 @@ int dw_weight_grad(const float* restrict x, const float* restrict g, int64_t N, 
  * reads the input pixels (oh - 1 + i, ow - 1 + j), taps t = 3 i + j, that lie inside the image. For a tap
  * and an output row, those pixels and outputs are contiguous runs of a row: the inner loops below run over
  * such runs, [lo, hi) in columns. */
-static void tap_columns(int64_t j, int64_t W, int64_t* lo, int64_t* hi) {
-    *lo = 1 - j > 0 ? 1 - j : 0;      /* outputs whose column ow - 1 + j is inside the image */
-    *hi = W + 1 - j < W ? W + 1 - j : W;
+typedef struct { int64_t out, in, len; } Run;
+
+/* Tap column j: the outputs [lo, hi) of a row whose input column ow - 1 + j lies inside the image, as
+ * offsets into the output row (out) and the input row (in) and a length, in floats. */
+static Run tap_run(int64_t j, int64_t W, int64_t C) {
+    int64_t lo = 1 - j > 0 ? 1 - j : 0, hi = W + 1 - j < W ? W + 1 - j : W;
+    Run r = {lo * C, (lo - 1 + j) * C, (hi - lo) * C};
+    return r;
 }
 
 /* Max pooling: y = the window's maximum (a NaN wins, as in PyTorch), and, when arg is given, the winning
@@ -254,16 +259,14 @@ void max_pool3(const float* restrict x, int64_t N, int64_t H, int64_t W, int64_t
             int64_t ih = oh - 1 + i;
             if (ih < 0 || ih >= H) continue;
             for (int64_t j = 0; j < 3; j++) {
-                int64_t lo, hi;
-                tap_columns(j, W, &lo, &hi);
-                const float* restrict xs = x + (n * H + ih) * row + (lo - 1 + j) * C;
-                float* restrict ys = yo + lo * C;
-                int64_t len = (hi - lo) * C;
+                Run r = tap_run(j, W, C);
+                const float* restrict xs = x + (n * H + ih) * row + r.in;
+                float* restrict ys = yo + r.out;
                 if (ao) {
                     int32_t t = (int32_t)(3 * i + j);
-                    int32_t* restrict as = ao + lo * C;
+                    int32_t* restrict as = ao + r.out;
                     #pragma omp simd
-                    for (int64_t e = 0; e < len; e++) {
+                    for (int64_t e = 0; e < r.len; e++) {
                         float v = xs[e];
                         int take = v > ys[e] || v != v;
                         ys[e] = take ? v : ys[e];
@@ -271,7 +274,7 @@ void max_pool3(const float* restrict x, int64_t N, int64_t H, int64_t W, int64_t
                     }
                 } else {
                     #pragma omp simd
-                    for (int64_t e = 0; e < len; e++) {
+                    for (int64_t e = 0; e < r.len; e++) {
                         float v = xs[e];
                         ys[e] = v > ys[e] || v != v ? v : ys[e];
                     }
@@ -294,15 +297,13 @@ void max_pool3_backward(const float* restrict g, const int32_t* restrict arg, in
             int64_t oh = ih + 1 - i;  /* the output row that reads input row ih through tap row i */
             if (oh < 0 || oh >= H) continue;
             for (int64_t j = 0; j < 3; j++) {
-                int64_t lo, hi;  /* outputs [lo, hi) read input columns [lo - 1 + j, hi - 1 + j) */
-                tap_columns(j, W, &lo, &hi);
+                Run r = tap_run(j, W, C);
                 int32_t t = (int32_t)(3 * i + j);
-                const float* restrict gs = g + (n * H + oh) * row + lo * C;
-                const int32_t* restrict as = arg + (n * H + oh) * row + lo * C;
-                float* restrict gis = gi + (lo - 1 + j) * C;
-                int64_t len = (hi - lo) * C;
+                const float* restrict gs = g + (n * H + oh) * row + r.out;
+                const int32_t* restrict as = arg + (n * H + oh) * row + r.out;
+                float* restrict gis = gi + r.in;
                 #pragma omp simd
-                for (int64_t e = 0; e < len; e++) gis[e] += as[e] == t ? gs[e] : 0.f;
+                for (int64_t e = 0; e < r.len; e++) gis[e] += as[e] == t ? gs[e] : 0.f;
             }
         }
     }
@@ -336,13 +337,11 @@ int avg_pool3(const float* restrict x, int64_t N, int64_t H, int64_t W, int64_t 
                 int64_t ih = oh - 1 + i;
                 if (ih < 0 || ih >= H) continue;
                 for (int64_t j = 0; j < 3; j++) {
-                    int64_t lo, hi;
-                    tap_columns(j, W, &lo, &hi);
-                    const float* restrict xs = x + (n * H + ih) * row + (lo - 1 + j) * C;
-                    float* restrict ys = yo + lo * C;
-                    int64_t len = (hi - lo) * C;
+                    Run r = tap_run(j, W, C);
+                    const float* restrict xs = x + (n * H + ih) * row + r.in;
+                    float* restrict ys = yo + r.out;
                     #pragma omp simd
-                    for (int64_t e = 0; e < len; e++) ys[e] += xs[e];
+                    for (int64_t e = 0; e < r.len; e++) ys[e] += xs[e];
                 }
             }
             inverse_counts(oh, H, W, C, iv);
@@ -378,13 +377,11 @@ int avg_pool3_backward(const float* restrict g, int64_t N, int64_t H, int64_t W,
                 #pragma omp simd
                 for (int64_t e = 0; e < row; e++) scaled[e] = go[e] * iv[e];
                 for (int64_t j = 0; j < 3; j++) {
-                    int64_t lo, hi;
-                    tap_columns(j, W, &lo, &hi);
-                    const float* restrict ss = scaled + lo * C;
-                    float* restrict gis = gi + (lo - 1 + j) * C;
-                    int64_t len = (hi - lo) * C;
+                    Run r = tap_run(j, W, C);
+                    const float* restrict ss = scaled + r.out;
+                    float* restrict gis = gi + r.in;
                     #pragma omp simd
-                    for (int64_t e = 0; e < len; e++) gis[e] += ss[e];
+                    for (int64_t e = 0; e < r.len; e++) gis[e] += ss[e];
                 }
             }
         }
