@@ -17,6 +17,7 @@ from supernet import cnn, rnn
 from . import datasets, train_cnn, train_rnn
 from .config import resolve
 from .monitor import Monitor
+from .runs import load_model_state
 
 SCORE_CHUNK = 25  # architectures per progress-bar update while scoring
 
@@ -110,7 +111,7 @@ class CnnSearch:
                 "batches": self.batches.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
+        load_model_state(self.model, state["model"], "the checkpoint's supernet")
         self.optimizer.load_state_dict(state["optimizer"])
         self.batches.load_state_dict(state["batches"])
 
@@ -169,7 +170,7 @@ class RnnSearch:
                 "stream": self.stream.state_dict(), "hidden": self.hidden}
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
+        load_model_state(self.model, state["model"], "the checkpoint's supernet")
         self.optimizer.load_state_dict(state["optimizer"])
         self.stream.load_state_dict(state["stream"])
         self.hidden = state["hidden"].to(self.device)

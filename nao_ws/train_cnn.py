@@ -20,7 +20,7 @@ from .config import RunConfig, build_config, config_to_dict
 from .datasets import IMAGE_TASKS, ImageBatches, ImageData, fixed_batches, load_images
 from .errors import NaoWsError
 from .monitor import Monitor
-from .runs import RunDir, resolve_device, rng_state, seed_everything, set_rng_state
+from .runs import RunDir, load_model_state, resolve_device, rng_state, seed_everything, set_rng_state
 
 CHECKPOINT_KIND = "train-cnn"
 NUM_CLASSES = {"cifar10": 10, "cifar10-sample": 10, "cifar100": 100}  # SPEC 5.1
@@ -194,7 +194,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(), "batches": self.batches.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
+        load_model_state(self.model, state["model"], "the checkpoint")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.batches.load_state_dict(state["batches"])
@@ -293,7 +293,7 @@ def evaluate(state: dict, device: str, data_dir: str | None) -> dict:
     dev = resolve_device(device)
     data = load_images(cfg.task, cfg.data_dir, purpose="final")
     model = build_model(arch, cfg, data.num_classes)
-    model.load_state_dict(state["trainer"]["model"])
+    load_model_state(model, state["trainer"]["model"], "the checkpoint")
     model.to(dev)
     test = evaluate_model(model, fixed_batches(data.valid, EVAL_BATCH, data.mean, data.std, dev))
     return {"task": cfg.task, "arch": format_arch(arch), "epoch": state["trainer"]["epoch"],

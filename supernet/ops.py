@@ -83,11 +83,33 @@ def batch_norm(channels: int, track_stats: bool, relu: bool = False) -> nn.Batch
 
 # -- the ops of the two spaces --------------------------------------------------------------------------------
 
-class SepConv(nn.Sequential):
+class FusedReLUSequential(nn.Sequential):
+    """An ``nn.Sequential`` whose ReLU after a BN is part of that BN (``batch_norm(relu=True)``). Checkpoints
+    written while the ReLU was a module of its own (index ``relu_index``, no parameters) name the later
+    modules one index higher: loading renames them."""
+
+    relu_index: int
+
+    def __init__(self, *modules: nn.Module):
+        super().__init__(*modules)
+        self._register_load_state_dict_pre_hook(self._rename_old_layout)
+
+    def _rename_old_layout(self, state_dict, prefix, *args):
+        old_last = f"{prefix}{len(self)}."  # one module past the end: only the old layout has it
+        if not any(key.startswith(old_last) for key in state_dict):
+            return
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            index, _, rest = key[len(prefix):].partition(".")
+            if index.isdigit() and int(index) > self.relu_index:
+                state_dict[f"{prefix}{int(index) - 1}.{rest}"] = state_dict.pop(key)
+
+
+class SepConv(FusedReLUSequential):
     """Twice (ReLU, depthwise kxk, pointwise 1x1, BN); only the first depthwise conv strides (SPEC 1.1).
     The first ReLU is the caller's (``relu_first``), the second is part of the first BN."""
 
     relu_first = True
+    relu_index = 3
 
     def __init__(self, channels: int, kernel: int, stride: int, track_stats: bool):
         super().__init__(
@@ -107,10 +129,11 @@ class ReLUConvBN(nn.Sequential):
                          batch_norm(channels, track_stats))
 
 
-class FactorizedConv(nn.Sequential):
+class FactorizedConv(FusedReLUSequential):
     """(ReLU,) 1xk conv, BN + ReLU, kx1 conv, BN (conv 1x3+3x1 and 1x7+7x1, SPEC 1.2; ref-PT's ``Conv``)."""
 
     relu_first = True
+    relu_index = 2
 
     def __init__(self, channels: int, kernel: int, stride: int, track_stats: bool):
         pad = kernel // 2
