@@ -195,8 +195,6 @@ def load_checkpoint_file(path: str | Path, map_location="cpu") -> dict:
     return state
 
 
-# -- randomness -------------------------------------------------------------------------------------------
-
 def load_model_state(model: torch.nn.Module, state: dict, source: str) -> None:
     """``model.load_state_dict(state)``, with a one-line error when the two do not match."""
     try:
@@ -204,12 +202,14 @@ def load_model_state(model: torch.nn.Module, state: dict, source: str) -> None:
     except RuntimeError as e:
         missing = set(model.state_dict()) - set(state)
         unexpected = set(state) - set(model.state_dict())
-        detail = (f"{len(missing)} missing, {len(unexpected)} unexpected parameters "
+        detail = (f"{len(missing)} missing, {len(unexpected)} unexpected entries "
                   f"(e.g. {sorted(missing or unexpected)[0]})" if missing or unexpected
                   else (str(e).splitlines()[1:] or [str(e)])[0].strip())
         raise NaoWsError(f"{source} does not fit this model: {detail}; it was written for another "
                          "architecture or size, or by an incompatible nao-ws version") from None
 
+
+# -- randomness -------------------------------------------------------------------------------------------
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python, NumPy and torch; ``deterministic`` also asks torch for deterministic kernels."""
