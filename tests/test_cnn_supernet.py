@@ -175,6 +175,31 @@ def test_drop_path_zeroes_whole_samples_and_keeps_the_mean():
     assert ops.drop_path_mask(x, 1.0) is None
 
 
+@pytest.mark.parametrize("which", [(0,), (2, 0, 3)])
+def test_factorized_reduce_is_two_offset_strided_convs(which):
+    """Output and gradients match SPEC 1.1's definition: 1x1 stride-2 convs on the grid and on the grid shifted
+    by one pixel, concatenated, then BN."""
+    torch.manual_seed(0)
+    fr = ops.FactorizedReduce(3, 8, track_stats=False, pieces=(0, 2, 3)).double()
+    for p in fr.parameters():
+        torch.nn.init.normal_(p)
+    x = torch.randn(4, 3 * len(which), 6, 6, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(4, 8, 3, 3, dtype=torch.float64)
+    got = fr(x, which)
+    got_grads = torch.autograd.grad(got, [x, *fr.parameters()], g, allow_unused=True)
+    wa, wb = fr.conv_a.weight(which), fr.conv_b.weight(which)
+    want = fr.bn(torch.cat([torch.nn.functional.conv2d(x, wa, stride=2),
+                            torch.nn.functional.conv2d(x[:, :, 1:, 1:], wb, stride=2)], 1))
+    want_grads = torch.autograd.grad(want, [x, *fr.parameters()], g, allow_unused=True)
+    torch.testing.assert_close(got, want)
+    for a, b in zip(got_grads, want_grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="even height and width"):
+        fr(torch.randn(2, 3 * len(which), 5, 6, dtype=torch.float64), which)
+
+
 def test_train_step_updates_only_the_path_and_refuses_non_finite_losses(supernet):
     sp = get_space("cnn-ws")
     arch = sp.sample(np.random.default_rng(5))
