@@ -103,11 +103,16 @@ class Node(nn.Module):
             if getattr(module, "relu_first", False):
                 if i not in relus:
                     relus[i] = F.relu(states[i])
-                h = module(relus[i])
+                x = relus[i]
             else:
-                h = module(states[i])
-            # drop-path spares plain identities (ENAS, ref-TF); its multiply is fused into the sum
-            mask = None if isinstance(module, nn.Identity) else ops.drop_path_mask(h, keep)
+                x = states[i]
+            # drop-path spares plain identities (ENAS, ref-TF); ops ending in a BN fuse its multiply into the
+            # BN, the others' is fused into the sum
+            mask = None if isinstance(module, nn.Identity) else ops.drop_path_mask(x, keep)
+            if mask is not None and getattr(module, "takes_scale", False):
+                h, mask = module(x, scale=mask), None
+            else:
+                h = module(x)
             if out is None:
                 out = h if mask is None else h * mask
             else:

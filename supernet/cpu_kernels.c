@@ -1,6 +1,7 @@
 /* CPU kernels for the ops where PyTorch's channels-last CPU path is slowest at the supernet's sizes
- * (C = 20..80 channels, 8x8..32x32 pixels): batch norm with batch statistics, the weight gradient of a
- * depthwise convolution, and 3x3 max and average pooling at stride 1. Built and loaded by cpu_kernels.py; every tensor is float32, channels-last
+ * (C = 20..80 channels, 8x8..32x32 pixels): batch norm with batch statistics (a ReLU and drop-path's
+ * per-sample factor optionally fused in), the weight gradient of a depthwise convolution, and 3x3 max and
+ * average pooling at stride 1. Built and loaded by cpu_kernels.py; every tensor is float32, channels-last
  * (NHWC), contiguous, so a feature map is M = N*H*W rows of C channels.
  *
  * Threads: OpenMP, the runtime PyTorch itself loads (libgomp), so torch.set_num_threads applies here too.
@@ -34,14 +35,27 @@ static void fold(float* f, int64_t C, double* a) {
         for (int64_t c = 0; c < C; c++) { a[c] += f[r * C + c]; f[r * C + c] = 0.f; }
 }
 
-/* Per-channel sums over all rows of s1 = p - ps and s2 = (p - ps) * (q - qs), in double (ps, qs: a value
- * per channel, NULL for 0). For the batch statistics p = q = x and ps = qs = the first row: shifting by a
- * sample keeps the one-pass variance accurate when the mean is large against the spread. For the
- * batch-norm backward p = grad, ps = NULL, q = x, qs = mean; with a gate (the output of a fused ReLU) p
- * counts only where the gate is positive. Returns 0 on success. */
+/* The per-sample factor rs (drop-path's mask; hw rows per sample) of the n / C rows of block blk, in *f
+ * (1 when rs is NULL). Returns 0 when the block straddles two samples (never when hw is a multiple of
+ * ROW_BLOCK): the caller then looks the factor up per row. */
+static int block_factor(const float* rs, int64_t hw, int64_t blk, int64_t n, int64_t C, float* f) {
+    int64_t r0 = blk * ROW_BLOCK, r1 = r0 + n / C - 1;
+    *f = 1.f;
+    if (!rs) return 1;
+    if (r0 / hw != r1 / hw) return 0;
+    *f = rs[r0 / hw];
+    return 1;
+}
+
+/* Per-channel sums over all rows of s1 = p' - ps and s2 = (p' - ps) * (q - qs), in double (ps, qs: a value
+ * per channel, NULL for 0), where p' = p, or 0 where a gate is given and not positive, times the row's
+ * sample factor rs (hw rows per sample; rs NULL: 1). For the batch statistics p = q = x and ps = qs = the
+ * first row: shifting by a sample keeps the one-pass variance accurate when the mean is large against the
+ * spread. For the batch-norm backward p = grad, ps = NULL, q = x, qs = mean, the gate is the output of a
+ * fused ReLU and rs the drop-path factors the output was multiplied by. Returns 0 on success. */
 static int channel_sums(const float* restrict p, const float* restrict ps, const float* restrict q,
-                        const float* restrict qs, const float* restrict gate, int64_t M, int64_t C,
-                        double* restrict s1, double* restrict s2) {
+                        const float* restrict qs, const float* restrict gate, const float* restrict rs,
+                        int64_t hw, int64_t M, int64_t C, double* restrict s1, double* restrict s2) {
     int nt = omp_get_max_threads();
     int64_t L = ROW_BLOCK * C, blocks = (M + ROW_BLOCK - 1) / ROW_BLOCK;
     double* acc = calloc((size_t)nt * 2 * C, sizeof(double));
@@ -63,19 +77,26 @@ static int channel_sums(const float* restrict p, const float* restrict ps, const
         for (int64_t blk = 0; blk < blocks; blk++) {
             const float* restrict pb = p + blk * L;
             const float* restrict qb = q + blk * L;
+            const float* restrict gb = gate ? gate + blk * L : NULL;
             int64_t n = block_len(blk, M, C);
-            if (gate) {
-                const float* restrict gb = gate + blk * L;
+            float f;
+            if (!block_factor(rs, hw, blk, n, C, &f)) {
+                for (int64_t e = 0; e < n; e++) {
+                    float d = (gb && !(gb[e] > 0.f) ? 0.f : pb[e]) * rs[(blk * ROW_BLOCK + e / C) / hw] - tps[e];
+                    f1[e] += d;
+                    f2[e] += d * (qb[e] - tqs[e]);
+                }
+            } else if (gb) {
                 #pragma omp simd
                 for (int64_t e = 0; e < n; e++) {
-                    float d = (gb[e] > 0.f ? pb[e] : 0.f) - tps[e];
+                    float d = (gb[e] > 0.f ? pb[e] : 0.f) * f - tps[e];
                     f1[e] += d;
                     f2[e] += d * (qb[e] - tqs[e]);
                 }
             } else {
                 #pragma omp simd
                 for (int64_t e = 0; e < n; e++) {
-                    float d = pb[e] - tps[e];
+                    float d = pb[e] * f - tps[e];
                     f1[e] += d;
                     f2[e] += d * (qb[e] - tqs[e]);
                 }
@@ -94,12 +115,13 @@ static int channel_sums(const float* restrict p, const float* restrict ps, const
     return 0;
 }
 
-/* out = a * p + d (then max(0, .) with relu), or, when q is given, out = a * p' + b * q + d with p' = p where
- * the gate is positive or there is no gate, else 0 (a, b, d per channel): the batch-norm normalisation and
- * its input gradient, each one pass. Returns 0 on success. */
+/* Forward (q NULL): out = f * (a * p + d), then max(0, .) with relu. Backward (q given): out = a * f * p' +
+ * b * q + d with p' = p where the gate is positive or there is no gate, else 0. a, b, d: per channel; f: the
+ * row's sample factor rs (hw rows per sample; rs NULL: 1). The batch-norm normalisation and its input
+ * gradient, each one pass. Returns 0 on success. */
 static int channel_affine(const float* restrict p, const float* restrict q, const float* restrict gate,
-                          const float* a, const float* b, const float* d, int relu, int64_t M, int64_t C,
-                          float* restrict out) {
+                          const float* restrict rs, int64_t hw, const float* a, const float* b, const float* d,
+                          int relu, int64_t M, int64_t C, float* restrict out) {
     int64_t L = ROW_BLOCK * C, blocks = (M + ROW_BLOCK - 1) / ROW_BLOCK;
     float* buf = malloc((size_t)3 * L * sizeof(float));
     if (!buf) return 1;
@@ -114,24 +136,36 @@ static int channel_affine(const float* restrict p, const float* restrict q, cons
         const float* restrict pb = p + blk * L;
         float* restrict ob = out + blk * L;
         int64_t n = block_len(blk, M, C);
-        if (q && gate) {
+        float f;
+        if (!block_factor(rs, hw, blk, n, C, &f)) {
+            for (int64_t e = 0; e < n; e++) {
+                float fe = rs[(blk * ROW_BLOCK + e / C) / hw];
+                if (q) {
+                    float pe = gate && !(gate[blk * L + e] > 0.f) ? 0.f : pb[e];
+                    ob[e] = ta[e] * fe * pe + tb[e] * q[blk * L + e] + td[e];
+                } else {
+                    float v = ta[e] * pb[e] + td[e];
+                    ob[e] = fe * (relu && !(v > 0.f) ? 0.f : v);
+                }
+            }
+        } else if (q && gate) {
             const float* restrict qb = q + blk * L;
             const float* restrict gb = gate + blk * L;
             #pragma omp simd
-            for (int64_t e = 0; e < n; e++) ob[e] = ta[e] * (gb[e] > 0.f ? pb[e] : 0.f) + tb[e] * qb[e] + td[e];
+            for (int64_t e = 0; e < n; e++) ob[e] = ta[e] * f * (gb[e] > 0.f ? pb[e] : 0.f) + tb[e] * qb[e] + td[e];
         } else if (q) {
             const float* restrict qb = q + blk * L;
             #pragma omp simd
-            for (int64_t e = 0; e < n; e++) ob[e] = ta[e] * pb[e] + tb[e] * qb[e] + td[e];
+            for (int64_t e = 0; e < n; e++) ob[e] = ta[e] * f * pb[e] + tb[e] * qb[e] + td[e];
         } else if (relu) {
             #pragma omp simd
             for (int64_t e = 0; e < n; e++) {
                 float v = ta[e] * pb[e] + td[e];
-                ob[e] = v > 0.f ? v : 0.f;
+                ob[e] = v > 0.f ? f * v : 0.f;
             }
         } else {
             #pragma omp simd
-            for (int64_t e = 0; e < n; e++) ob[e] = ta[e] * pb[e] + td[e];
+            for (int64_t e = 0; e < n; e++) ob[e] = f * (ta[e] * pb[e] + td[e]);
         }
     }
     free(buf);
@@ -139,13 +173,14 @@ static int channel_affine(const float* restrict p, const float* restrict q, cons
 }
 
 /* Batch norm with the batch's statistics: y = (x - mean) * invstd * w + b, invstd = 1 / sqrt(var + eps), var
- * biased, followed by a ReLU when relu is set. Also writes mean, var and invstd (for the running
- * statistics and the backward pass). */
-int bn_forward(const float* x, const float* w, const float* b, double eps, int relu, int64_t M, int64_t C,
-               float* y, float* mean, float* var, float* invstd) {
+ * biased, followed by a ReLU when relu is set, and multiplied by the sample's factor rs (hw rows per
+ * sample; rs NULL: none), drop-path's mask. Also writes mean, var and invstd (for the running statistics
+ * and the backward pass). */
+int bn_forward(const float* x, const float* w, const float* b, double eps, int relu, const float* rs, int64_t hw,
+               int64_t M, int64_t C, float* y, float* mean, float* var, float* invstd) {
     double* s = malloc((size_t)2 * C * sizeof(double));
     float* scale = malloc((size_t)2 * C * sizeof(float));
-    if (!s || !scale || channel_sums(x, x, x, x, NULL, M, C, s, s + C)) { free(s); free(scale); return 1; }
+    if (!s || !scale || channel_sums(x, x, x, x, NULL, NULL, 1, M, C, s, s + C)) { free(s); free(scale); return 1; }
     float* shift = scale + C;
     for (int64_t c = 0; c < C; c++) {
         double d = s[c] / M, v = s[C + c] / M - d * d;
@@ -155,20 +190,21 @@ int bn_forward(const float* x, const float* w, const float* b, double eps, int r
         scale[c] = (float)(w[c] * is);
         shift[c] = (float)(b[c] - m * w[c] * is);
     }
-    int fail = channel_affine(x, NULL, NULL, scale, NULL, shift, relu, M, C, y);
+    int fail = channel_affine(x, NULL, NULL, rs, hw, scale, NULL, shift, relu, M, C, y);
     free(s); free(scale);
     return fail;
 }
 
-/* Gradients of bn_forward: gx = w * invstd * (g - mean(g) - (x - mean) * invstd^2 * mean(g * (x - mean))),
- * gw = invstd * sum(g * (x - mean)), gb = sum(g); with a fused ReLU, y is its output and g counts only
- * where y > 0 (y = NULL: no ReLU). */
-int bn_backward(const float* g, const float* x, const float* y, const float* w, const float* mean,
-                const float* invstd, int64_t M, int64_t C, float* gx, float* gw, float* gb) {
+/* Gradients of bn_forward: with g' = g * rs (the sample factors the output was multiplied by) and, with a
+ * fused ReLU, g' = 0 where its output y is not positive (y = NULL: no ReLU):
+ * gx = w * invstd * (g' - mean(g') - (x - mean) * invstd^2 * mean(g' * (x - mean))),
+ * gw = invstd * sum(g' * (x - mean)), gb = sum(g'). */
+int bn_backward(const float* g, const float* x, const float* y, const float* rs, int64_t hw, const float* w,
+                const float* mean, const float* invstd, int64_t M, int64_t C, float* gx, float* gw, float* gb) {
     double* s = malloc((size_t)2 * C * sizeof(double));
     float* coef = calloc((size_t)3 * C, sizeof(float));
-    if (!s || !coef || channel_sums(g, NULL, x, mean, y, M, C, s, s + C)) { free(s); free(coef); return 1; }
-    float *a = coef, *bq = coef + C, *d = coef + 2 * C;  /* gx = a * g + bq * x + d */
+    if (!s || !coef || channel_sums(g, NULL, x, mean, y, rs, hw, M, C, s, s + C)) { free(s); free(coef); return 1; }
+    float *a = coef, *bq = coef + C, *d = coef + 2 * C;  /* gx = a * g' + bq * x + d */
     for (int64_t c = 0; c < C; c++) {
         double is = invstd[c], ac = w[c] * is, bc = -ac * is * is * s[C + c] / M;
         a[c] = (float)ac; bq[c] = (float)bc;
@@ -176,7 +212,7 @@ int bn_backward(const float* g, const float* x, const float* y, const float* w, 
         gw[c] = (float)(s[C + c] * is);
         gb[c] = (float)s[c];
     }
-    int fail = channel_affine(g, x, y, a, bq, d, 0, M, C, gx);
+    int fail = channel_affine(g, x, y, rs, hw, a, bq, d, 0, M, C, gx);
     free(s); free(coef);
     return fail;
 }

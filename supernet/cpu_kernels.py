@@ -76,8 +76,8 @@ def _build(target: Path) -> None:
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     p, i = ctypes.c_void_p, ctypes.c_int64
-    for name, args in {"bn_forward": [p, p, p, ctypes.c_double, ctypes.c_int, i, i, p, p, p, p],
-                       "bn_backward": [p, p, p, p, p, p, i, i, p, p, p],
+    for name, args in {"bn_forward": [p, p, p, ctypes.c_double, ctypes.c_int, p, i, i, i, p, p, p, p],
+                       "bn_backward": [p, p, p, p, i, p, p, p, i, i, p, p, p],
                        "dw_weight_grad": [p, p, i, i, i, i, i, i, i, i, p],
                        "avg_pool3": [p, i, i, i, i, p], "avg_pool3_backward": [p, i, i, i, i, p]}.items():
         getattr(lib, name).argtypes, getattr(lib, name).restype = args, ctypes.c_int
@@ -155,40 +155,53 @@ def _check(status: int, what: str) -> None:
 
 class _BatchNorm(torch.autograd.Function):
     """y = (x - mean) / sqrt(var + eps) * weight + bias with the batch's mean and biased variance per channel,
-    then max(0, y) if ``relu``. Also returns (mean, var) for the running statistics (not differentiable)."""
+    then max(0, y) if ``relu``, then times ``scale[n]`` for sample n if ``scale`` is given (drop-path's mask; not
+    differentiable). Also returns (mean, var) for the running statistics (not differentiable)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps, relu):
-        c = x.shape[1]
+    def forward(ctx, x, weight, bias, eps, relu, scale):
+        n, c, h, w_ = x.shape
         y = torch.empty_like(x, memory_format=torch.channels_last)
         mean, var, invstd = (x.new_empty(c) for _ in range(3))
         w, b = weight.detach().contiguous(), bias.detach().contiguous()
-        _check(_load().bn_forward(_ptr(x), _ptr(w), _ptr(b), eps, int(relu), x.numel() // c, c, _ptr(y),
-                                  _ptr(mean), _ptr(var), _ptr(invstd)), "bn_forward")
+        _check(_load().bn_forward(_ptr(x), _ptr(w), _ptr(b), eps, int(relu), None if scale is None else _ptr(scale),
+                                  h * w_, x.numel() // c, c, _ptr(y), _ptr(mean), _ptr(var), _ptr(invstd)),
+               "bn_forward")
         # with the ReLU, the output says where the gradient passes (the next op keeps it anyway: the
         # depthwise conv after a SepConv's first BN saves its input)
-        ctx.save_for_backward(x, w, mean, invstd, *([y] if relu else []))
+        ctx.relu, ctx.scaled = relu, scale is not None
+        ctx.save_for_backward(x, w, mean, invstd, *([y] if relu else []), *([scale] if ctx.scaled else []))
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad, _grad_mean, _grad_var):
-        x, w, mean, invstd, *gate = ctx.saved_tensors
+        x, w, mean, invstd, *rest = ctx.saved_tensors
+        gate = rest.pop(0) if ctx.relu else None
+        scale = rest.pop(0) if ctx.scaled else None
         grad = grad.contiguous(memory_format=torch.channels_last)
-        c = x.shape[1]
+        n, c, h, w_ = x.shape
         grad_x = torch.empty_like(x, memory_format=torch.channels_last)
         grad_w, grad_b = x.new_empty(c), x.new_empty(c)
-        _check(_load().bn_backward(_ptr(grad), _ptr(x), _ptr(gate[0]) if gate else None, _ptr(w), _ptr(mean),
-                                   _ptr(invstd), x.numel() // c, c, _ptr(grad_x), _ptr(grad_w), _ptr(grad_b)),
+        _check(_load().bn_backward(_ptr(grad), _ptr(x), None if gate is None else _ptr(gate),
+                                   None if scale is None else _ptr(scale), h * w_, _ptr(w), _ptr(mean), _ptr(invstd),
+                                   x.numel() // c, c, _ptr(grad_x), _ptr(grad_w), _ptr(grad_b)),
                "bn_backward")
-        return grad_x, grad_w, grad_b, None, None
+        return grad_x, grad_w, grad_b, None, None, None
 
 
-def batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, relu: bool = False):
-    """Batch norm of ``x`` (``applies(x)`` must hold) with its batch statistics, then a ReLU if ``relu``:
-    ``(y, mean, biased var)``."""
-    return _BatchNorm.apply(x, weight, bias, eps, relu)
+def batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, relu: bool = False,
+               scale: torch.Tensor | None = None):
+    """Batch norm of ``x`` (``applies(x)`` must hold) with its batch statistics, then a ReLU if ``relu``, then
+    times ``scale`` (non-negative float32 factors, one per sample, any shape with N elements; not
+    differentiable): ``(y, mean, biased var)``."""
+    if scale is not None:
+        if scale.numel() != x.shape[0] or scale.dtype != torch.float32 or scale.device != x.device:
+            raise ValueError(f"scale must hold one float32 {x.device} factor per sample ({x.shape[0]}), got "
+                             f"{scale.numel()} {scale.dtype} on {scale.device}")
+        scale = scale.detach().contiguous()
+    return _BatchNorm.apply(x, weight, bias, eps, relu, scale)
 
 
 # -- depthwise convolution, stride 1 -----------------------------------------------------------------------------

@@ -38,7 +38,8 @@ FAST_DEPTHWISE_KERNEL = 5  # cpu_kernels' weight gradient beats oneDNN's from 5x
 class BatchNorm2d(nn.BatchNorm2d):
     """``nn.BatchNorm2d``, followed by a ReLU if ``relu``, whose batch-statistics path (training, or no running
     statistics) uses ``cpu_kernels`` on CPU channels-last input (the ReLU fused in), running statistics
-    updated as PyTorch does."""
+    updated as PyTorch does. ``forward(x, scale)`` also multiplies sample n of the output by ``scale[n]``
+    (drop-path's mask, :func:`drop_path_mask`), fused into the kernels' output pass and gradient."""
 
     def __init__(self, channels: int, *args, relu: bool = False, **kwargs):
         super().__init__(channels, *args, **kwargs)
@@ -47,13 +48,15 @@ class BatchNorm2d(nn.BatchNorm2d):
     def extra_repr(self) -> str:
         return super().extra_repr() + (", relu=True" if self.relu else "")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         batch_stats = self.training or not self.track_running_stats
         n = x.numel() // x.shape[1] if x.dim() == 4 else 0
-        if not (batch_stats and self.affine and n > 1 and cpu_kernels.applies(x)):
+        if not (batch_stats and self.affine and n > 1 and cpu_kernels.applies(x)
+                and (scale is None or scale.dtype == x.dtype)):
             y = super().forward(x)
-            return F.relu(y, inplace=True) if self.relu else y
-        y, mean, var = cpu_kernels.batch_norm(x, self.weight, self.bias, self.eps, self.relu)
+            y = F.relu(y, inplace=True) if self.relu else y
+            return y if scale is None else y * scale
+        y, mean, var = cpu_kernels.batch_norm(x, self.weight, self.bias, self.eps, self.relu, scale)
         if self.training and self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -83,10 +86,23 @@ def batch_norm(channels: int, track_stats: bool, relu: bool = False) -> nn.Batch
 
 # -- the ops of the two spaces --------------------------------------------------------------------------------
 
-class FusedReLUSequential(nn.Sequential):
-    """An ``nn.Sequential`` whose ReLU after a BN is part of that BN (``batch_norm(relu=True)``). Checkpoints
-    written while the ReLU was a module of its own (index ``relu_index``, no parameters) name the later
-    modules one index higher: loading renames them."""
+class BatchNormTail(nn.Sequential):
+    """An ``nn.Sequential`` ending in a :class:`BatchNorm2d`: ``forward(x, scale)`` hands drop-path's per-sample
+    factors to that BN, which fuses the multiply."""
+
+    takes_scale = True
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        *body, bn = self
+        for module in body:
+            x = module(x)
+        return bn(x, scale)
+
+
+class FusedReLUSequential(BatchNormTail):
+    """A :class:`BatchNormTail` whose ReLU after an inner BN is part of that BN (``batch_norm(relu=True)``).
+    Checkpoints written while the ReLU was a module of its own (index ``relu_index``, no parameters) name the
+    later modules one index higher: loading renames them."""
 
     relu_index: int
 
@@ -119,7 +135,7 @@ class SepConv(FusedReLUSequential):
             batch_norm(channels, track_stats))
 
 
-class ReLUConvBN(nn.Sequential):
+class ReLUConvBN(BatchNormTail):
     """(ReLU,) kxk conv, BN: the 11-op space's conv 1x1 and conv 3x3 (SPEC 1.2)."""
 
     relu_first = True
@@ -205,12 +221,14 @@ class FactorizedReduce(nn.Module):
         self.conv_b = PieceConv(piece_channels, pieces, out_channels // 2)
         self.bn = batch_norm(out_channels, track_stats)
 
-    def forward(self, x: torch.Tensor, which: Sequence[int] = (0,)) -> torch.Tensor:
+    takes_scale = True  # see BatchNormTail
+
+    def forward(self, x: torch.Tensor, which: Sequence[int] = (0,), scale: torch.Tensor | None = None) -> torch.Tensor:
         if x.shape[2] % 2 or x.shape[3] % 2:
             raise ValueError(f"factorized reduce needs an even height and width, got {tuple(x.shape[2:])}")
         weight = torch.cat([F.pad(self.conv_a.weight(which), (0, 1, 0, 1)),  # tap (0, 0): pixels (2i, 2j)
                             F.pad(self.conv_b.weight(which), (1, 0, 1, 0))])  # tap (1, 1): pixels (2i+1, 2j+1)
-        return self.bn(F.conv2d(x, weight, None, 2))
+        return self.bn(F.conv2d(x, weight, None, 2), scale)
 
 
 OpFactory = Callable[[int, int, bool], nn.Module]  # (channels, stride, track_stats) -> op

@@ -28,21 +28,32 @@ def test_the_kernels_build_where_a_compiler_is():
     assert cpu_kernels.available()
 
 
-@pytest.mark.parametrize("relu", [False, True])
+def drop_path_factors(n, seed=3):
+    """Drop-path's per-sample factors: some samples dropped (0), the others 1 / keep."""
+    mask = torch.rand(n, 1, 1, 1, generator=torch.Generator().manual_seed(seed)) < 0.6
+    mask[0], mask[-1] = False, True
+    return mask.float() / 0.6
+
+
+@pytest.mark.parametrize("relu, scaled", [(False, False), (True, False), (False, True), (True, True)])
 @pytest.mark.parametrize("shape, offset", [((4, 20, 8, 8), 0.0), ((3, 7, 5, 6), 0.0), ((2, 33, 3, 3), 0.0),
                                            ((4, 20, 8, 8), 200.0)])  # a mean far above the spread
-def test_batch_norm_matches_pytorch(shape, offset, relu):
+def test_batch_norm_matches_pytorch(shape, offset, relu, scaled):
+    """Also with drop-path's factors fused in, where 32-row blocks lie inside one sample (8x8) and where they
+    straddle two (5x6, 3x3)."""
     x = channels_last(*shape, offset=offset, scale=3.0).requires_grad_()
     c = shape[1]
     w = (torch.rand(c) + 0.5).requires_grad_()
     b = torch.randn(c).requires_grad_()
     grad = channels_last(*shape, seed=1)
+    factors = drop_path_factors(shape[0]) if scaled else None
     assert cpu_kernels.applies(x)
-    y, mean, var = cpu_kernels.batch_norm(x, w, b, 1e-5, relu)
+    y, mean, var = cpu_kernels.batch_norm(x, w, b, 1e-5, relu, factors)
     got = torch.autograd.grad(y, (x, w, b), grad)
     x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
     ref = F.batch_norm(x64, None, None, w64, b64, True, 0.0, 1e-5)
     ref = F.relu(ref) if relu else ref
+    ref = ref * factors.double() if scaled else ref
     want = torch.autograd.grad(ref, (x64, w64, b64), grad.double())
     assert y.is_contiguous(memory_format=torch.channels_last)
     assert close(y, ref, 1e-5)
@@ -81,6 +92,25 @@ def test_batch_norm_module_falls_back_where_the_kernels_do_not_apply():
                                                            1e-5)), atol=1e-6)
     with pytest.raises(ValueError, match="more than 1 value per channel"):  # PyTorch's own message
         bn(torch.randn(1, 6, 1, 1).contiguous(memory_format=torch.channels_last))
+
+
+def test_batch_norm_module_scales_samples_on_either_path():
+    """``BatchNorm2d(x, scale)``: the kernels' fused multiply and PyTorch's path followed by a multiply agree,
+    in value and gradient; a scale of the wrong size is refused."""
+    fused = ops.BatchNorm2d(6, relu=True, track_running_stats=False)
+    factors = drop_path_factors(4)
+    x = channels_last(4, 6, 5, 5).requires_grad_()
+    results = []
+    for on in (True, False):
+        with cpu_kernels.enabled(on):
+            y = fused(x, factors)
+            assert (y.grad_fn.name() == "_BatchNormBackward") == on
+            results.append((y, *torch.autograd.grad(y, (x, fused.weight, fused.bias), channels_last(4, 6, 5, 5))))
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert torch.all(results[0][0][0] == 0)  # sample 0 dropped
+    with pytest.raises(ValueError, match="one float32 cpu factor per sample"):
+        fused(x, factors[:3])
 
 
 @pytest.mark.parametrize("kernel, shape", [(5, (3, 20, 9, 7)), (7, (2, 5, 6, 6)), (5, (2, 17, 2, 3))])
