@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <math.h>
+#include <string.h>
 #include <omp.h>
 
 /* Feature maps are processed in blocks of ROW_BLOCK rows, each one contiguous run of ROW_BLOCK * C floats;
@@ -217,38 +218,70 @@ int bn_backward(const float* g, const float* x, const float* y, const float* rs,
     return fail;
 }
 
-/* Weight gradient of a depthwise K x K convolution with stride 1 and padding pad.
+/* Weight gradient of a depthwise K x K convolution (K = 3, 5 or 7) with stride 1 and padding pad.
  * x: (N, H, W, C) input, g: (N, Ho, Wo, C) output gradient, gw: (K, K, C) result.
- * Each thread accumulates per (tap, output column, channel): for a tap and an output row the products
- * then form one contiguous multiply-add over Wo * C floats, which vectorises; the columns are summed at
- * the end. Returns 0 on success. */
+ * Each thread accumulates per (tap, output column, channel): A[i*K+j][ow*C + c], over a strip of images at a
+ * time, copied into zero-padded rows (the convolution's padding becomes zero rows and columns, and every row
+ * a whole number of vectors) that stay in the core's cache. For one vector of a row and one tap row i,
+ * the K sums stay in registers while the strip's rows stream past (strip_taps); the columns and the
+ * threads are summed at the end. Returns 0 on success, 2 for another K. */
+#define LANES 16
+#define STRIP_ROWS 32  /* output rows per strip: several images when they are small */
+typedef float vec __attribute__((vector_size(LANES * sizeof(float))));
+typedef float uvec __attribute__((vector_size(LANES * sizeof(float)), aligned(4)));  /* unaligned access */
+
+/* A[i*K+j][q] += the sum over the strip's output rows r (B images of Ho rows) of
+ * xp[image of r, row oh + i][q + j*C] * gp[r][q]; xp: Hp padded rows of Lx floats per image, gp: rows of Lg. */
+static inline __attribute__((always_inline)) void strip_taps(const float* restrict xp, const float* restrict gp,
+        int64_t B, int64_t Hp, int64_t Ho, int64_t C, int64_t Lx, int64_t Lg, const int K, float* restrict A) {
+    for (int64_t q = 0; q < Lg; q += LANES)
+        for (int i = 0; i < K; i++) {
+            vec acc[K];
+            for (int j = 0; j < K; j++) acc[j] = *(const uvec*)(A + (i * K + j) * Lg + q);
+            for (int64_t b = 0; b < B; b++)
+                for (int64_t oh = 0; oh < Ho; oh++) {
+                    vec gv = *(const uvec*)(gp + (b * Ho + oh) * Lg + q);
+                    const float* xr = xp + (b * Hp + oh + i) * Lx + q;
+                    for (int j = 0; j < K; j++) acc[j] += *(const uvec*)(xr + j * C) * gv;
+                }
+            for (int j = 0; j < K; j++) *(uvec*)(A + (i * K + j) * Lg + q) = acc[j];
+        }
+}
+
 int dw_weight_grad(const float* restrict x, const float* restrict g, int64_t N, int64_t H, int64_t W, int64_t C,
                    int64_t Ho, int64_t Wo, int64_t K, int64_t pad, float* restrict gw) {
+    if (K != 3 && K != 5 && K != 7) return 2;
     int nt = omp_get_max_threads();
-    int64_t row = Wo * C, per_thread = K * K * row;
-    float* acc = calloc((size_t)nt * per_thread, sizeof(float));
-    if (!acc) return 1;
+    int64_t Lg = (Wo * C + LANES - 1) / LANES * LANES;  /* output row, padded to whole vectors */
+    int64_t Lx = Lg + (K - 1) * C;                       /* input row with its padding columns */
+    if (Lx < (W + pad) * C) Lx = (W + pad) * C;
+    int64_t Hp = Ho + K - 1;                             /* input rows with the padding rows */
+    if (Hp < H + pad) Hp = H + pad;
+    int64_t B = Ho >= STRIP_ROWS ? 1 : STRIP_ROWS / Ho;  /* images per strip */
+    if (B > N) B = N;
+    int64_t strips = (N + B - 1) / B;
+    size_t per_thread = (size_t)K * K * Lg + (size_t)B * Hp * Lx + (size_t)B * Ho * Lg;
+    float* buf = calloc((size_t)nt * per_thread, sizeof(float));
+    if (!buf) return 1;
     #pragma omp parallel num_threads(nt)
     {
-        float* restrict a = acc + (size_t)omp_get_thread_num() * per_thread;
+        float* A = buf + (size_t)omp_get_thread_num() * per_thread;
+        float* xp = A + (size_t)K * K * Lg;
+        float* gp = xp + (size_t)B * Hp * Lx;
         #pragma omp for schedule(static)
-        for (int64_t nr = 0; nr < N * Ho; nr++) {
-            int64_t n = nr / Ho, oh = nr % Ho;
-            const float* restrict grow = g + nr * row;
-            for (int64_t i = 0; i < K; i++) {
-                int64_t ih = oh - pad + i;
-                if (ih < 0 || ih >= H) continue;
-                const float* restrict xrow = x + (n * H + ih) * W * C;
-                for (int64_t j = 0; j < K; j++) {
-                    /* output columns whose input column ow - pad + j lies inside the image */
-                    int64_t lo = pad - j > 0 ? pad - j : 0;
-                    int64_t hi = W + pad - j < Wo ? W + pad - j : Wo;
-                    if (hi <= lo) continue;
-                    const float* restrict xs = xrow + (lo - pad + j) * C;
-                    const float* restrict gs = grow + lo * C;
-                    float* restrict ap = a + (i * K + j) * row + lo * C;
-                    for (int64_t e = 0; e < (hi - lo) * C; e++) ap[e] += xs[e] * gs[e];
-                }
+        for (int64_t s = 0; s < strips; s++) {
+            int64_t n0 = s * B, nb = n0 + B <= N ? B : N - n0;
+            for (int64_t b = 0; b < nb; b++) {  /* the padding rows and columns and the row tails stay zero */
+                for (int64_t h = 0; h < H; h++)
+                    memcpy(xp + (b * Hp + pad + h) * Lx + pad * C, x + ((n0 + b) * H + h) * W * C,
+                           (size_t)W * C * sizeof(float));
+                for (int64_t h = 0; h < Ho; h++)
+                    memcpy(gp + (b * Ho + h) * Lg, g + ((n0 + b) * Ho + h) * Wo * C, (size_t)Wo * C * sizeof(float));
+            }
+            switch (K) {  /* a constant K: the sums of a tap row are registers */
+                case 3: strip_taps(xp, gp, nb, Hp, Ho, C, Lx, Lg, 3, A); break;
+                case 5: strip_taps(xp, gp, nb, Hp, Ho, C, Lx, Lg, 5, A); break;
+                default: strip_taps(xp, gp, nb, Hp, Ho, C, Lx, Lg, 7, A); break;
             }
         }
     }
@@ -256,10 +289,10 @@ int dw_weight_grad(const float* restrict x, const float* restrict g, int64_t N, 
         for (int64_t c = 0; c < C; c++) {
             double s = 0;
             for (int th = 0; th < nt; th++)
-                for (int64_t ow = 0; ow < Wo; ow++) s += acc[(size_t)th * per_thread + t * row + ow * C + c];
+                for (int64_t ow = 0; ow < Wo; ow++) s += buf[(size_t)th * per_thread + t * Lg + ow * C + c];
             gw[t * C + c] = (float)s;
         }
-    free(acc);
+    free(buf);
     return 0;
 }
 

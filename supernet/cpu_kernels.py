@@ -2,10 +2,10 @@
 
 Why: on CPU, channels-last, at the supernet's sizes (20-80 channels), PyTorch's batch norm makes several
 slow passes (forward and backward of a 64 x 20 x 32 x 32 map: about 10 ms on 2 cores, against 1.9 ms here,
-which also fuses the ReLU that follows a sep-conv's first BN); oneDNN has no depthwise kernel for the
-weight gradient of a 5x5 depthwise conv (about 8 ms against 2.5 ms); PyTorch's 3x3 pooling writes an int64
-index per max-pool output and zero-fills and scatters in the backward pass (here: an int32 tap, only when a
-gradient is needed, and gathers).
+which also fuses the ReLU that follows a sep-conv's first BN and drop-path's per-sample mask); oneDNN has no
+fast kernel for the weight gradient of a 5x5 depthwise conv (4.7 ms against 0.9 ms); PyTorch's 3x3 pooling
+writes an int64 index per max-pool output and zero-fills and scatters in the backward pass (here: an int32
+tap, only when a gradient is needed, and gathers).
 
 How: ``cpu_kernels.c`` is compiled with the system C compiler on first use (about a second) into a cache
 folder and loaded with ctypes: no build step at install time, nothing for CUDA. Where the kernels cannot be
@@ -237,7 +237,10 @@ class _DepthwiseConv(torch.autograd.Function):
 
 
 def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
-    """Depthwise square-kernel convolution at stride 1 with ``0 <= padding < kernel``; ``applies(x)``."""
+    """Depthwise square-kernel convolution (3x3, 5x5 or 7x7) at stride 1 with ``0 <= padding < kernel``;
+    ``applies(x)``."""
+    if weight.shape[-1] not in (3, 5, 7):
+        raise ValueError(f"the depthwise kernel's weight gradient takes 3x3, 5x5 or 7x7 kernels, got {weight.shape[-1]}")
     return _DepthwiseConv.apply(x, weight, padding)
 
 

@@ -113,7 +113,8 @@ def test_batch_norm_module_scales_samples_on_either_path():
         fused(x, factors[:3])
 
 
-@pytest.mark.parametrize("kernel, shape", [(5, (3, 20, 9, 7)), (7, (2, 5, 6, 6)), (5, (2, 17, 2, 3))])
+@pytest.mark.parametrize("kernel, shape", [(5, (3, 20, 9, 7)), (7, (2, 5, 6, 6)), (5, (2, 17, 2, 3)),
+                                           (5, (5, 6, 8, 8)), (5, (2, 20, 32, 32))])  # strips of 4 + 1; of 1
 def test_depthwise_conv_matches_pytorch(kernel, shape):
     x = channels_last(*shape).requires_grad_()
     c = shape[1]
@@ -132,6 +133,20 @@ def test_depthwise_conv_matches_pytorch(kernel, shape):
     for g, r, name in zip(got, want, ("x", "weight")):
         assert g.shape == r.shape
         assert close(g, r, 1e-5), name
+
+
+def test_depthwise_kernel_3x3_and_unsupported_sizes():
+    """3x3 (which the ops leave to oneDNN) is right too; other kernel sizes are refused in one line."""
+    x = channels_last(3, 9, 7, 5).requires_grad_()
+    w = torch.randn(9, 1, 3, 3).requires_grad_()
+    grad = channels_last(3, 9, 7, 5, seed=2)
+    got = torch.autograd.grad(cpu_kernels.depthwise_conv(x, w, 1), (x, w), grad)
+    x64, w64 = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    want = torch.autograd.grad(F.conv2d(x64, w64, None, 1, 1, 1, 9), (x64, w64), grad.double())
+    for g, r in zip(got, want):
+        assert close(g, r, 1e-5)
+    with pytest.raises(ValueError, match="3x3, 5x5 or 7x7 kernels, got 9"):
+        cpu_kernels.depthwise_conv(x, torch.randn(9, 1, 9, 9, requires_grad=True), 4)
 
 
 def test_depthwise_conv_uses_pytorch_at_stride_2_and_3x3():
