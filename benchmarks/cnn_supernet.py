@@ -1,7 +1,8 @@
 """CNN supernet speed on real CIFAR-10 images at ref-PT's search configuration and at the `paper` preset.
 
 Prints one JSON line per figure and configuration:
-  train_images_per_s      supernet training steps (augmented batches), a random architecture per minibatch
+  train_images_per_s      supernet training steps (augmented batches), a random architecture per minibatch,
+                          in steady state (after 30 warm-up steps; see WARMUP_STEPS)
   score_archs_per_s       `score` with inherited weights, one fixed 500-image batch for every architecture
   supernet_over_static    time of a supernet step / a step of the same architecture built as a final network
                           of the same size (target <= 1.10)
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -58,13 +60,22 @@ def _sgd(model: torch.nn.Module, c: dict) -> torch.optim.SGD:
     return torch.optim.SGD(model.parameters(), lr=c["lr"], momentum=MOMENTUM, weight_decay=c["weight_decay"])
 
 
-WARMUP_STEPS = 3  # oneDNN primitive creation and the allocator's first touches happen here
+# Training is measured in steady state. Over its first ~25 steps (new architectures each) the process's heap
+# grows to its working size, every new page faulting on first touch: about 40k page faults a step at first
+# against none after 30 steps, which made a cold 20-step window ~10% slower than the steps after it. A
+# search runs tens of thousands of steps. The timed window's page faults per step are reported.
+WARMUP_STEPS = 30
+QUICK_WARMUP_STEPS = 3  # --quick, and each arm of --compare-kernels (alternating arms share the growth)
+
+
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def bench_config(name: str, c: dict, data, device: torch.device, sizes: tuple, amp: bool, seed: int, common: dict):
-    steps, archs, repeats = sizes
+    steps, archs, repeats, warmup = sizes
     rng = np.random.default_rng(seed)
-    pool = [get_space("cnn-ws").sample(rng) for _ in range(max(steps, archs) + WARMUP_STEPS)]
+    pool = [get_space("cnn-ws").sample(rng) for _ in range(max(steps, archs) + warmup)]
     supernet = cnn.Supernet("cnn-ws", c["layers"], c["channels"], data.num_classes, aux=c["aux_weight"] > 0,
                             drop_path_keep=c["drop_path_keep"], head_keep=c["head_keep"]).to(device)
     optimizer = _sgd(supernet, c)
@@ -75,11 +86,13 @@ def bench_config(name: str, c: dict, data, device: torch.device, sizes: tuple, a
     def step(model, opt, arch, x, y):
         cnn.train_step(model, opt, x, y, arch, aux_weight=c["aux_weight"], progress=0.5, amp=amp)
 
-    for arch in pool[-WARMUP_STEPS:]:
+    for arch in pool[-warmup:]:
         step(supernet, optimizer, arch, *next(batches))
+    faults = _minor_faults()
     seconds = timed(lambda: [step(supernet, optimizer, a, *next(batches)) for a in pool[:steps]], device)
+    faults = (_minor_faults() - faults) / steps
     print(json.dumps({"metric": "train_images_per_s", "value": steps * c["batch_size"] / seconds, "steps": steps,
-                      "seconds": seconds, **info}), flush=True)
+                      "warmup_steps": warmup, "page_faults_per_step": faults, "seconds": seconds, **info}), flush=True)
 
     dev = fixed_batches(data.valid, SCORE_IMAGES, data.mean, data.std, device, limit=SCORE_IMAGES)
     cnn.score(supernet, pool[-1:], dev, amp=amp)  # warm-up
@@ -113,7 +126,7 @@ def compare_kernels(data, device: torch.device, quick: bool, seed: int, common: 
     c = CONFIGS["ref-pt"]
     rounds, steps, archs = (2, 2, 1) if quick else (4, 6, 2)
     rng = np.random.default_rng(seed)
-    pool = [get_space("cnn-ws").sample(rng) for _ in range(2 * rounds * (steps + archs) + 2 * WARMUP_STEPS)]
+    pool = [get_space("cnn-ws").sample(rng) for _ in range(2 * rounds * (steps + archs) + 2 * QUICK_WARMUP_STEPS)]
     supernet = cnn.Supernet("cnn-ws", c["layers"], c["channels"], data.num_classes,
                             drop_path_keep=c["drop_path_keep"]).to(device)
     optimizer = _sgd(supernet, c)
@@ -123,7 +136,7 @@ def compare_kernels(data, device: torch.device, quick: bool, seed: int, common: 
     archs_left = iter(pool)
     for on in (True, False):
         with cpu_kernels.enabled(on):
-            for _ in range(WARMUP_STEPS):
+            for _ in range(QUICK_WARMUP_STEPS):
                 cnn.train_step(supernet, optimizer, *next(batches), next(archs_left), progress=0.5)
     train = {True: [], False: []}
     score = {True: [], False: []}
@@ -180,7 +193,8 @@ def main(argv=None) -> None:
     kept = args.allocator == "keep" and keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
-    sizes = (3, 2, 2) if args.quick else (20, 8, 5)  # training steps, scored archs, static-comparison repeats
+    # training steps, scored archs, static-comparison repeats, warm-up steps
+    sizes = (3, 2, 2, QUICK_WARMUP_STEPS) if args.quick else (20, 8, 5, WARMUP_STEPS)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     data = load_images("cifar10", purpose="search", npz_path=args.data, dev_size=SCORE_IMAGES)
