@@ -81,7 +81,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
                        "dw_weight_grad": [p, p, i, i, i, i, i, i, i, i, p],
                        "avg_pool3": [p, i, i, i, i, p], "avg_pool3_backward": [p, i, i, i, i, p]}.items():
         getattr(lib, name).argtypes, getattr(lib, name).restype = args, ctypes.c_int
-    for name, args in {"max_pool3": [p, i, i, i, i, p, p], "max_pool3_backward": [p, p, i, i, i, i, p]}.items():
+    for name, args in {"max_pool3": [p, i, i, i, i, p, p], "max_pool3_backward": [p, p, i, i, i, i, p],
+                       "relu_cat": [p, i, i, i, p], "relu_cat_backward": [p, p, i, i, i, p]}.items():
         getattr(lib, name).argtypes, getattr(lib, name).restype = args, None
     return lib
 
@@ -299,3 +300,39 @@ class _AvgPool3(torch.autograd.Function):
 def pool3(x: torch.Tensor, kind: str) -> torch.Tensor:
     """3x3 ``kind`` ("max" or "avg") pooling, stride 1, padding 1; ``applies(x)`` must hold."""
     return (_MaxPool3 if kind == "max" else _AvgPool3).apply(x)
+
+
+# -- ReLU of a concatenation -------------------------------------------------------------------------------------
+
+def _pointers(tensors) -> ctypes.Array:
+    return (ctypes.c_void_p * len(tensors))(*[_ptr(t) for t in tensors])
+
+
+class _ReLUCat(torch.autograd.Function):
+    """max(0, concatenation of K equally shaped maps along the channels), one pass each way; the backward pass
+    writes every piece's gradient as a contiguous map (a slice of the concatenation's gradient is not)."""
+
+    @staticmethod
+    def forward(ctx, *pieces):
+        n, c, h, w = pieces[0].shape
+        out = torch.empty((n, len(pieces) * c, h, w), memory_format=torch.channels_last)
+        _load().relu_cat(_pointers(pieces), len(pieces), n * h * w, c, _ptr(out))
+        ctx.save_for_backward(out)
+        ctx.pieces = len(pieces)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        n, kc, h, w = out.shape
+        c = kc // ctx.pieces
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        grads = [torch.empty((n, c, h, w), memory_format=torch.channels_last) for _ in range(ctx.pieces)]
+        _load().relu_cat_backward(_ptr(grad), _ptr(out), ctx.pieces, n * h * w, c, _pointers(grads))
+        return tuple(grads)
+
+
+def relu_cat(pieces) -> torch.Tensor:
+    """ReLU of the concatenation of two or more equally shaped maps along the channels, each ``applies``."""
+    return _ReLUCat.apply(*pieces)

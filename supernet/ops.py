@@ -232,6 +232,16 @@ class FactorizedReduce(nn.Module):
         return self.bn(F.conv2d(x, weight, None, 2), scale)
 
 
+def relu_cat(pieces: Sequence[torch.Tensor]) -> torch.Tensor:
+    """ReLU of the concatenation of equally shaped maps along the channels (a cell's output as the next cells
+    read it): one pass each way through ``cpu_kernels`` on CPU, a concatenation and a ReLU elsewhere."""
+    if len(pieces) == 1:
+        return F.relu(pieces[0])
+    if all(p.shape == pieces[0].shape and cpu_kernels.applies(p) for p in pieces):
+        return cpu_kernels.relu_cat(pieces)
+    return F.relu(torch.cat(list(pieces), 1))
+
+
 OpFactory = Callable[[int, int, bool], nn.Module]  # (channels, stride, track_stats) -> op
 
 OPS: dict[str, OpFactory] = {

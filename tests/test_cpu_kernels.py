@@ -242,3 +242,32 @@ def test_other_pools_use_pytorch():
     x = channels_last(2, 4, 6, 6).requires_grad_()
     for kind, kernel, stride in [("max", 3, 2), ("avg", 3, 2), ("max", 2, 1), ("avg", 5, 1)]:
         assert not ops.Pool(kind, kernel, stride)(x).grad_fn.name().startswith(("_MaxPool3", "_AvgPool3"))
+
+
+@pytest.mark.parametrize("pieces, shape", [(2, (3, 20, 5, 4)), (5, (2, 7, 3, 3))])
+def test_relu_cat_matches_pytorch(pieces, shape):
+    """A cell's ReLU'd output in one pass: value, NaN passing as in PyTorch's ReLU, and one contiguous gradient
+    per piece."""
+    xs = [channels_last(*shape, seed=s).requires_grad_() for s in range(pieces)]
+    with torch.no_grad():
+        xs[0][0, 0, 0, 0] = float("nan")
+    y = ops.relu_cat(xs)
+    assert y.grad_fn.name() == "_ReLUCatBackward"
+    ref = F.relu(torch.cat([x.detach().double().requires_grad_() for x in xs], 1))
+    torch.testing.assert_close(y.double(), ref, equal_nan=True)
+    grad = channels_last(*y.shape, seed=9)
+    got = torch.autograd.grad(y, xs, grad)
+    want = torch.autograd.grad(F.relu(torch.cat(xs, 1)), xs, grad)
+    for g, w in zip(got, want):
+        assert g.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(g, w)
+
+
+def test_relu_cat_falls_back_where_the_kernels_do_not_apply():
+    nchw = [torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)]
+    assert torch.equal(ops.relu_cat(nchw), F.relu(torch.cat(nchw, 1)))
+    assert torch.equal(ops.relu_cat(nchw[:1]), F.relu(nchw[0]))
+    cl = [channels_last(2, 3, 4, 4, seed=s).requires_grad_() for s in range(2)]
+    assert ops.relu_cat(cl).grad_fn.name() == "_ReLUCatBackward"
+    with cpu_kernels.enabled(False):
+        assert ops.relu_cat(cl).grad_fn.name() == "ReluBackward0"
