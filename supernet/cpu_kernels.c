@@ -94,6 +94,13 @@ static int channel_sums(const float* restrict p, const float* restrict ps, const
                     f1[e] += d;
                     f2[e] += d * (qb[e] - tqs[e]);
                 }
+            } else if (p == q && ps == qs && !rs) {  /* the batch statistics: s2 sums squares, fewer loads */
+                #pragma omp simd
+                for (int64_t e = 0; e < n; e++) {
+                    float d = pb[e] - tps[e];
+                    f1[e] += d;
+                    f2[e] += d * d;
+                }
             } else {
                 #pragma omp simd
                 for (int64_t e = 0; e < n; e++) {
