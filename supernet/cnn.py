@@ -106,17 +106,13 @@ class Node(nn.Module):
                 x = relus[i]
             else:
                 x = states[i]
-            # drop-path spares plain identities (ENAS, ref-TF); ops ending in a BN fuse its multiply into the
-            # BN, the others' is fused into the sum
-            mask = None if isinstance(module, nn.Identity) else ops.drop_path_mask(x, keep)
-            if mask is not None and getattr(module, "takes_scale", False):
-                h, mask = module(x, scale=mask), None
+            # drop-path spares plain identities (ENAS, ref-TF); every other op takes the mask into its last
+            # pass (``scale``: a BN's or a pool's)
+            if isinstance(module, nn.Identity):
+                h = x
             else:
-                h = module(x)
-            if out is None:
-                out = h if mask is None else h * mask
-            else:
-                out = out + h if mask is None else torch.addcmul(out, h, mask)
+                h = module(x, scale=ops.drop_path_mask(x, keep))
+            out = h if out is None else out + h
         return out
 
 

@@ -317,10 +317,11 @@ static Run tap_run(int64_t j, int64_t W, int64_t C) {
     return r;
 }
 
-/* Max pooling: y = the window's maximum (a NaN wins, as in PyTorch), and, when arg is given, the winning
- * tap (the first one on ties, as in PyTorch) for the backward pass. */
-void max_pool3(const float* restrict x, int64_t N, int64_t H, int64_t W, int64_t C, float* restrict y,
-               int32_t* restrict arg) {
+/* Max pooling: y = the window's maximum (a NaN wins, as in PyTorch), times sample n's factor rs[n] when rs
+ * is given (drop-path's mask), and, when arg is given, the winning tap (the first one on ties, as in
+ * PyTorch) for the backward pass. */
+void max_pool3(const float* restrict x, int64_t N, int64_t H, int64_t W, int64_t C, const float* restrict rs,
+               float* restrict y, int32_t* restrict arg) {
     int64_t row = W * C;
     #pragma omp parallel for schedule(static)
     for (int64_t nr = 0; nr < N * H; nr++) {
@@ -357,12 +358,18 @@ void max_pool3(const float* restrict x, int64_t N, int64_t H, int64_t W, int64_t
                 }
             }
         }
+        if (rs) {
+            float f = rs[n];
+            #pragma omp simd
+            for (int64_t e = 0; e < row; e++) yo[e] *= f;
+        }
     }
 }
 
-/* Input gradient of max_pool3: each input pixel gathers the gradient of the outputs whose winning tap it is. */
+/* Input gradient of max_pool3: each input pixel gathers the gradient of the outputs whose winning tap it is,
+ * times its sample's factor rs[n] (rs NULL: 1). */
 void max_pool3_backward(const float* restrict g, const int32_t* restrict arg, int64_t N, int64_t H, int64_t W,
-                        int64_t C, float* restrict gx) {
+                        int64_t C, const float* restrict rs, float* restrict gx) {
     int64_t row = W * C;
     #pragma omp parallel for schedule(static)
     for (int64_t nr = 0; nr < N * H; nr++) {
@@ -382,21 +389,27 @@ void max_pool3_backward(const float* restrict g, const int32_t* restrict arg, in
                 for (int64_t e = 0; e < r.len; e++) gis[e] += as[e] == t ? gs[e] : 0.f;
             }
         }
+        if (rs) {
+            float f = rs[n];
+            #pragma omp simd
+            for (int64_t e = 0; e < row; e++) gi[e] *= f;
+        }
     }
 }
 
-/* 1 / (number of window pixels inside the image) of every output in row oh, per channel. */
-static void inverse_counts(int64_t oh, int64_t H, int64_t W, int64_t C, float* out) {
+/* f / (number of window pixels inside the image) of every output in row oh, per channel. */
+static void inverse_counts(int64_t oh, int64_t H, int64_t W, int64_t C, float f, float* out) {
     int64_t rows = 3 - (oh == 0) - (oh == H - 1);
     for (int64_t ow = 0; ow < W; ow++) {
         int64_t cols = 3 - (ow == 0) - (ow == W - 1);
-        for (int64_t c = 0; c < C; c++) out[ow * C + c] = 1.f / (float)(rows * cols);
+        for (int64_t c = 0; c < C; c++) out[ow * C + c] = f / (float)(rows * cols);
     }
 }
 
-/* Average pooling over the window's pixels inside the image (padding not counted, as the spaces say).
- * Returns 0 on success. */
-int avg_pool3(const float* restrict x, int64_t N, int64_t H, int64_t W, int64_t C, float* restrict y) {
+/* Average pooling over the window's pixels inside the image (padding not counted, as the spaces say), times
+ * sample n's factor rs[n] when rs is given (drop-path's mask). Returns 0 on success. */
+int avg_pool3(const float* restrict x, int64_t N, int64_t H, int64_t W, int64_t C, const float* restrict rs,
+              float* restrict y) {
     int64_t row = W * C;
     int nt = omp_get_max_threads();
     float* inv = malloc((size_t)nt * row * sizeof(float));
@@ -420,7 +433,7 @@ int avg_pool3(const float* restrict x, int64_t N, int64_t H, int64_t W, int64_t 
                     for (int64_t e = 0; e < r.len; e++) ys[e] += xs[e];
                 }
             }
-            inverse_counts(oh, H, W, C, iv);
+            inverse_counts(oh, H, W, C, rs ? rs[n] : 1.f, iv);
             #pragma omp simd
             for (int64_t e = 0; e < row; e++) yo[e] *= iv[e];
         }
@@ -429,9 +442,10 @@ int avg_pool3(const float* restrict x, int64_t N, int64_t H, int64_t W, int64_t 
     return 0;
 }
 
-/* Input gradient of avg_pool3: each input pixel gathers grad / count of every output whose window holds it.
- * Returns 0 on success. */
-int avg_pool3_backward(const float* restrict g, int64_t N, int64_t H, int64_t W, int64_t C, float* restrict gx) {
+/* Input gradient of avg_pool3: each input pixel gathers grad * rs[n] / count of every output whose window
+ * holds it (rs NULL: 1). Returns 0 on success. */
+int avg_pool3_backward(const float* restrict g, int64_t N, int64_t H, int64_t W, int64_t C, const float* restrict rs,
+                       float* restrict gx) {
     int64_t row = W * C;
     int nt = omp_get_max_threads();
     float* buf = malloc((size_t)nt * 2 * row * sizeof(float));
@@ -449,7 +463,7 @@ int avg_pool3_backward(const float* restrict g, int64_t N, int64_t H, int64_t W,
                 int64_t oh = ih + 1 - i;
                 if (oh < 0 || oh >= H) continue;
                 const float* restrict go = g + (n * H + oh) * row;
-                inverse_counts(oh, H, W, C, iv);
+                inverse_counts(oh, H, W, C, rs ? rs[n] : 1.f, iv);
                 #pragma omp simd
                 for (int64_t e = 0; e < row; e++) scaled[e] = go[e] * iv[e];
                 for (int64_t j = 0; j < 3; j++) {

@@ -79,9 +79,9 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     for name, args in {"bn_forward": [p, p, p, ctypes.c_double, ctypes.c_int, p, i, i, i, p, p, p, p],
                        "bn_backward": [p, p, p, p, i, p, p, p, i, i, p, p, p],
                        "dw_weight_grad": [p, p, i, i, i, i, i, i, i, i, p],
-                       "avg_pool3": [p, i, i, i, i, p], "avg_pool3_backward": [p, i, i, i, i, p]}.items():
+                       "avg_pool3": [p, i, i, i, i, p, p], "avg_pool3_backward": [p, i, i, i, i, p, p]}.items():
         getattr(lib, name).argtypes, getattr(lib, name).restype = args, ctypes.c_int
-    for name, args in {"max_pool3": [p, i, i, i, i, p, p], "max_pool3_backward": [p, p, i, i, i, i, p],
+    for name, args in {"max_pool3": [p, i, i, i, i, p, p, p], "max_pool3_backward": [p, p, i, i, i, i, p, p],
                        "relu_cat": [p, i, i, i, p], "relu_cat_backward": [p, p, i, i, i, p]}.items():
         getattr(lib, name).argtypes, getattr(lib, name).restype = args, None
     return lib
@@ -152,6 +152,20 @@ def _check(status: int, what: str) -> None:
         raise MemoryError(f"nao-ws CPU kernel {what}: out of memory")
 
 
+def _factors(scale: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    """Drop-path's per-sample factors as the kernels take them: N contiguous float32 values on x's device."""
+    if scale is None:
+        return None
+    if scale.numel() != x.shape[0] or scale.dtype != torch.float32 or scale.device != x.device:
+        raise ValueError(f"scale must hold one float32 {x.device} factor per sample ({x.shape[0]}), got "
+                         f"{scale.numel()} {scale.dtype} on {scale.device}")
+    return scale.detach().contiguous()
+
+
+def _optional_ptr(t: torch.Tensor | None):
+    return None if t is None else _ptr(t)
+
+
 # -- batch norm with batch statistics --------------------------------------------------------------------------
 
 class _BatchNorm(torch.autograd.Function):
@@ -165,7 +179,7 @@ class _BatchNorm(torch.autograd.Function):
         y = torch.empty_like(x, memory_format=torch.channels_last)
         mean, var, invstd = (x.new_empty(c) for _ in range(3))
         w, b = weight.detach().contiguous(), bias.detach().contiguous()
-        _check(_load().bn_forward(_ptr(x), _ptr(w), _ptr(b), eps, int(relu), None if scale is None else _ptr(scale),
+        _check(_load().bn_forward(_ptr(x), _ptr(w), _ptr(b), eps, int(relu), _optional_ptr(scale),
                                   h * w_, x.numel() // c, c, _ptr(y), _ptr(mean), _ptr(var), _ptr(invstd)),
                "bn_forward")
         # with the ReLU, the output says where the gradient passes (the next op keeps it anyway: the
@@ -185,8 +199,8 @@ class _BatchNorm(torch.autograd.Function):
         n, c, h, w_ = x.shape
         grad_x = torch.empty_like(x, memory_format=torch.channels_last)
         grad_w, grad_b = x.new_empty(c), x.new_empty(c)
-        _check(_load().bn_backward(_ptr(grad), _ptr(x), None if gate is None else _ptr(gate),
-                                   None if scale is None else _ptr(scale), h * w_, _ptr(w), _ptr(mean), _ptr(invstd),
+        _check(_load().bn_backward(_ptr(grad), _ptr(x), _optional_ptr(gate), _optional_ptr(scale), h * w_, _ptr(w),
+                                   _ptr(mean), _ptr(invstd),
                                    x.numel() // c, c, _ptr(grad_x), _ptr(grad_w), _ptr(grad_b)),
                "bn_backward")
         return grad_x, grad_w, grad_b, None, None, None
@@ -197,12 +211,7 @@ def batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
     """Batch norm of ``x`` (``applies(x)`` must hold) with its batch statistics, then a ReLU if ``relu``, then
     times ``scale`` (non-negative float32 factors, one per sample, any shape with N elements; not
     differentiable): ``(y, mean, biased var)``."""
-    if scale is not None:
-        if scale.numel() != x.shape[0] or scale.dtype != torch.float32 or scale.device != x.device:
-            raise ValueError(f"scale must hold one float32 {x.device} factor per sample ({x.shape[0]}), got "
-                             f"{scale.numel()} {scale.dtype} on {scale.device}")
-        scale = scale.detach().contiguous()
-    return _BatchNorm.apply(x, weight, bias, eps, relu, scale)
+    return _BatchNorm.apply(x, weight, bias, eps, relu, _factors(scale, x))
 
 
 # -- depthwise convolution, stride 1 -----------------------------------------------------------------------------
@@ -252,54 +261,61 @@ def _like(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
 
 
 class _MaxPool3(torch.autograd.Function):
-    """3x3 max pooling at stride 1; the winning tap of every output is kept as an int32 (PyTorch: an int64
-    index), only when a gradient is needed."""
+    """3x3 max pooling at stride 1, times ``scale[n]`` for sample n if given (drop-path; not differentiable);
+    the winning tap of every output is kept as an int32 (PyTorch: an int64 index), only when a gradient is
+    needed."""
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx, x, scale):
         n, c, h, w = x.shape
         y = _like(x)
         arg = _like(x, torch.int32) if ctx.needs_input_grad[0] else None
-        _load().max_pool3(_ptr(x), n, h, w, c, _ptr(y), None if arg is None else _ptr(arg))
+        _load().max_pool3(_ptr(x), n, h, w, c, _optional_ptr(scale), _ptr(y), _optional_ptr(arg))
         if arg is not None:
-            ctx.save_for_backward(arg)
+            ctx.save_for_backward(arg, *([] if scale is None else [scale]))
             ctx.mark_non_differentiable(arg)
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        (arg,) = ctx.saved_tensors
+        arg, *scale = ctx.saved_tensors
         n, c, h, w = grad.shape
         grad = grad.contiguous(memory_format=torch.channels_last)
         grad_x = _like(grad)
-        _load().max_pool3_backward(_ptr(grad), _ptr(arg), n, h, w, c, _ptr(grad_x))
-        return grad_x
+        _load().max_pool3_backward(_ptr(grad), _ptr(arg), n, h, w, c, _ptr(scale[0]) if scale else None,
+                                   _ptr(grad_x))
+        return grad_x, None
 
 
 class _AvgPool3(torch.autograd.Function):
-    """3x3 average pooling at stride 1 over the pixels inside the image (``count_include_pad=False``)."""
+    """3x3 average pooling at stride 1 over the pixels inside the image (``count_include_pad=False``), times
+    ``scale[n]`` for sample n if given (drop-path; not differentiable)."""
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx, x, scale):
         n, c, h, w = x.shape
         y = _like(x)
-        _check(_load().avg_pool3(_ptr(x), n, h, w, c, _ptr(y)), "avg_pool3")
+        _check(_load().avg_pool3(_ptr(x), n, h, w, c, _optional_ptr(scale), _ptr(y)), "avg_pool3")
+        ctx.save_for_backward(*([] if scale is None else [scale]))
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
+        scale = ctx.saved_tensors
         n, c, h, w = grad.shape
         grad = grad.contiguous(memory_format=torch.channels_last)
         grad_x = _like(grad)
-        _check(_load().avg_pool3_backward(_ptr(grad), n, h, w, c, _ptr(grad_x)), "avg_pool3_backward")
-        return grad_x
+        _check(_load().avg_pool3_backward(_ptr(grad), n, h, w, c, _ptr(scale[0]) if scale else None,
+                                          _ptr(grad_x)), "avg_pool3_backward")
+        return grad_x, None
 
 
-def pool3(x: torch.Tensor, kind: str) -> torch.Tensor:
-    """3x3 ``kind`` ("max" or "avg") pooling, stride 1, padding 1; ``applies(x)`` must hold."""
-    return (_MaxPool3 if kind == "max" else _AvgPool3).apply(x)
+def pool3(x: torch.Tensor, kind: str, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """3x3 ``kind`` ("max" or "avg") pooling, stride 1, padding 1, then times ``scale`` (non-negative float32
+    factors, one per sample; not differentiable) if given; ``applies(x)`` must hold."""
+    return (_MaxPool3 if kind == "max" else _AvgPool3).apply(x, _factors(scale, x))
 
 
 # -- ReLU of a concatenation -------------------------------------------------------------------------------------

@@ -6,16 +6,18 @@ not (``track_running_stats=False``), so it always normalises with the statistics
 scoring an architecture can never change a buffer (SPEC 3.1, 6).
 
 Ops that start with a ReLU (``relu_first = True``) leave it to their caller, which computes the ReLU of
-a state once however many ops read it: their input is the ReLU'd state.
+a state once however many ops read it: their input is the ReLU'd state. Every op but the identity takes
+``op(x, scale=mask)``, drop-path's per-sample factors (:func:`drop_path_mask`, None for none), and
+multiplies its output by them in its last pass (a BN's or a pool's), not in a pass of its own.
 
 Convolutions over a cell output take the output as a concatenation of equal *pieces* (the cell's loose
 ends, SPEC 1.1) and hold one weight block per piece (:class:`PieceConv`). A final network holds blocks for
 its architecture's loose ends; the supernet holds a block for every state that can be a loose end and uses
 those of the sampled architecture. Both compute a plain convolution over the concatenation.
 
-On CPU, batch norm with batch statistics, the weight gradient of the 5x5 depthwise convolutions and the 3x3
-pools at stride 1 run through ``cpu_kernels`` (:class:`BatchNorm2d`, :class:`DepthwiseConv2d`,
-:class:`Pool`); elsewhere they are PyTorch's.
+On CPU, batch norm with batch statistics, the weight gradient of the 5x5 depthwise convolutions, the 3x3
+pools at stride 1 and the ReLU of a cell's output run through ``cpu_kernels`` (:class:`BatchNorm2d`,
+:class:`DepthwiseConv2d`, :class:`Pool`, :func:`relu_cat`); elsewhere they are PyTorch's.
 """
 from __future__ import annotations
 
@@ -91,8 +93,6 @@ class BatchNormTail(nn.Sequential):
     """An ``nn.Sequential`` ending in a :class:`BatchNorm2d`: ``forward(x, scale)`` hands drop-path's per-sample
     factors to that BN, which fuses the multiply."""
 
-    takes_scale = True
-
     def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         *body, bn = self
         for module in body:
@@ -164,7 +164,9 @@ class FactorizedConv(FusedReLUSequential):
 class Pool(nn.Module):
     """Max or average kxk pooling that keeps (stride 1) or halves (stride 2) the size; average pooling
     excludes the padding (SPEC 1.1). An even kernel at stride 1 pads one row and column at the bottom
-    right (pooling with padding 1 and dropping the first output row and column)."""
+    right (pooling with padding 1 and dropping the first output row and column). ``forward(x, scale)`` also
+    multiplies sample n of the output by ``scale[n]`` (drop-path's mask), fused into ``cpu_kernels``' 3x3
+    pools."""
 
     def __init__(self, kind: str, kernel: int, stride: int):
         super().__init__()
@@ -172,14 +174,16 @@ class Pool(nn.Module):
         self.padding = 1 if kernel % 2 == 0 and stride == 1 else (kernel - 1) // 2
         self.crop = kernel % 2 == 0 and stride == 1
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel == 3 and self.stride == 1 and cpu_kernels.applies(x):
-            return cpu_kernels.pool3(x, self.kind)
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        if (self.kernel == 3 and self.stride == 1 and cpu_kernels.applies(x)
+                and (scale is None or scale.dtype == x.dtype)):
+            return cpu_kernels.pool3(x, self.kind, scale)
         if self.kind == "max":
             y = F.max_pool2d(x, self.kernel, self.stride, self.padding)
         else:
             y = F.avg_pool2d(x, self.kernel, self.stride, self.padding, count_include_pad=False)
-        return y[:, :, 1:, 1:] if self.crop else y
+        y = y[:, :, 1:, 1:] if self.crop else y
+        return y if scale is None else y * scale
 
 
 class PieceConv(nn.Module):
@@ -222,9 +226,9 @@ class FactorizedReduce(nn.Module):
         self.conv_b = PieceConv(piece_channels, pieces, out_channels // 2)
         self.bn = batch_norm(out_channels, track_stats)
 
-    takes_scale = True  # see BatchNormTail
-
     def forward(self, x: torch.Tensor, which: Sequence[int] = (0,), scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``scale``: drop-path's per-sample factors, multiplied in by the BN (when it is the identity op of a
+        reduction cell)."""
         if x.shape[2] % 2 or x.shape[3] % 2:
             raise ValueError(f"factorized reduce needs an even height and width, got {tuple(x.shape[2:])}")
         weight = torch.cat([F.pad(self.conv_a.weight(which), (0, 1, 0, 1)),  # tap (0, 0): pixels (2i, 2j)

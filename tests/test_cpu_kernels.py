@@ -205,24 +205,28 @@ def test_the_switch_turns_them_off(monkeypatch):
     assert not cpu_kernels.available()
 
 
+@pytest.mark.parametrize("scaled", [False, True])
 @pytest.mark.parametrize("kind", ["max", "avg"])
 @pytest.mark.parametrize("shape", [(2, 20, 7, 9), (3, 5, 8, 8), (1, 3, 1, 2), (2, 4, 2, 1)])
-def test_3x3_pools_match_pytorch(kind, shape):
+def test_3x3_pools_match_pytorch(kind, shape, scaled):
+    """Also with drop-path's per-sample factors multiplied in."""
     # integers: many ties, which max pooling must break as PyTorch does (the first maximum wins)
     x = channels_last(*shape).mul(2).round().requires_grad_()
+    factors = drop_path_factors(shape[0]) if scaled else None
     pool = ops.Pool(kind, 3, 1)
-    y = pool(x)
+    y = pool(x, factors)
     assert y.grad_fn.name().startswith("_MaxPool3" if kind == "max" else "_AvgPool3")
     grad = channels_last(*y.shape, seed=3)
     got = torch.autograd.grad(y, x, grad)[0]
     x64 = x.detach().double().requires_grad_()
     ref = F.max_pool2d(x64, 3, 1, 1) if kind == "max" else F.avg_pool2d(x64, 3, 1, 1, count_include_pad=False)
+    ref = ref * factors.double() if scaled else ref
     want = torch.autograd.grad(ref, x64, grad.double())[0]
     assert y.shape == ref.shape and y.is_contiguous(memory_format=torch.channels_last)
     assert close(y, ref, 1e-6)
     assert close(got, want, 1e-6)
     with torch.no_grad():  # the inference path (no winning taps kept)
-        assert close(pool(x), ref, 1e-6)
+        assert close(pool(x, factors), ref, 1e-6)
 
 
 def test_max_pool_keeps_nan_and_all_minus_infinity_windows_like_pytorch():
@@ -240,8 +244,11 @@ def test_max_pool_keeps_nan_and_all_minus_infinity_windows_like_pytorch():
 
 def test_other_pools_use_pytorch():
     x = channels_last(2, 4, 6, 6).requires_grad_()
+    factors = drop_path_factors(2)
     for kind, kernel, stride in [("max", 3, 2), ("avg", 3, 2), ("max", 2, 1), ("avg", 5, 1)]:
-        assert not ops.Pool(kind, kernel, stride)(x).grad_fn.name().startswith(("_MaxPool3", "_AvgPool3"))
+        pool = ops.Pool(kind, kernel, stride)
+        assert not pool(x).grad_fn.name().startswith(("_MaxPool3", "_AvgPool3"))
+        assert torch.equal(pool(x, factors), pool(x) * factors)
 
 
 @pytest.mark.parametrize("pieces, shape", [(2, (3, 20, 5, 4)), (5, (2, 7, 3, 3))])
