@@ -19,6 +19,26 @@
 #define ROW_BLOCK 32
 #define FOLD_BLOCKS 32 /* blocks summed in float before being added to the double accumulators */
 
+/* Vectors of LANES floats (GCC/Clang vector extensions: the compiler maps them onto the CPU's SIMD registers) */
+#define LANES 16
+typedef float vec __attribute__((vector_size(LANES * sizeof(float))));
+typedef float uvec __attribute__((vector_size(LANES * sizeof(float)), aligned(4)));  /* unaligned access */
+typedef int32_t ivec __attribute__((vector_size(LANES * sizeof(int32_t))));
+
+/* Where the per-channel values repeat every few vectors (C = 20, 40, 80: a period of P = lcm(C, LANES) = 80
+ * floats, V = 5 vectors, R = 4 rows), the batch-norm passes keep them, and the sums, in registers: the only
+ * memory traffic left is the feature maps themselves. Wider periods take the row-block path. */
+#define MAX_PERIOD_VECS 8
+#define FOLD_PERIODS 64 /* periods summed in float registers before being added to the double sums */
+
+static int64_t period_floats(int64_t C) {
+    int64_t a = C, b = LANES;
+    while (b) { int64_t t = a % b; a = b; b = t; }
+    return C / a * LANES;
+}
+
+static inline vec masked(vec v, vec gate) { return (vec)((ivec)v & (gate > (vec){0})); }  /* v where gate > 0 */
+
 /* ROW_BLOCK copies of the C values v (zeros when v is NULL), appended to out. */
 static void tile(const float* v, int64_t C, float* out) {
     for (int64_t r = 0; r < ROW_BLOCK; r++)
@@ -48,6 +68,83 @@ static int block_factor(const float* rs, int64_t hw, int64_t blk, int64_t n, int
     return 1;
 }
 
+/* channel_sums' period path for periods [per0, per1) of P floats (V vectors, R rows): adds the sums per
+ * position of a period to d1, d2 (P doubles each). tps, tqs: the shifts tiled to a period. */
+static inline __attribute__((always_inline)) void period_sums(
+        const float* restrict p, const float* restrict q, const float* restrict gate, const float* restrict rs,
+        int64_t hw, int64_t R, int64_t P, const float* restrict tps, const float* restrict tqs, int64_t per0,
+        int64_t per1, const int V, double* restrict d1, double* restrict d2) {
+    vec sp[V], sq[V], a1[V], a2[V];
+    for (int v = 0; v < V; v++) {
+        sp[v] = *(const uvec*)(tps + v * LANES); sq[v] = *(const uvec*)(tqs + v * LANES);
+        a1[v] = (vec){0}; a2[v] = (vec){0};
+    }
+    int pending = 0;
+    for (int64_t per = per0; per < per1; per++) {
+        const float* restrict pp = p + per * P;
+        const float* restrict qq = q + per * P;
+        float f = rs ? rs[per * R / hw] : 1.f;
+        for (int v = 0; v < V; v++) {
+            vec pv = *(const uvec*)(pp + v * LANES);
+            if (gate) pv = masked(pv, *(const uvec*)(gate + per * P + v * LANES));
+            vec d = pv * f - sp[v];
+            a1[v] += d;
+            a2[v] += d * (*(const uvec*)(qq + v * LANES) - sq[v]);
+        }
+        if (++pending == FOLD_PERIODS || per == per1 - 1) {
+            for (int v = 0; v < V; v++)
+                for (int l = 0; l < LANES; l++) { d1[v * LANES + l] += a1[v][l]; d2[v * LANES + l] += a2[v][l]; }
+            for (int v = 0; v < V; v++) { a1[v] = (vec){0}; a2[v] = (vec){0}; }
+            pending = 0;
+        }
+    }
+}
+
+/* channel_sums through period_sums where the period is short (and no period straddles two samples):
+ * returns 0 when done, 1 on allocation failure, -1 when the caller must take the row-block path. */
+static int channel_sums_by_period(const float* restrict p, const float* restrict ps, const float* restrict q,
+                                  const float* restrict qs, const float* restrict gate, const float* restrict rs,
+                                  int64_t hw, int64_t M, int64_t C, double* restrict s1, double* restrict s2) {
+    int64_t P = period_floats(C), V = P / LANES, R = P / C;
+    if (V > MAX_PERIOD_VECS || (rs && hw % R)) return -1;
+    int nt = omp_get_max_threads();
+    int64_t periods = M / R;
+    double* d = calloc((size_t)nt * 2 * P, sizeof(double));
+    float* tiles = malloc((size_t)2 * P * sizeof(float));
+    if (!d || !tiles) { free(d); free(tiles); return 1; }
+    for (int64_t k = 0; k < P; k++) { tiles[k] = ps ? ps[k % C] : 0.f; tiles[P + k] = qs ? qs[k % C] : 0.f; }
+    #pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), n = omp_get_num_threads();
+        int64_t per0 = periods * t / n, per1 = periods * (t + 1) / n;
+        double* d1 = d + (size_t)t * 2 * P;
+        double* d2 = d1 + P;
+        switch (V) {  /* a constant V: the sums are registers */
+            case 1: period_sums(p, q, gate, rs, hw, R, P, tiles, tiles + P, per0, per1, 1, d1, d2); break;
+            case 2: period_sums(p, q, gate, rs, hw, R, P, tiles, tiles + P, per0, per1, 2, d1, d2); break;
+            case 3: period_sums(p, q, gate, rs, hw, R, P, tiles, tiles + P, per0, per1, 3, d1, d2); break;
+            case 4: period_sums(p, q, gate, rs, hw, R, P, tiles, tiles + P, per0, per1, 4, d1, d2); break;
+            case 5: period_sums(p, q, gate, rs, hw, R, P, tiles, tiles + P, per0, per1, 5, d1, d2); break;
+            case 6: period_sums(p, q, gate, rs, hw, R, P, tiles, tiles + P, per0, per1, 6, d1, d2); break;
+            case 7: period_sums(p, q, gate, rs, hw, R, P, tiles, tiles + P, per0, per1, 7, d1, d2); break;
+            default: period_sums(p, q, gate, rs, hw, R, P, tiles, tiles + P, per0, per1, 8, d1, d2); break;
+        }
+    }
+    for (int64_t r = periods * R; r < M; r++)  /* the rows after the last whole period */
+        for (int64_t c = 0; c < C; c++) {
+            int64_t e = r * C + c, k = (r - periods * R) * C + c;
+            float pe = gate && !(gate[e] > 0.f) ? 0.f : p[e];
+            float dd = pe * (rs ? rs[r / hw] : 1.f) - tiles[k];
+            d[k] += dd;
+            d[P + k] += dd * (q[e] - tiles[P + k]);
+        }
+    for (int64_t c = 0; c < C; c++) { s1[c] = 0; s2[c] = 0; }
+    for (int t = 0; t < nt; t++)
+        for (int64_t k = 0; k < P; k++) { s1[k % C] += d[(size_t)t * 2 * P + k]; s2[k % C] += d[(size_t)t * 2 * P + P + k]; }
+    free(d); free(tiles);
+    return 0;
+}
+
 /* Per-channel sums over all rows of s1 = p' - ps and s2 = (p' - ps) * (q - qs), in double (ps, qs: a value
  * per channel, NULL for 0), where p' = p, or 0 where a gate is given and not positive, times the row's
  * sample factor rs (hw rows per sample; rs NULL: 1). For the batch statistics p = q = x and ps = qs = the
@@ -57,6 +154,8 @@ static int block_factor(const float* rs, int64_t hw, int64_t blk, int64_t n, int
 static int channel_sums(const float* restrict p, const float* restrict ps, const float* restrict q,
                         const float* restrict qs, const float* restrict gate, const float* restrict rs,
                         int64_t hw, int64_t M, int64_t C, double* restrict s1, double* restrict s2) {
+    int by_period = channel_sums_by_period(p, ps, q, qs, gate, rs, hw, M, C, s1, s2);
+    if (by_period >= 0) return by_period;
     int nt = omp_get_max_threads();
     int64_t L = ROW_BLOCK * C, blocks = (M + ROW_BLOCK - 1) / ROW_BLOCK;
     double* acc = calloc((size_t)nt * 2 * C, sizeof(double));
@@ -123,6 +222,35 @@ static int channel_sums(const float* restrict p, const float* restrict ps, const
     return 0;
 }
 
+/* channel_affine's period path for periods [per0, per1) (see period_sums); ta, tb, td: a, b, d tiled to a
+ * period. */
+static inline __attribute__((always_inline)) void period_affine(
+        const float* restrict p, const float* restrict q, const float* restrict gate, const float* restrict rs,
+        int64_t hw, int64_t R, int64_t P, const float* restrict ta, const float* restrict tb,
+        const float* restrict td, int relu, int64_t per0, int64_t per1, const int V, float* restrict out) {
+    vec a[V], b[V], d[V];
+    for (int v = 0; v < V; v++) {
+        a[v] = *(const uvec*)(ta + v * LANES); b[v] = *(const uvec*)(tb + v * LANES);
+        d[v] = *(const uvec*)(td + v * LANES);
+    }
+    for (int64_t per = per0; per < per1; per++) {
+        float f = rs ? rs[per * R / hw] : 1.f;
+        for (int v = 0; v < V; v++) {
+            int64_t e = per * P + v * LANES;
+            vec pv = *(const uvec*)(p + e), o;
+            if (q) {
+                if (gate) pv = masked(pv, *(const uvec*)(gate + e));
+                o = a[v] * f * pv + b[v] * *(const uvec*)(q + e) + d[v];
+            } else {
+                o = a[v] * pv + d[v];
+                if (relu) o = masked(o, o);
+                o *= f;
+            }
+            *(uvec*)(out + e) = o;
+        }
+    }
+}
+
 /* Forward (q NULL): out = f * (a * p + d), then max(0, .) with relu. Backward (q given): out = a * f * p' +
  * b * q + d with p' = p where the gate is positive or there is no gate, else 0. a, b, d: per channel; f: the
  * row's sample factor rs (hw rows per sample; rs NULL: 1). The batch-norm normalisation and its input
@@ -130,6 +258,44 @@ static int channel_sums(const float* restrict p, const float* restrict ps, const
 static int channel_affine(const float* restrict p, const float* restrict q, const float* restrict gate,
                           const float* restrict rs, int64_t hw, const float* a, const float* b, const float* d,
                           int relu, int64_t M, int64_t C, float* restrict out) {
+    int64_t P = period_floats(C), V = P / LANES, R = P / C;
+    if (V <= MAX_PERIOD_VECS && !(rs && hw % R)) {
+        float* tiles = malloc((size_t)3 * P * sizeof(float));
+        if (!tiles) return 1;
+        for (int64_t k = 0; k < P; k++) {
+            tiles[k] = a[k % C]; tiles[P + k] = b ? b[k % C] : 0.f; tiles[2 * P + k] = d[k % C];
+        }
+        int64_t periods = M / R;
+        #pragma omp parallel
+        {
+            int t = omp_get_thread_num(), n = omp_get_num_threads();
+            int64_t per0 = periods * t / n, per1 = periods * (t + 1) / n;
+            const float *ta = tiles, *tb = tiles + P, *td = tiles + 2 * P;
+            switch (V) {  /* a constant V: the per-channel values are registers */
+                case 1: period_affine(p, q, gate, rs, hw, R, P, ta, tb, td, relu, per0, per1, 1, out); break;
+                case 2: period_affine(p, q, gate, rs, hw, R, P, ta, tb, td, relu, per0, per1, 2, out); break;
+                case 3: period_affine(p, q, gate, rs, hw, R, P, ta, tb, td, relu, per0, per1, 3, out); break;
+                case 4: period_affine(p, q, gate, rs, hw, R, P, ta, tb, td, relu, per0, per1, 4, out); break;
+                case 5: period_affine(p, q, gate, rs, hw, R, P, ta, tb, td, relu, per0, per1, 5, out); break;
+                case 6: period_affine(p, q, gate, rs, hw, R, P, ta, tb, td, relu, per0, per1, 6, out); break;
+                case 7: period_affine(p, q, gate, rs, hw, R, P, ta, tb, td, relu, per0, per1, 7, out); break;
+                default: period_affine(p, q, gate, rs, hw, R, P, ta, tb, td, relu, per0, per1, 8, out); break;
+            }
+        }
+        for (int64_t e = periods * P; e < M * C; e++) {  /* the rows after the last whole period */
+            int64_t k = e - periods * P;
+            float f = rs ? rs[e / C / hw] : 1.f;
+            if (q) {
+                float pe = gate && !(gate[e] > 0.f) ? 0.f : p[e];
+                out[e] = tiles[k] * f * pe + tiles[P + k] * q[e] + tiles[2 * P + k];
+            } else {
+                float v = tiles[k] * p[e] + tiles[2 * P + k];
+                out[e] = f * (relu && !(v > 0.f) ? 0.f : v);
+            }
+        }
+        free(tiles);
+        return 0;
+    }
     int64_t L = ROW_BLOCK * C, blocks = (M + ROW_BLOCK - 1) / ROW_BLOCK;
     float* buf = malloc((size_t)3 * L * sizeof(float));
     if (!buf) return 1;
@@ -232,10 +398,7 @@ int bn_backward(const float* g, const float* x, const float* y, const float* rs,
  * a whole number of vectors) that stay in the core's cache. For one vector of a row and one tap row i,
  * the K sums stay in registers while the strip's rows stream past (strip_taps); the columns and the
  * threads are summed at the end. Returns 0 on success, 2 for another K. */
-#define LANES 16
 #define STRIP_ROWS 32  /* output rows per strip: several images when they are small */
-typedef float vec __attribute__((vector_size(LANES * sizeof(float))));
-typedef float uvec __attribute__((vector_size(LANES * sizeof(float)), aligned(4)));  /* unaligned access */
 
 /* A[i*K+j][q] += the sum over the strip's output rows r (B images of Ho rows) of
  * xp[image of r, row oh + i][q + j*C] * gp[r][q]; xp: Hp padded rows of Lx floats per image, gp: rows of Lg. */

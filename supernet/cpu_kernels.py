@@ -1,7 +1,7 @@
 """Faster CPU paths for batch norm (batch statistics), the depthwise-conv weight gradient and 3x3 pools.
 
 Why: on CPU, channels-last, at the supernet's sizes (20-80 channels), PyTorch's batch norm makes several
-slow passes (forward and backward of a 64 x 20 x 32 x 32 map: about 10 ms on 2 cores, against 1.9 ms here,
+slow passes (forward and backward of a 64 x 20 x 32 x 32 map: about 8 ms on 2 cores, against 1.1 ms here,
 which also fuses the ReLU that follows a sep-conv's first BN and drop-path's per-sample mask); oneDNN has no
 fast kernel for the weight gradient of a 5x5 depthwise conv (4.7 ms against 0.9 ms); PyTorch's 3x3 pooling
 writes an int64 index per max-pool output and zero-fills and scatters in the backward pass (here: an int32
