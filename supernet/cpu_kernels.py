@@ -1,17 +1,19 @@
-"""Faster CPU paths for batch norm (batch statistics), the depthwise-conv weight gradient and 3x3 pools.
+"""Faster CPU paths for batch norm (batch statistics), the depthwise-conv weight gradient, 3x3 pools and
+the ReLU of a cell's concatenated output.
 
 Why: on CPU, channels-last, at the supernet's sizes (20-80 channels), PyTorch's batch norm makes several
 slow passes (forward and backward of a 64 x 20 x 32 x 32 map: about 8 ms on 2 cores, against 1.1 ms here,
 which also fuses the ReLU that follows a sep-conv's first BN and drop-path's per-sample mask); oneDNN has no
 fast kernel for the weight gradient of a 5x5 depthwise conv (4.7 ms against 0.9 ms); PyTorch's 3x3 pooling
 writes an int64 index per max-pool output and zero-fills and scatters in the backward pass (here: an int32
-tap, only when a gradient is needed, and gathers).
+tap, only when a gradient is needed, and gathers); a cell's output was a concatenation, a ReLU pass and, in the
+backward pass, a copy of every piece's gradient slice (here: one pass each way).
 
 How: ``cpu_kernels.c`` is compiled with the system C compiler on first use (about a second) into a cache
 folder and loaded with ctypes: no build step at install time, nothing for CUDA. Where the kernels cannot be
 built (no compiler, no OpenMP, not glibc) or ``NAO_WS_CPU_KERNELS=0`` is set, every op runs PyTorch's own
 kernels, with identical results up to float rounding (tested). ``ops.BatchNorm2d``,
-``ops.DepthwiseConv2d`` and ``ops.Pool`` pick the path per call (:func:`applies`);
+``ops.DepthwiseConv2d``, ``ops.Pool`` and ``ops.relu_cat`` pick the path per call (:func:`applies`);
 ``python -m benchmarks.cnn_supernet --compare-kernels`` measures what they bring.
 """
 from __future__ import annotations
