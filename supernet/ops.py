@@ -58,7 +58,7 @@ class BatchNorm2d(nn.BatchNorm2d):
                 and (scale is None or scale.dtype == x.dtype)):
             y = super().forward(x)
             y = F.relu(y, inplace=True) if self.relu else y
-            return y if scale is None else y * scale
+            return y if scale is None else y * scale.view(-1, 1, 1, 1)
         y, mean, var = cpu_kernels.batch_norm(x, self.weight, self.bias, self.eps, self.relu, scale)
         if self.training and self.track_running_stats:
             with torch.no_grad():
@@ -183,7 +183,7 @@ class Pool(nn.Module):
         else:
             y = F.avg_pool2d(x, self.kernel, self.stride, self.padding, count_include_pad=False)
         y = y[:, :, 1:, 1:] if self.crop else y
-        return y if scale is None else y * scale
+        return y if scale is None else y * scale.view(-1, 1, 1, 1)
 
 
 class PieceConv(nn.Module):
