@@ -140,7 +140,10 @@ static int channel_sums_by_period(const float* restrict p, const float* restrict
         }
     for (int64_t c = 0; c < C; c++) { s1[c] = 0; s2[c] = 0; }
     for (int t = 0; t < nt; t++)
-        for (int64_t k = 0; k < P; k++) { s1[k % C] += d[(size_t)t * 2 * P + k]; s2[k % C] += d[(size_t)t * 2 * P + P + k]; }
+        for (int64_t k = 0; k < P; k++) {
+            s1[k % C] += d[(size_t)t * 2 * P + k];
+            s2[k % C] += d[(size_t)t * 2 * P + P + k];
+        }
     free(d); free(tiles);
     return 0;
 }

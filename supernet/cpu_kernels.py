@@ -186,24 +186,22 @@ class _BatchNorm(torch.autograd.Function):
                "bn_forward")
         # with the ReLU, the output says where the gradient passes (the next op keeps it anyway: the
         # depthwise conv after a SepConv's first BN saves its input)
-        ctx.relu, ctx.scaled = relu, scale is not None
-        ctx.save_for_backward(x, w, mean, invstd, *([y] if relu else []), *([scale] if ctx.scaled else []))
+        ctx.relu, ctx.scale = relu, scale  # the mask: a detached input, never modified
+        ctx.save_for_backward(x, w, mean, invstd, *([y] if relu else []))
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad, _grad_mean, _grad_var):
-        x, w, mean, invstd, *rest = ctx.saved_tensors
-        gate = rest.pop(0) if ctx.relu else None
-        scale = rest.pop(0) if ctx.scaled else None
+        x, w, mean, invstd, *gate = ctx.saved_tensors
         grad = grad.contiguous(memory_format=torch.channels_last)
         n, c, h, w_ = x.shape
         grad_x = torch.empty_like(x, memory_format=torch.channels_last)
         grad_w, grad_b = x.new_empty(c), x.new_empty(c)
-        _check(_load().bn_backward(_ptr(grad), _ptr(x), _optional_ptr(gate), _optional_ptr(scale), h * w_, _ptr(w),
-                                   _ptr(mean), _ptr(invstd),
-                                   x.numel() // c, c, _ptr(grad_x), _ptr(grad_w), _ptr(grad_b)),
+        _check(_load().bn_backward(_ptr(grad), _ptr(x), _ptr(gate[0]) if gate else None, _optional_ptr(ctx.scale),
+                                   h * w_, _ptr(w), _ptr(mean), _ptr(invstd), x.numel() // c, c, _ptr(grad_x),
+                                   _ptr(grad_w), _ptr(grad_b)),
                "bn_backward")
         return grad_x, grad_w, grad_b, None, None, None
 
@@ -252,7 +250,8 @@ def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, padding: int) -> torch
     """Depthwise square-kernel convolution (3x3, 5x5 or 7x7) at stride 1 with ``0 <= padding < kernel``;
     ``applies(x)``."""
     if weight.shape[-1] not in (3, 5, 7):
-        raise ValueError(f"the depthwise kernel's weight gradient takes 3x3, 5x5 or 7x7 kernels, got {weight.shape[-1]}")
+        raise ValueError("the depthwise kernel's weight gradient takes 3x3, 5x5 or 7x7 kernels, "
+                         f"got {weight.shape[-1]}")
     return _DepthwiseConv.apply(x, weight, padding)
 
 
@@ -273,20 +272,20 @@ class _MaxPool3(torch.autograd.Function):
         y = _like(x)
         arg = _like(x, torch.int32) if ctx.needs_input_grad[0] else None
         _load().max_pool3(_ptr(x), n, h, w, c, _optional_ptr(scale), _ptr(y), _optional_ptr(arg))
+        ctx.scale = scale  # the mask: a detached input, never modified
         if arg is not None:
-            ctx.save_for_backward(arg, *([] if scale is None else [scale]))
+            ctx.save_for_backward(arg)
             ctx.mark_non_differentiable(arg)
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        arg, *scale = ctx.saved_tensors
+        (arg,) = ctx.saved_tensors
         n, c, h, w = grad.shape
         grad = grad.contiguous(memory_format=torch.channels_last)
         grad_x = _like(grad)
-        _load().max_pool3_backward(_ptr(grad), _ptr(arg), n, h, w, c, _ptr(scale[0]) if scale else None,
-                                   _ptr(grad_x))
+        _load().max_pool3_backward(_ptr(grad), _ptr(arg), n, h, w, c, _optional_ptr(ctx.scale), _ptr(grad_x))
         return grad_x, None
 
 
@@ -299,18 +298,17 @@ class _AvgPool3(torch.autograd.Function):
         n, c, h, w = x.shape
         y = _like(x)
         _check(_load().avg_pool3(_ptr(x), n, h, w, c, _optional_ptr(scale), _ptr(y)), "avg_pool3")
-        ctx.save_for_backward(*([] if scale is None else [scale]))
+        ctx.scale = scale  # the mask: a detached input, never modified
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        scale = ctx.saved_tensors
         n, c, h, w = grad.shape
         grad = grad.contiguous(memory_format=torch.channels_last)
         grad_x = _like(grad)
-        _check(_load().avg_pool3_backward(_ptr(grad), n, h, w, c, _ptr(scale[0]) if scale else None,
-                                          _ptr(grad_x)), "avg_pool3_backward")
+        _check(_load().avg_pool3_backward(_ptr(grad), n, h, w, c, _optional_ptr(ctx.scale), _ptr(grad_x)),
+               "avg_pool3_backward")
         return grad_x, None
 
 
