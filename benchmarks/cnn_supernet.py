@@ -6,16 +6,11 @@ Prints one JSON line per figure and configuration:
   score_archs_per_s       `score` with inherited weights, one fixed 500-image batch for every architecture
   supernet_over_static    time of a supernet step / a step of the same architecture built as a final network
                           of the same size (target <= 1.10)
-  keep_freed_memory_speedup  (--compare-allocator) scoring and training speed with
-                          `nao_ws.allocator.keep_freed_memory` over glibc's defaults, alternating subprocesses
-  cpu_kernels_speedup     (--compare-kernels) scoring and training speed with `supernet.cpu_kernels` over
-                          PyTorch's own CPU kernels, alternating rounds in one process
 Configurations (SPEC 3.1): ref-pt = N 3, C 20, batch 64, drop-path keep 0.9; paper = N 2, C 20, batch 160,
 aux head 0.4, head dropout keep 0.9. For comparison, the authors' code on a 2-core machine of this class:
 37-41 images/s training and about 0.11 architectures/s scoring at ref-pt (target: at least twice both).
 
-    python -m benchmarks.cnn_supernet [--quick] [--device auto] [--threads N] [--data FILE.npz]
-                                      [--allocator keep|default] [--compare-allocator] [--compare-kernels]
+    python -m benchmarks.cnn_supernet [--quick] [--device auto] [--threads N] [--data FILE.npz] [--config NAME]
 """
 from __future__ import annotations
 
@@ -24,17 +19,14 @@ import json
 import os
 import resource
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from nao_ws.allocator import keep_freed_memory
 from nao_ws.datasets import ImageBatches, fixed_batches, load_images
 from nao_ws.runs import resolve_device
-from supernet import cnn, cpu_kernels
+from supernet import cnn
 from supernet.nets import NASNetwork
 from supernet.spaces import get_space
 from benchmarks.timing import timed
@@ -65,7 +57,7 @@ def _sgd(model: torch.nn.Module, c: dict) -> torch.optim.SGD:
 # against none after 30 steps, which made a cold 20-step window ~10% slower than the steps after it. A
 # search runs tens of thousands of steps. The timed window's page faults per step are reported.
 WARMUP_STEPS = 30
-QUICK_WARMUP_STEPS = 3  # --quick, and each arm of --compare-kernels (alternating arms share the growth)
+QUICK_WARMUP_STEPS = 3  # --quick
 
 
 def _minor_faults() -> int:
@@ -120,59 +112,6 @@ def bench_config(name: str, c: dict, data, device: torch.device, sizes: tuple, a
           flush=True)
 
 
-def compare_kernels(data, device: torch.device, quick: bool, seed: int, common: dict) -> None:
-    """Training and scoring at ref-PT's configuration with and without ``cpu_kernels``, alternating rounds
-    (and their order) in one process so that load changes hit both alike."""
-    c = CONFIGS["ref-pt"]
-    rounds, steps, archs = (2, 2, 1) if quick else (4, 6, 2)
-    rng = np.random.default_rng(seed)
-    pool = [get_space("cnn-ws").sample(rng) for _ in range(2 * rounds * (steps + archs) + 2 * QUICK_WARMUP_STEPS)]
-    supernet = cnn.Supernet("cnn-ws", c["layers"], c["channels"], data.num_classes,
-                            drop_path_keep=c["drop_path_keep"]).to(device)
-    optimizer = _sgd(supernet, c)
-    batches = _forever(ImageBatches(data.train, c["batch_size"], data.mean, data.std, train=True, device=device,
-                                    generator_seed=seed))
-    dev = fixed_batches(data.valid, SCORE_IMAGES, data.mean, data.std, device, limit=SCORE_IMAGES)
-    archs_left = iter(pool)
-    for on in (True, False):
-        with cpu_kernels.enabled(on):
-            for _ in range(QUICK_WARMUP_STEPS):
-                cnn.train_step(supernet, optimizer, *next(batches), next(archs_left), progress=0.5)
-    train = {True: [], False: []}
-    score = {True: [], False: []}
-    for r in range(rounds):
-        for on in (True, False) if r % 2 == 0 else (False, True):
-            with cpu_kernels.enabled(on):
-                batch_archs = [next(archs_left) for _ in range(steps)]
-                train[on].append(steps * c["batch_size"] / timed(lambda: [
-                    cnn.train_step(supernet, optimizer, *next(batches), a, progress=0.5) for a in batch_archs], device))
-                scored = [next(archs_left) for _ in range(archs)]
-                score[on].append(archs / timed(lambda: cnn.score(supernet, scored, dev), device))
-    for metric, figures in (("train_images_per_s", train), ("score_archs_per_s", score)):
-        print(json.dumps({"metric": "cpu_kernels_speedup", "of": metric,
-                          "value": statistics.mean(figures[True]) / statistics.mean(figures[False]),
-                          "kernels": figures[True], "pytorch": figures[False], "config": "ref-pt", **common}),
-              flush=True)
-
-
-def compare_allocator(args) -> None:
-    """The ref-PT figures in fresh processes, alternating the two allocator settings (glibc's setting is
-    process-wide and cannot be undone, hence the subprocesses)."""
-    figures = {"keep": [], "default": []}
-    for _ in range(2):
-        for allocator in figures:
-            cmd = [sys.executable, "-m", "benchmarks.cnn_supernet", "--config", "ref-pt", "--allocator", allocator,
-                   "--data", args.data, "--device", args.device, "--seed", str(args.seed)]
-            cmd += ["--threads", str(args.threads)] if args.threads else []
-            cmd += ["--quick"] if args.quick else []
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            figures[allocator].append({line["metric"]: line["value"] for line in map(json.loads, out.splitlines())})
-    for metric in ("train_images_per_s", "score_archs_per_s"):
-        keep, default = ([f[metric] for f in figures[a]] for a in ("keep", "default"))
-        print(json.dumps({"metric": "keep_freed_memory_speedup", "of": metric, "value": sum(keep) / sum(default),
-                          "keep": keep, "default": default, "config": "ref-pt", "quick": args.quick}), flush=True)
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="npz of CIFAR-10 images (its last 500 score)")
@@ -182,15 +121,7 @@ def main(argv=None) -> None:
     ap.add_argument("--config", choices=sorted(CONFIGS), action="append", help="default: both")
     ap.add_argument("--quick", action="store_true", help="a few steps only")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--allocator", choices=("keep", "default"), default="keep",
-                    help="keep: nao_ws.allocator.keep_freed_memory, as the CLI does; default: glibc's settings")
-    ap.add_argument("--compare-allocator", action="store_true", help="only the keep_freed_memory_speedup figures")
-    ap.add_argument("--compare-kernels", action="store_true", help="only the cpu_kernels_speedup figures")
     args = ap.parse_args(argv)
-    if args.compare_allocator:
-        compare_allocator(args)
-        return
-    kept = args.allocator == "keep" and keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     # training steps, scored archs, static-comparison repeats, warm-up steps
@@ -199,11 +130,7 @@ def main(argv=None) -> None:
     torch.manual_seed(args.seed)
     data = load_images("cifar10", purpose="search", npz_path=args.data, dev_size=SCORE_IMAGES)
     common = {"device": str(device), "threads": torch.get_num_threads(), "amp": args.amp and device.type == "cuda",
-              "load_avg_1min": os.getloadavg()[0], "quick": args.quick, "keep_freed_memory": kept,
-              "cpu_kernels": device.type == "cpu" and cpu_kernels.available()}
-    if args.compare_kernels:
-        compare_kernels(data, device, args.quick, args.seed, common)
-        return
+              "load_avg_1min": os.getloadavg()[0], "quick": args.quick}
     for name in args.config or sorted(CONFIGS, reverse=True):
         bench_config(name, CONFIGS[name], data, device, sizes, args.amp, args.seed, common)
 

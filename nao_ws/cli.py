@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .allocator import keep_freed_memory
 from .errors import USER_ERRORS, NaoWsError
 
 TASK_CHOICES = ("cifar10", "cifar10-sample", "cifar100", "ptb", "wikitext2")
@@ -33,7 +32,6 @@ def cli():
 
 def main(argv=None):
     """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
-    keep_freed_memory()
     try:
         cli.main(args=argv, standalone_mode=False, prog_name="nao-ws")
     except click.exceptions.Abort:

@@ -27,7 +27,6 @@ from controller import config as ctrl_config
 from controller.generate import generate
 from controller.model import NAO
 from controller.train import export_state, fit, load_state, make_optimizer
-from supernet import cpu_kernels
 from supernet.spaces import get_space, parse_arch
 
 from . import plot
@@ -379,9 +378,7 @@ def run(cfg: SearchConfig, run_dir: RunDir, resume: bool = False, progress: bool
         run_dir.log(f"resumed at epoch {search.state.epoch}, phase {search.state.phase}")
     else:
         search.initial_pool()
-        kernels = cpu_kernels.describe(search.device) if cfg.task in IMAGE_TASKS else ""
-        run_dir.log(f"started: {cfg.task}, {cfg.space}, strategy {cfg.strategy}, on {search.device}"
-                    + (f" with {kernels}" if kernels else ""))
+        run_dir.log(f"started: {cfg.task}, {cfg.space}, strategy {cfg.strategy}, on {search.device}")
         search.checkpoint()
     try:
         with monitor.bar(total=cfg.epochs, desc="search", initial=search.state.epoch, leave=True) as bar:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from supernet import cpu_kernels
 from supernet.cnn import autocast, train_step
 from supernet.nets import REFERENCE_CELLS, NASNetwork, parameter_count
 from supernet.spaces import CnnArch, format_arch, parse_arch
@@ -238,10 +237,8 @@ def train(cfg: Config, run: RunDir, monitor: Monitor, resume: bool) -> dict:
         monitor.drop_events_from(trainer.epoch + 1)  # TensorBoard steps are epochs
         run.log(f"resumed after epoch {trainer.epoch}")
     else:
-        kernels = cpu_kernels.describe(device)
         run.log(f"training {format_arch(arch)} ({arch.space}), N={cfg.layers}, F={cfg.channels}, "
-                f"{parameter_count(trainer.model) / 1e6:.2f}M params, on {device}"
-                + (f" with {kernels}" if kernels else ""))
+                f"{parameter_count(trainer.model) / 1e6:.2f}M params, on {device}")
     if cfg.amp and device.type != "cuda":
         monitor.write(f"note: --amp applies on CUDA only; ignored on {device.type}")
     while trainer.epoch < cfg.epochs:

@@ -106,12 +106,10 @@ class Node(nn.Module):
                 x = relus[i]
             else:
                 x = states[i]
-            # drop-path spares plain identities (ENAS, ref-TF); every other op takes the mask into its last
-            # pass (``scale``: a BN's or a pool's)
-            if isinstance(module, nn.Identity):
-                h = x
-            else:
-                h = module(x, scale=ops.drop_path_mask(x, keep))
+            h = module(x)
+            if not isinstance(module, nn.Identity):  # drop-path spares plain identities (ENAS, ref-TF)
+                mask = ops.drop_path_mask(h, keep)
+                h = h if mask is None else h * mask
             out = h if out is None else out + h
         return out
 
@@ -133,10 +131,8 @@ class Cell(nn.Module):
             {str(i): ops.FactorizedReduce(channels, channels, track_stats)
              for i in choices.loose if reduction and i < CELL_INPUTS})
 
-    def forward(self, r0, which0, r1, which1, cell: tuple, loose: Sequence[int], keep: float,
-                relu: bool = False) -> torch.Tensor:
-        """``r0``, ``r1``: the ReLU'd outputs of the previous two cells, made of the pieces ``which0``/``which1``.
-        Returns the cell's output, or its ReLU if ``relu`` (one pass, see ``ops.relu_cat``)."""
+    def forward(self, r0, which0, r1, which1, cell: tuple, loose: Sequence[int], keep: float) -> torch.Tensor:
+        """``r0``, ``r1``: the ReLU'd outputs of the previous two cells, made of the pieces ``which0``/``which1``."""
         states = [self.calib0(r0, which0), self.calib1(r1, which1)]
         relus = {}
         names = self.op_names
@@ -144,8 +140,6 @@ class Cell(nn.Module):
             states.append(node(states, relus, ((in1, names[op1]), (in2, names[op2])), keep))
         out = [self.loose_reduce[str(i)](states[i]) if self.reduction and i < CELL_INPUTS else states[i]
                for i in loose]
-        if relu:
-            return ops.relu_cat(out)
         return out[0] if len(out) == 1 else torch.cat(out, 1)
 
 
@@ -172,9 +166,8 @@ class CellNetwork(nn.Module):
         self.reduction_cells = (layers, 2 * layers + 1)  # ref-PT's pool_layers (SPEC 3.1)
         self.aux_index = self.reduction_cells[-1]  # aux head after the second reduction (SPEC 5.1)
         stem_channels = STEM_MULTIPLIER * channels
-        # every reader of the stem's output starts with a ReLU: it is part of the BN
         self.stem = nn.Sequential(nn.Conv2d(3, stem_channels, 3, padding=1, bias=False),
-                                  ops.batch_norm(stem_channels, track_stats, relu=True))
+                                  ops.batch_norm(stem_channels, track_stats))
         outputs = [(stem_channels, STEM_PIECES), (stem_channels, STEM_PIECES)]  # (piece channels, pieces)
         prev_reduction = False
         self.cells = nn.ModuleList()
@@ -205,9 +198,8 @@ class CellNetwork(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         cells = (arch.normal, arch.reduce)
         loose = (self.space.loose_ends(arch.normal), self.space.loose_ends(arch.reduce))
-        # every reader of a cell output but the classifier starts with a ReLU: it is computed once, by the
-        # stem's BN and the cells (``relu=True``)
-        r = self.stem(x)
+        # every reader of a cell output but the classifier starts with a ReLU: it is computed once, here
+        r = F.relu(self.stem(x))
         (r0, w0), (r1, w1) = (r, STEM_PIECES), (r, STEM_PIECES)
         aux = None
         n = len(self.cells)
@@ -216,12 +208,12 @@ class CellNetwork(nn.Module):
             keep = 1.0
             if self.training and self.drop_path_keep < 1.0:
                 keep = ops.drop_path_keep(self.drop_path_keep, k, n, progress)
-            is_last = k == n - 1  # the classifier reads the last output as it is
-            out = cell(r0, w0, r1, w1, cells[red], loose[red], keep, relu=not is_last)
-            (r0, w0), (r1, w1) = (r1, w1), (out, loose[red])
+            out = cell(r0, w0, r1, w1, cells[red], loose[red], keep)
+            if k == n - 1:
+                return self.classifier(out, loose[red]), aux  # the classifier reads the output as it is
+            (r0, w0), (r1, w1) = (r1, w1), (F.relu(out), loose[red])
             if k == self.aux_index and self.aux_head is not None and self.training:
                 aux = self.aux_head(r1, loose[red])
-        return self.classifier(out, w1), aux
 
 
 class Supernet(CellNetwork):

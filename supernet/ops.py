@@ -1,23 +1,17 @@
 """Every op of the two CNN spaces (SPEC 1.1, 1.2), shared by the supernet (``cnn.py``) and the final
-networks (``nets.py``), plus input calibration, the heads and scheduled drop-path.
+networks (``nets.py``), plus input calibration, the heads and scheduled drop-path. Plain PyTorch modules.
 
 ``track_stats`` picks the BatchNorm flavour: final networks keep running statistics; the supernet does
 not (``track_running_stats=False``), so it always normalises with the statistics of the batch at hand and
 scoring an architecture can never change a buffer (SPEC 3.1, 6).
 
 Ops that start with a ReLU (``relu_first = True``) leave it to their caller, which computes the ReLU of
-a state once however many ops read it: their input is the ReLU'd state. Every op but the identity takes
-``op(x, scale=mask)``, drop-path's per-sample factors (:func:`drop_path_mask`, None for none), and
-multiplies its output by them in its last pass (a BN's or a pool's), not in a pass of its own.
+a state once however many ops read it: their input is the ReLU'd state.
 
 Convolutions over a cell output take the output as a concatenation of equal *pieces* (the cell's loose
 ends, SPEC 1.1) and hold one weight block per piece (:class:`PieceConv`). A final network holds blocks for
 its architecture's loose ends; the supernet holds a block for every state that can be a loose end and uses
 those of the sampled architecture. Both compute a plain convolution over the concatenation.
-
-On CPU, batch norm with batch statistics, the weight gradient of the 5x5 depthwise convolutions, the 3x3
-pools at stride 1 and the ReLU of a cell's output run through ``cpu_kernels`` (:class:`BatchNorm2d`,
-:class:`DepthwiseConv2d`, :class:`Pool`, :func:`relu_cat`); elsewhere they are PyTorch's.
 """
 from __future__ import annotations
 
@@ -27,116 +21,37 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import cpu_kernels
-
 BN_EPS = 1e-5  # PyTorch default, as in ref-PT (SPEC 3.1)
 AUX_HIDDEN = 128  # auxiliary head: 1x1 conv to 128, 2x2 conv to 768 (NASNet / ref-PT, SPEC 5.1)
 AUX_FEATURES = 768  # SPEC 5.1
 
 
-# cpu_kernels' weight gradient beats oneDNN's at 5x5 (64x20x32x32: 0.9 against 4.7 ms); at 3x3 oneDNN's is faster
-FAST_DEPTHWISE_KERNELS = (5, 7)
+def batch_norm(channels: int, track_stats: bool) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=BN_EPS, affine=True, track_running_stats=track_stats)
 
 
-class BatchNorm2d(nn.BatchNorm2d):
-    """``nn.BatchNorm2d``, followed by a ReLU if ``relu``, whose batch-statistics path (training, or no running
-    statistics) uses ``cpu_kernels`` on CPU channels-last input (the ReLU fused in), running statistics
-    updated as PyTorch does. ``forward(x, scale)`` also multiplies sample n of the output by ``scale[n]``
-    (drop-path's mask, :func:`drop_path_mask`), fused into the kernels' output pass and gradient."""
-
-    def __init__(self, channels: int, *args, relu: bool = False, **kwargs):
-        super().__init__(channels, *args, **kwargs)
-        self.relu = relu
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + (", relu=True" if self.relu else "")
-
-    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-        batch_stats = self.training or not self.track_running_stats
-        n = x.numel() // x.shape[1] if x.dim() == 4 else 0
-        if not (batch_stats and self.affine and n > 1 and cpu_kernels.applies(x)
-                and (scale is None or scale.dtype == x.dtype)):
-            y = super().forward(x)
-            y = F.relu(y, inplace=True) if self.relu else y
-            return y if scale is None else y * scale.view(-1, 1, 1, 1)
-        y, mean, var = cpu_kernels.batch_norm(x, self.weight, self.bias, self.eps, self.relu, scale)
-        if self.training and self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                self.running_mean.lerp_(mean, factor)
-                self.running_var.lerp_(var * (n / (n - 1)), factor)  # unbiased, as PyTorch keeps it
-        return y
-
-
-class DepthwiseConv2d(nn.Conv2d):
-    """A k x k depthwise convolution, "same" padding; at stride 1 and k = 5 or 7 its weight gradient comes from
-    ``cpu_kernels`` on CPU channels-last input."""
-
-    def __init__(self, channels: int, kernel: int, stride: int):
-        super().__init__(channels, channels, kernel, stride, kernel // 2, groups=channels, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.stride == (1, 1) and self.kernel_size[0] in FAST_DEPTHWISE_KERNELS and torch.is_grad_enabled()
-                and self.weight.requires_grad and cpu_kernels.applies(x)):
-            return cpu_kernels.depthwise_conv(x, self.weight, self.padding[0])
-        return super().forward(x)
-
-
-def batch_norm(channels: int, track_stats: bool, relu: bool = False) -> nn.BatchNorm2d:
-    return BatchNorm2d(channels, eps=BN_EPS, affine=True, track_running_stats=track_stats, relu=relu)
+def depthwise_conv(channels: int, kernel: int, stride: int) -> nn.Conv2d:
+    """A kxk depthwise convolution with "same" padding."""
+    return nn.Conv2d(channels, channels, kernel, stride, kernel // 2, groups=channels, bias=False)
 
 
 # -- the ops of the two spaces --------------------------------------------------------------------------------
 
-class BatchNormTail(nn.Sequential):
-    """An ``nn.Sequential`` ending in a :class:`BatchNorm2d`: ``forward(x, scale)`` hands drop-path's per-sample
-    factors to that BN, which fuses the multiply."""
-
-    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-        *body, bn = self
-        for module in body:
-            x = module(x)
-        return bn(x, scale)
-
-
-class FusedReLUSequential(BatchNormTail):
-    """A :class:`BatchNormTail` whose ReLU after an inner BN is part of that BN (``batch_norm(relu=True)``).
-    Checkpoints written while the ReLU was a module of its own (index ``relu_index``, no parameters) name the
-    later modules one index higher: loading renames them."""
-
-    relu_index: int
-
-    def __init__(self, *modules: nn.Module):
-        super().__init__(*modules)
-        self._register_load_state_dict_pre_hook(self._rename_old_layout)
-
-    def _rename_old_layout(self, state_dict, prefix, *args):
-        old_last = f"{prefix}{len(self)}."  # one module past the end: only the old layout has it
-        if not any(key.startswith(old_last) for key in state_dict):
-            return
-        for key in [k for k in state_dict if k.startswith(prefix)]:
-            index, _, rest = key[len(prefix):].partition(".")
-            if index.isdigit() and int(index) > self.relu_index:
-                state_dict[f"{prefix}{int(index) - 1}.{rest}"] = state_dict.pop(key)
-
-
-class SepConv(FusedReLUSequential):
+class SepConv(nn.Sequential):
     """Twice (ReLU, depthwise kxk, pointwise 1x1, BN); only the first depthwise conv strides (SPEC 1.1).
-    The first ReLU is the caller's (``relu_first``), the second is part of the first BN."""
+    The first ReLU is the caller's (``relu_first``)."""
 
     relu_first = True
-    relu_index = 3
 
     def __init__(self, channels: int, kernel: int, stride: int, track_stats: bool):
         super().__init__(
-            DepthwiseConv2d(channels, kernel, stride), nn.Conv2d(channels, channels, 1, bias=False),
-            batch_norm(channels, track_stats, relu=True),
-            DepthwiseConv2d(channels, kernel, 1), nn.Conv2d(channels, channels, 1, bias=False),
+            depthwise_conv(channels, kernel, stride), nn.Conv2d(channels, channels, 1, bias=False),
+            batch_norm(channels, track_stats), nn.ReLU(inplace=True),
+            depthwise_conv(channels, kernel, 1), nn.Conv2d(channels, channels, 1, bias=False),
             batch_norm(channels, track_stats))
 
 
-class ReLUConvBN(BatchNormTail):
+class ReLUConvBN(nn.Sequential):
     """(ReLU,) kxk conv, BN: the 11-op space's conv 1x1 and conv 3x3 (SPEC 1.2)."""
 
     relu_first = True
@@ -146,17 +61,16 @@ class ReLUConvBN(BatchNormTail):
                          batch_norm(channels, track_stats))
 
 
-class FactorizedConv(FusedReLUSequential):
-    """(ReLU,) 1xk conv, BN + ReLU, kx1 conv, BN (conv 1x3+3x1 and 1x7+7x1, SPEC 1.2; ref-PT's ``Conv``)."""
+class FactorizedConv(nn.Sequential):
+    """(ReLU,) 1xk conv, BN, ReLU, kx1 conv, BN (conv 1x3+3x1 and 1x7+7x1, SPEC 1.2; ref-PT's ``Conv``)."""
 
     relu_first = True
-    relu_index = 2
 
     def __init__(self, channels: int, kernel: int, stride: int, track_stats: bool):
         pad = kernel // 2
         super().__init__(
             nn.Conv2d(channels, channels, (1, kernel), (1, stride), (0, pad), bias=False),
-            batch_norm(channels, track_stats, relu=True),
+            batch_norm(channels, track_stats), nn.ReLU(inplace=True),
             nn.Conv2d(channels, channels, (kernel, 1), (stride, 1), (pad, 0), bias=False),
             batch_norm(channels, track_stats))
 
@@ -164,9 +78,7 @@ class FactorizedConv(FusedReLUSequential):
 class Pool(nn.Module):
     """Max or average kxk pooling that keeps (stride 1) or halves (stride 2) the size; average pooling
     excludes the padding (SPEC 1.1). An even kernel at stride 1 pads one row and column at the bottom
-    right (pooling with padding 1 and dropping the first output row and column). ``forward(x, scale)`` also
-    multiplies sample n of the output by ``scale[n]`` (drop-path's mask), fused into ``cpu_kernels``' 3x3
-    pools."""
+    right (pooling with padding 1 and dropping the first output row and column)."""
 
     def __init__(self, kind: str, kernel: int, stride: int):
         super().__init__()
@@ -174,16 +86,12 @@ class Pool(nn.Module):
         self.padding = 1 if kernel % 2 == 0 and stride == 1 else (kernel - 1) // 2
         self.crop = kernel % 2 == 0 and stride == 1
 
-    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-        if (self.kernel == 3 and self.stride == 1 and cpu_kernels.applies(x)
-                and (scale is None or scale.dtype == x.dtype)):
-            return cpu_kernels.pool3(x, self.kind, scale)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "max":
             y = F.max_pool2d(x, self.kernel, self.stride, self.padding)
         else:
             y = F.avg_pool2d(x, self.kernel, self.stride, self.padding, count_include_pad=False)
-        y = y[:, :, 1:, 1:] if self.crop else y
-        return y if scale is None else y * scale.view(-1, 1, 1, 1)
+        return y[:, :, 1:, 1:] if self.crop else y
 
 
 class PieceConv(nn.Module):
@@ -215,8 +123,7 @@ class FactorizedReduce(nn.Module):
 
     Both convs run as one 2x2 stride-2 convolution whose kernel is conv_a's weights at tap (0, 0) and
     conv_b's at tap (1, 1), zeros elsewhere: the same output without slicing the input for the offset grid
-    or concatenating the halves. On CPU that halves the time of a forward and backward pass (64x40x32x32 to
-    40 channels: 7.3 against 15.7 ms, 2 threads)."""
+    or concatenating the halves."""
 
     def __init__(self, piece_channels: int, out_channels: int, track_stats: bool, pieces: Sequence[int] = (0,)):
         super().__init__()
@@ -226,24 +133,12 @@ class FactorizedReduce(nn.Module):
         self.conv_b = PieceConv(piece_channels, pieces, out_channels // 2)
         self.bn = batch_norm(out_channels, track_stats)
 
-    def forward(self, x: torch.Tensor, which: Sequence[int] = (0,), scale: torch.Tensor | None = None) -> torch.Tensor:
-        """``scale``: drop-path's per-sample factors, multiplied in by the BN (when it is the identity op of a
-        reduction cell)."""
+    def forward(self, x: torch.Tensor, which: Sequence[int] = (0,)) -> torch.Tensor:
         if x.shape[2] % 2 or x.shape[3] % 2:
             raise ValueError(f"factorized reduce needs an even height and width, got {tuple(x.shape[2:])}")
         weight = torch.cat([F.pad(self.conv_a.weight(which), (0, 1, 0, 1)),  # tap (0, 0): pixels (2i, 2j)
                             F.pad(self.conv_b.weight(which), (1, 0, 1, 0))])  # tap (1, 1): pixels (2i+1, 2j+1)
-        return self.bn(F.conv2d(x, weight, None, 2), scale)
-
-
-def relu_cat(pieces: Sequence[torch.Tensor]) -> torch.Tensor:
-    """ReLU of the concatenation of equally shaped maps along the channels (a cell's output as the next cells
-    read it): one pass each way through ``cpu_kernels`` on CPU, a concatenation and a ReLU elsewhere."""
-    if len(pieces) == 1:
-        return F.relu(pieces[0])
-    if all(p.shape == pieces[0].shape and cpu_kernels.applies(p) for p in pieces):
-        return cpu_kernels.relu_cat(pieces)
-    return F.relu(torch.cat(list(pieces), 1))
+        return self.bn(F.conv2d(x, weight, None, 2))
 
 
 OpFactory = Callable[[int, int, bool], nn.Module]  # (channels, stride, track_stats) -> op

@@ -121,36 +121,6 @@ def test_checkpoints_of_other_models_are_refused(tmp_path, capsys):
         train_cnn.evaluate({"kind": "train-rnn", "config": vars(cfg)}, "cpu", None)
 
 
-def old_layout(state: dict) -> dict:
-    """``state`` as written while sep-convs and factorized convs held their middle ReLU as a module: the
-    modules after it one index higher."""
-    renamed = {}
-    for key, value in state.items():
-        for op, relu_index in (("sep_conv_", 3), ("conv_1x", 2)):
-            head, sep, tail = key.partition(f".{op}")
-            if sep:
-                name, index, rest = tail.split(".", 2)
-                if int(index) > relu_index:
-                    key = f"{head}.{op}{name}.{int(index) + 1}.{rest}"
-        renamed[key] = value
-    return renamed
-
-
-@pytest.mark.parametrize("text, space", [(NAONET_A, "cnn"), (NAONET_B, "cnn-ws")])  # factorized, sep-convs
-def test_checkpoints_of_the_layout_before_the_fused_relu_still_load(text, space):
-    from supernet.nets import NASNetwork
-
-    arch = parse_arch(text, space)
-    torch.manual_seed(0)
-    written = NASNetwork(arch, 1, 8).state_dict()
-    old = old_layout(written)
-    assert old.keys() != written.keys()
-    model = NASNetwork(arch, 1, 8)
-    model.load_state_dict(old)
-    for name, value in model.state_dict().items():
-        assert torch.equal(value, written[name]), name
-
-
 def test_a_checkpoint_of_another_architecture_is_a_one_line_error():
     from nao_ws.errors import NaoWsError
     from nao_ws.runs import load_model_state
