@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import rnn_tensor
 from .spaces import RnnArch, get_space
 
 INIT_RANGE = 0.04  # uniform init of every weight (SPEC 3.2)
@@ -111,6 +112,7 @@ class RnnCell(nn.Module):
     """
 
     arch: RnnArch | None = None  # the one architecture a fixed cell computes
+    step = "tensor"  # "tensor": supernet.rnn_tensor, depth by depth (default); "per-node": `per_node`
 
     def __init__(self, emb_size: int, hidden_size: int):
         super().__init__()
@@ -131,20 +133,31 @@ class RnnCell(nn.Module):
 
     def forward(self, x: torch.Tensor, h: torch.Tensor, arch: RnnArch | None = None,
                 x_mask: torch.Tensor | None = None, h_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x [T, B, E], h [B, H] -> outputs [T, B, H]; masks [B, E] and [B, H] hold for all T steps."""
+        """x [T, B, E], h [B, H] -> outputs [T, B, H]; masks [B, E] and [B, H] hold for all T steps.
+
+        The cell runs in float32 under autocast too: its state accumulates over every time step."""
         arch = self.resolve(arch)
+        with torch.autocast(x.device.type, enabled=False):
+            if x_mask is not None:
+                x = x * x_mask
+            steps, batch = x.shape[:2]
+            x_proj = (x.reshape(steps * batch, -1) @ self.w0[: self.emb_size]).view(steps, batch, -1)
+            w0_h = self.w0[self.emb_size:]
+            if self.step == "tensor":
+                return rnn_tensor.cell_sequence(x_proj, h, w0_h, self.node_weight, h_mask, arch)
+            return self.per_node(x_proj, h, w0_h, h_mask, arch)
+
+    def per_node(self, x_proj: torch.Tensor, h: torch.Tensor, w0_h: torch.Tensor, h_mask: torch.Tensor | None,
+                 arch: RnnArch) -> torch.Tensor:
+        """The reference step: one time step and one group of nodes sharing a parent at a time."""
         groups, loose = cell_plan(arch)
         size = self.hidden_size
+        steps, batch = x_proj.shape[:2]
         # Once per sequence: each group's weights side by side, [c of every child | h of every child].
         group_w = []
         for g in groups:
             ws = [self.node_weight(k, g.parent, arch.nodes[k - 1][1]) for k in g.children]
             group_w.append(torch.cat([w[:, :size] for w in ws] + [w[:, size:] for w in ws], dim=1))
-        if x_mask is not None:
-            x = x * x_mask
-        steps, batch = x.shape[:2]
-        x_proj = (x.reshape(steps * batch, -1) @ self.w0[: self.emb_size]).view(steps, batch, -1)
-        w0_h = self.w0[self.emb_size:]
         act0 = ACTIVATIONS[arch.act0]
         outputs = []
         for t in range(steps):
