@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from supernet import cnn, rnn
+from supernet import cnn, optim, rnn
 
 from . import datasets, train_cnn, train_rnn
 from .config import resolve
@@ -34,15 +34,37 @@ def sgdr_lr(epoch: int, lr_max: float, lr_min: float, t0: int, t_mult: int) -> f
     return lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * (epoch - start) / period))
 
 
+SYNC_EVERY = 10  # training steps between the host's looks at their results (one transfer for all; ours)
+
+
 class _Steps:
-    """Counts finite and non-finite steps of an epoch; raises Diverged after too many in a row."""
+    """Counts finite and non-finite steps of an epoch; raises Diverged after too many in a row.
+
+    Results may be device tensors (``train_step(sync=False)``): they are read every ``SYNC_EVERY`` steps
+    and at the end, in one transfer, and judged in order, so the decision is the one a per-step check
+    would take, up to ``SYNC_EVERY - 1`` steps later (a rollback discards those steps with the rest)."""
 
     def __init__(self, max_nan_steps: int):
         self.max_nan_steps, self.run, self.skipped = max_nan_steps, 0, 0
         self.loss = self.acc = 0.0
         self.n = 0
+        self.pending: list[tuple] = []
 
-    def add(self, finite: bool, loss: float, acc: float = float("nan")) -> None:
+    def add(self, finite, loss, acc=float("nan")) -> None:
+        self.pending.append((finite, loss, acc))
+        if len(self.pending) >= SYNC_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        values = [v for record in self.pending for v in record]
+        tensors = [v for v in values if isinstance(v, torch.Tensor)]
+        read = iter(torch.stack([t.float() for t in tensors]).tolist() if tensors else [])
+        values = [next(read) if isinstance(v, torch.Tensor) else v for v in values]
+        self.pending = []
+        for i in range(0, len(values), 3):
+            self._judge(bool(values[i]), values[i + 1], values[i + 2])
+
+    def _judge(self, finite: bool, loss: float, acc: float) -> None:
         if not finite:
             self.skipped += 1
             self.run += 1
@@ -55,6 +77,7 @@ class _Steps:
         self.acc += acc
 
     def means(self) -> dict:
+        self.flush()
         n = max(self.n, 1)
         return {"loss": self.loss / n, "acc": self.acc / n, "nan_skipped": self.skipped}
 
@@ -73,8 +96,8 @@ class CnnSearch:
         self.model = cnn.Supernet(cfg.space, cfg.layers, cfg.channels, self.data.num_classes,
                                   aux=cfg.aux_weight > 0, drop_path_keep=cfg.drop_path_keep,
                                   head_keep=cfg.head_keep).to(device)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                         weight_decay=cfg.weight_decay)
+        self.optimizer = optim.sgd(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay)
 
     def train_epoch(self, epoch: int, pick: Callable, lr_scale: float, monitor: Monitor) -> dict:
         cfg = self.cfg
@@ -84,7 +107,7 @@ class CnnSearch:
         steps = _Steps(cfg.max_nan_steps)
         for x, y in monitor.bar(self.batches, total=len(self.batches), desc=f"epoch {epoch + 1}"):
             r = cnn.train_step(self.model, self.optimizer, x, y, pick(), aux_weight=cfg.aux_weight,
-                               grad_clip=cfg.grad_clip, progress=epoch / cfg.epochs, amp=cfg.amp)
+                               grad_clip=cfg.grad_clip, progress=epoch / cfg.epochs, amp=cfg.amp, sync=False)
             steps.add(r.finite, r.loss, r.acc)
         return {**steps.means(), "lr": lr}
 
@@ -141,7 +164,7 @@ class RnnSearch:
         steps = _Steps(cfg.max_nan_steps)
         for window in monitor.bar(self.stream, total=len(self.stream), desc=f"epoch {epoch + 1}"):
             r = rnn.train_step(self.model, self.optimizer, window, self.hidden, pick(), tar=cfg.tar,
-                               grad_clip=cfg.grad_clip)
+                               grad_clip=cfg.grad_clip, amp=cfg.amp, sync=False)
             self.hidden = r.hidden
             steps.add(r.finite, r.loss)
         means = steps.means()
@@ -153,7 +176,8 @@ class RnnSearch:
         with monitor.bar(total=len(archs), desc="scoring") as bar:
             for i in range(0, len(archs), SCORE_CHUNK):
                 chunk = archs[i:i + SCORE_CHUNK]
-                out += [{"score": -s["valid_loss"], **s} for s in rnn.score(self.model, chunk, self.windows)]
+                out += [{"score": -s["valid_loss"], **s}
+                        for s in rnn.score(self.model, chunk, self.windows, self.cfg.amp)]
                 bar.update(len(chunk))
         return out
 

@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import ops
+from . import ops, optim
 from .spaces import CELL_INPUTS, NUM_NODES, CnnArch, SpaceError, get_space
 
 STEM_MULTIPLIER = 3  # stem conv to 3C channels (SPEC 5.1, ref-PT)
@@ -245,11 +245,13 @@ class StepResult(NamedTuple):
 
 def train_step(model: CellNetwork, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                arch: CnnArch | None = None, *, aux_weight: float = 0.0, grad_clip: float = GRAD_CLIP,
-               progress: float = 1.0, amp: bool = False) -> StepResult:
+               progress: float = 1.0, amp: bool = False, sync: bool = True) -> StepResult:
     """One SGD step on a batch: cross-entropy (+ ``aux_weight`` x the aux head's), gradient-norm clip,
     update. ``arch``: the sampled architecture (supernet); None for a final network. Parameters off the
     sampled path get no gradient (None), so the optimiser leaves them, momentum included, untouched.
-    A non-finite loss or gradient skips the update and returns ``finite=False``."""
+    A non-finite loss or gradient skips the update and gives ``finite=False``; with a fused optimiser
+    (``optim.sgd``) that is decided on the device. ``sync=False`` returns the loss, accuracy and flag as
+    device tensors instead of numbers, so the step never waits for the device."""
     if not model.training:
         model.train()
     optimizer.zero_grad(set_to_none=True)
@@ -263,11 +265,10 @@ def train_step(model: CellNetwork, optimizer: torch.optim.Optimizer, x: torch.Te
     grad_norm = nn.utils.clip_grad_norm_(params, grad_clip)
     finite = torch.isfinite(total) & torch.isfinite(grad_norm)
     acc = (logits.argmax(1) == y).float().mean()
-    loss_v, acc_v, ok = torch.stack([loss.detach(), acc, finite.float()]).tolist()
-    if ok:
-        optimizer.step()
-    else:
-        optimizer.zero_grad(set_to_none=True)
+    optim.step_if_finite(optimizer, finite)
+    if not sync:
+        return StepResult(loss.detach(), acc, finite)
+    loss_v, acc_v, ok = optim.host_values(loss, acc, finite)
     return StepResult(loss_v, acc_v, bool(ok))
 
 

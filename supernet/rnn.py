@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import rnn_tensor
+from . import optim, rnn_tensor
 from .spaces import RnnArch, get_space
 
 INIT_RANGE = 0.04  # uniform init of every weight (SPEC 3.2)
@@ -293,9 +293,9 @@ def build_supernet(vocab_size: int, cfg: SupernetConfig = SupernetConfig()) -> R
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.SGD:
-    """Plain SGD (SPEC 3.2, 5.2). Weights the minibatch's architecture does not use get no gradient and
-    so no update, weight decay included."""
-    return torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay)
+    """Plain SGD (SPEC 3.2, 5.2), fused (`optim.sgd`). Weights the minibatch's architecture does not use get
+    no gradient and so no update, weight decay included."""
+    return optim.sgd(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
 class Window(NamedTuple):
@@ -364,27 +364,34 @@ class StepResult:
 
 
 def train_step(model: RnnModel, optimizer: torch.optim.Optimizer, window: Window, hidden: torch.Tensor,
-               arch: RnnArch | None = None, *, tar: float, grad_clip: float) -> StepResult:
+               arch: RnnArch | None = None, *, tar: float, grad_clip: float, amp: bool = False,
+               sync: bool = True) -> StepResult:
     """One SGD step on one window with one architecture: cross-entropy + TAR, clipped gradient norm, the lr
-    scaled by the window's length (SPEC 3.2, 5.2). A non-finite loss or gradient norm skips the update."""
+    scaled by the window's length (SPEC 3.2, 5.2). A non-finite loss or gradient norm skips the update, on
+    the device with a fused optimiser (`make_optimizer`). `amp`: bf16 autocast (the cell itself stays in
+    float32). `sync=False` returns the loss and the flag as device tensors, so the step never waits."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    logits, last, raw = model(window.inputs, hidden, arch)
-    ce = F.cross_entropy(logits.flatten(0, 1), window.targets.flatten())
+    with torch.autocast(window.inputs.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits, last, raw = model(window.inputs, hidden, arch)
+    ce = F.cross_entropy(logits.float().flatten(0, 1), window.targets.flatten())
     loss = ce + tar * (raw[1:] - raw[:-1]).pow(2).mean()
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    ce_value, loss_value, norm_value = torch.stack([ce.detach(), loss.detach(), grad_norm]).tolist()
-    if not all(map(math.isfinite, (loss_value, norm_value))):
-        optimizer.zero_grad(set_to_none=True)
-        return StepResult(ce_value if math.isfinite(loss_value) else loss_value, False, torch.zeros_like(last).detach())
+    loss_finite = torch.isfinite(loss.detach())
+    finite = loss_finite & torch.isfinite(grad_norm)
+    shown = torch.where(loss_finite, ce.detach(), loss.detach())
+    next_hidden = torch.where(finite, last.detach(), 0.0)
     base = [group["lr"] for group in optimizer.param_groups]
     for group in optimizer.param_groups:
         group["lr"] = group["lr"] * window.lr_scale
-    optimizer.step()
+    optim.step_if_finite(optimizer, finite)
     for group, lr in zip(optimizer.param_groups, base):
         group["lr"] = lr
-    return StepResult(ce_value, True, last.detach())
+    if not sync:
+        return StepResult(shown, finite, next_hidden)
+    shown_v, ok = optim.host_values(shown, finite)
+    return StepResult(shown_v, bool(ok), next_hidden)
 
 
 # -- scoring with inherited weights ------------------------------------------------------------------------
@@ -411,21 +418,23 @@ def score_windows(tokens: torch.Tensor, num_windows: int = SCORE_WINDOWS, bptt: 
     return ScoreWindows(grid[:-1], grid[burn_in + 1:], burn_in)
 
 
-def score(model: RnnModel, archs: Sequence[RnnArch], windows: ScoreWindows) -> list[dict]:
+def score(model: RnnModel, archs: Sequence[RnnArch], windows: ScoreWindows, amp: bool = False) -> list[dict]:
     """Validation loss and perplexity of each architecture with the model's current (inherited) weights.
 
     Every architecture reads the same windows from a zero hidden state, in inference mode, with no
-    dropout; the model's weights, mode and the random number generators are left as they were.
+    dropout; the model's weights, mode and the random number generators are left as they were. `amp`: bf16
+    autocast for the softmax (the cell stays in float32).
     """
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        device = windows.inputs.device.type
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
             hidden = model.init_hidden(windows.inputs.size(1))
             losses = []
             for arch in archs:
                 raw = model.cell_outputs(windows.inputs, hidden, arch)[windows.burn_in:]
-                losses.append(F.cross_entropy(model.decode(raw).flatten(0, 1), windows.targets.flatten()))
+                losses.append(F.cross_entropy(model.decode(raw).float().flatten(0, 1), windows.targets.flatten()))
             values = torch.stack(losses).tolist() if losses else []
     finally:
         model.train(was_training)

@@ -1,0 +1,95 @@
+"""Training steps that never wait for the device: the skip of a non-finite step is decided by fused SGD
+(supernet.optim), and the search loop reads step results in batches."""
+import numpy as np
+import pytest
+import torch
+
+from nao_ws import search_tasks
+from supernet import cnn, optim, rnn
+from supernet.spaces import get_space
+
+
+def test_fused_sgd_skips_a_non_finite_first_and_later_step_with_momentum():
+    p, q = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
+    opt = optim.sgd([p, q], lr=0.1, momentum=0.9, weight_decay=0.1)
+    p.grad = torch.full((3,), float("nan"))
+    optim.step_if_finite(opt, torch.tensor(False))  # a skipped first step leaves no garbage momentum
+    assert torch.equal(p, torch.ones(3)) and p.grad is None
+    p.grad = torch.ones(3)
+    optim.step_if_finite(opt, torch.tensor(True))
+    want = 1 - 0.1 * (1 + 0.1)  # buffer = g + wd p on the first real step, as torch's own SGD
+    torch.testing.assert_close(p.detach(), torch.full((3,), want))
+    buf = opt.state[p]["momentum_buffer"].clone()
+    assert torch.equal(q, torch.ones(2)) and "momentum_buffer" not in opt.state[q]  # no gradient: untouched
+    p.grad = torch.full((3,), float("inf"))
+    optim.step_if_finite(opt, torch.tensor(False))
+    torch.testing.assert_close(p.detach(), torch.full((3,), want))
+    assert torch.equal(opt.state[p]["momentum_buffer"], buf) and not hasattr(opt, "found_inf")
+
+
+def test_cnn_step_with_fused_sgd_skips_on_the_device_and_returns_tensors():
+    torch.manual_seed(0)
+    net = cnn.Supernet("cnn-ws", layers=1, channels=4)
+    arch = get_space("cnn-ws").sample(np.random.default_rng(0))
+    opt = optim.sgd(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    r = cnn.train_step(net, opt, x, y, arch, sync=False)
+    assert isinstance(r.loss, torch.Tensor) and bool(r.finite)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    bufs = {id(p): s["momentum_buffer"].clone() for p, s in opt.state.items()}
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    r = cnn.train_step(net, opt, bad, y, arch, sync=False)
+    assert not bool(r.finite)
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+    assert all(torch.equal(s["momentum_buffer"], bufs[id(p)]) for p, s in opt.state.items())
+
+
+def test_rnn_step_without_sync_gives_device_values():
+    torch.manual_seed(0)
+    model = rnn.build_lm(20, 8, 8, rnn.Dropouts())
+    opt = rnn.make_optimizer(model, 0.5, 1e-4)
+    data = torch.randint(0, 20, (9, 3))
+    arch = get_space("rnn").sample(np.random.default_rng(1))
+    window = rnn.Window(data[:-1], data[1:], 8 / 35)
+    r = rnn.train_step(model, opt, window, model.init_hidden(3), arch, tar=1e-3, grad_clip=10.0, sync=False)
+    assert isinstance(r.loss, torch.Tensor) and isinstance(r.finite, torch.Tensor) and bool(r.finite)
+    with torch.no_grad():
+        model.cell.w0[0, 0] = float("nan")
+    r = rnn.train_step(model, opt, window, r.hidden, arch, tar=1e-3, grad_clip=10.0, sync=False)
+    assert not bool(r.finite) and torch.equal(r.hidden, torch.zeros(3, 8))
+    assert torch.isnan(model.cell.w0[0, 0]) and torch.isfinite(model.cell.w0.flatten()[1:]).all()
+
+
+def test_amp_step_runs_the_cell_in_float32():
+    """bf16 autocast (run here on CPU) covers the softmax; the recurrent cell stays float32."""
+    torch.manual_seed(0)
+    model = rnn.build_lm(20, 8, 8, rnn.Dropouts())
+    opt = rnn.make_optimizer(model, 0.5, 1e-4)
+    data = torch.randint(0, 20, (9, 3))
+    arch = get_space("rnn").sample(np.random.default_rng(1))
+    window = rnn.Window(data[:-1], data[1:], 1.0)
+    r = rnn.train_step(model, opt, window, model.init_hidden(3), arch, tar=1e-3, grad_clip=10.0, amp=True)
+    assert r.finite and r.hidden.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, last, raw = model(data, model.init_hidden(3), arch)
+    assert logits.dtype == torch.bfloat16 and raw.dtype == torch.float32
+
+
+def test_steps_are_judged_in_order_in_batches(monkeypatch):
+    monkeypatch.setattr(search_tasks, "SYNC_EVERY", 4)
+    steps = search_tasks._Steps(max_nan_steps=2)
+    for _ in range(3):
+        steps.add(torch.tensor(True), torch.tensor(2.0), torch.tensor(0.5))
+    assert steps.n == 0  # not read yet
+    steps.add(False, float("nan"))  # the fourth step: a batch of four is read
+    assert (steps.n, steps.skipped, steps.run) == (3, 1, 1)
+    steps.add(torch.tensor(False), torch.tensor(float("nan")))
+    steps.add(torch.tensor(True), torch.tensor(4.0), torch.tensor(1.0))  # a finite step ends the run
+    assert steps.means() == pytest.approx({"loss": 2.5, "acc": 0.625, "nan_skipped": 2})
+    for _ in range(2):
+        steps.add(torch.tensor(False), torch.tensor(float("nan")))
+    steps.add(torch.tensor(False), torch.tensor(float("nan")))
+    with pytest.raises(search_tasks.Diverged, match="3 non-finite"):
+        steps.add(torch.tensor(True), torch.tensor(1.0))
+
