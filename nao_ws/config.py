@@ -145,3 +145,4 @@ class RunConfig:
     device: str = dataclasses.field(default="auto", metadata={"help": "auto | cpu | cuda[:N]"})
     seed: int = dataclasses.field(default=0, metadata={"help": "seeds Python, NumPy and torch"})
     deterministic: bool = dataclasses.field(default=False, metadata={"help": "deterministic kernels, single-threaded data"})
+    tf32: bool = dataclasses.field(default=False, metadata={"help": "TF32 matmuls and convolutions (CUDA only)"})

@@ -34,7 +34,7 @@ from .config import RunConfig, config_to_dict, option
 from .datasets import IMAGE_TASKS, TEXT_TASKS
 from .errors import NaoWsError
 from .monitor import Monitor
-from .runs import (RunDir, generator_state, resolve_device, rng_state, seed_everything, set_generator_state,
+from .runs import (RunDir, check_device, generator_state, rng_state, seed_everything, set_generator_state,
                    set_rng_state)
 from .search_tasks import Diverged, make_task
 
@@ -62,7 +62,7 @@ class SearchConfig(RunConfig):
     rerank_batch_size: int = option(128, "batch size of the re-ranking training")
     checkpoint_every: int = option(1, "supernet epochs between checkpoints (phase ends always checkpoint)")
     max_nan_steps: int = option(20, "consecutive non-finite losses before rolling back to the last checkpoint")
-    amp: bool = option(False, "bf16 autocast on CUDA")
+    amp: bool = option(False, "bf16 autocast (CUDA only; the RNN cell itself stays float32)")
     dataset: str = option("", "image data: '' = the task's own, cifar10-sample = the bundled real sample")
     data_file: str | None = option(None, "an .npz of CIFAR images (x, y) to search on instead (last 500 = dev)")
 
@@ -88,6 +88,7 @@ class CnnSearchConfig(SearchConfig):
     score_batch: int = option(500, "scoring batch size")  # SPEC 3.1 (ref-PT's 500-image batches)
     rerank_layers: int = option(3, "N of the re-ranking networks")  # SPEC 3.1 (ref-PT)
     rerank_channels: int = option(20, "C of the re-ranking networks")  # SPEC 3.1 (ref-PT)
+    channels_last: bool = option(False, "channels-last memory format (CUDA only; CPU runs always are)")
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ def check_config(cfg: SearchConfig) -> None:
         raise NaoWsError("--pool-size must be >= 2 and --checkpoint-every >= 1")
     if cfg.dataset and cfg.dataset not in IMAGE_TASKS:
         raise NaoWsError(f"--dataset {cfg.dataset} is not an image dataset ({', '.join(IMAGE_TASKS)})")
+    check_device(cfg)
 
 
 # -- the search state ----------------------------------------------------------------------------------------
@@ -209,7 +211,7 @@ class Search:
     def __init__(self, cfg: SearchConfig, run: RunDir, monitor: Monitor):
         self.cfg, self.run, self.monitor = cfg, run, monitor
         self.space = get_space(cfg.space)
-        self.device = resolve_device(cfg.device)
+        self.device = check_device(cfg)
         self.task = make_task(cfg, self.device)
         model_cfg, train_cfg, gen_cfg = ctrl_config.preset(cfg.space)
         self.ctrl_train_cfg = replace(train_cfg, epochs=cfg.controller_epochs)

@@ -96,6 +96,8 @@ class CnnSearch:
         self.model = cnn.Supernet(cfg.space, cfg.layers, cfg.channels, self.data.num_classes,
                                   aux=cfg.aux_weight > 0, drop_path_keep=cfg.drop_path_keep,
                                   head_keep=cfg.head_keep).to(device)
+        if cfg.channels_last:
+            self.model.use_channels_last()
         self.optimizer = optim.sgd(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay)
 
@@ -125,7 +127,8 @@ class CnnSearch:
         """Short standalone training on the train split, scored on the dev split (SPEC 3.1, end of search)."""
         cfg = self.cfg
         recipe = _recipe(train_cnn, cfg, layers=cfg.rerank_layers, channels=cfg.rerank_channels,
-                         epochs=cfg.rerank_epochs, batch_size=cfg.rerank_batch_size, space=cfg.space, amp=cfg.amp)
+                         epochs=cfg.rerank_epochs, batch_size=cfg.rerank_batch_size, space=cfg.space, amp=cfg.amp,
+                         channels_last=cfg.channels_last)
         result = train_cnn.fit_candidate(arch, self.data, recipe, self.device, seed, monitor=monitor)
         return {"score": result["valid_acc"], **result}
 

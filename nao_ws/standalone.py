@@ -38,7 +38,7 @@ from .config import RunConfig, config_to_dict, option, resolve
 from .errors import NaoWsError
 from .executors import Outcome, make_executor
 from .monitor import Monitor
-from .runs import RunDir, resolve_device, seed_everything
+from .runs import RunDir, check_device, resolve_device, seed_everything
 
 TASKS = ("cifar10", "cifar10-sample")  # SPEC 4: the search runs on CIFAR-10
 CHECKPOINT_KIND = "standalone-search"
@@ -53,6 +53,8 @@ class Config(RunConfig):
     space: str = option("cnn", "search space: the standalone search runs the 11-op cnn space (SPEC 1.2)")
     dataset: str = option("", "image data: '' = the task's own, cifar10-sample = the bundled real sample")
     train_images: int = option(0, "train candidates on the first N images of the train split only (0: all)")
+    amp: bool = option(False, "bf16 autocast while training candidates (CUDA only)")
+    channels_last: bool = option(False, "channels-last memory format (CUDA only; CPU runs always are)")
     pool_size: int = option(600, "random architectures of the first round")  # SPEC 4
     new_per_round: int = option(200, "architectures the controller generates for each later round")  # SPEC 4
     rounds: int = option(3, "L: rounds of candidate training (the first on the random pool)")  # SPEC 4
@@ -98,6 +100,8 @@ def check_config(cfg: Config) -> None:
     if cfg.train_images < 0:
         raise NaoWsError("--train-images must be >= 0 (0: the whole train split)")
     train_cnn.check_config(candidate_recipe(cfg))
+    if cfg.executor != "ray":  # Ray workers may have GPUs the driver lacks
+        check_device(cfg)
 
 
 # -- candidates ------------------------------------------------------------------------------------------
@@ -126,7 +130,8 @@ def candidate_recipe(cfg: Config):
     """train_cnn's SPEC 4 candidate recipe (drop-path, aux head, weight decay, no cutout) at ``cfg``'s size."""
     flags = {"task": cfg.dataset or cfg.task, "data_dir": cfg.data_dir, "device": cfg.device, "seed": cfg.seed,
              "deterministic": cfg.deterministic, "space": cfg.space, "layers": cfg.layers, "channels": cfg.channels,
-             "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr}
+             "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "amp": cfg.amp,
+             "channels_last": cfg.channels_last, "tf32": cfg.tf32}
     return resolve(train_cnn.Config, train_cnn.CANDIDATE_PRESETS, "standalone", None, flags)
 
 

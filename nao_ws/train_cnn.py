@@ -19,7 +19,8 @@ from .config import RunConfig, build_config, config_to_dict
 from .datasets import IMAGE_TASKS, ImageBatches, ImageData, fixed_batches, load_images
 from .errors import NaoWsError
 from .monitor import Monitor
-from .runs import RunDir, load_model_state, resolve_device, rng_state, seed_everything, set_rng_state
+from .runs import (RunDir, check_device, load_model_state, resolve_device, rng_state, seed_everything,
+                   set_rng_state)
 
 CHECKPOINT_KIND = "train-cnn"
 NUM_CLASSES = {"cifar10": 10, "cifar10-sample": 10, "cifar100": 100}  # SPEC 5.1
@@ -217,7 +218,7 @@ def evaluate_model(model: NASNetwork, batches: list, amp: bool = False) -> dict:
 def _setup(cfg: Config) -> tuple[CnnArch, torch.device]:
     check_config(cfg)
     arch = resolve_arch(cfg)
-    device = resolve_device(cfg.device)
+    device = check_device(cfg)
     seed_everything(cfg.seed, cfg.deterministic)
     return arch, device
 
@@ -239,8 +240,6 @@ def train(cfg: Config, run: RunDir, monitor: Monitor, resume: bool) -> dict:
     else:
         run.log(f"training {format_arch(arch)} ({arch.space}), N={cfg.layers}, F={cfg.channels}, "
                 f"{parameter_count(trainer.model) / 1e6:.2f}M params, on {device}")
-    if cfg.amp and device.type != "cuda":
-        monitor.write(f"note: --amp applies on CUDA only; ignored on {device.type}")
     while trainer.epoch < cfg.epochs:
         start = time.time()
         record = trainer.train_epoch(monitor)

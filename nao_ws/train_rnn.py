@@ -27,7 +27,7 @@ from .config import RunConfig, build_config, config_to_dict, option
 from .datasets import Corpus, batchify, load_corpus
 from .errors import NaoWsError
 from .monitor import Monitor
-from .runs import RunDir, resolve_device, rng_state, seed_everything, set_rng_state
+from .runs import RunDir, check_device, resolve_device, rng_state, seed_everything, set_rng_state
 
 REFERENCE_CELL = "0 1 1 1 2 2 1 2 4 1 4 1 4 1 7 1 8 2 1 0 4 1"  # SPEC 5.2 (ref-TF form: node 0 = tanh)
 LOG_EVERY = 50  # training-loss scalars to TensorBoard every this many windows
@@ -360,7 +360,7 @@ def _ppl(loss: float) -> float:
 def train(cfg: Config, run: RunDir, monitor: Monitor, resume: bool) -> dict:
     """Final training (SPEC 5.2) in a run folder; returns and writes metrics.json (test perplexity at the end)."""
     seed_everything(cfg.seed, cfg.deterministic)
-    device = resolve_device(cfg.device)
+    device = check_device(cfg)
     corpus, arch = _load(cfg)
     trainer = Trainer(cfg, arch, corpus, device, cfg.seed, run=run, monitor=monitor)
     state = run.load_latest_checkpoint("cpu") if resume else None

@@ -93,3 +93,18 @@ def test_steps_are_judged_in_order_in_batches(monkeypatch):
     with pytest.raises(search_tasks.Diverged, match="3 non-finite"):
         steps.add(torch.tensor(True), torch.tensor(1.0))
 
+
+@pytest.mark.parametrize("args,flag", [
+    (["--task", "cifar10", "--channels-last"], "--channels-last"),
+    (["--task", "ptb", "--amp"], "--amp"),
+    (["--task", "ptb", "--tf32"], "--tf32"),
+    (["--task", "cifar10", "--space", "cnn", "--channels-last"], "--channels-last"),
+])
+def test_cuda_only_flags_are_one_line_errors_elsewhere(args, flag, capsys, tmp_path):
+    from nao_ws.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["search", *args, "--preset", "smoke", "--device", "cpu", "--output", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and f"{flag} is " in err and "needs CUDA" in err
+    assert not (tmp_path / "x").exists()
