@@ -2,8 +2,7 @@
 `paper` sizes (SPEC 3.1: N 2, C 20, batch 160, aux head; SPEC 3.2: 300 / 300, batch 256, BPTT 35).
 
 On a GPU every aten op is at least one kernel launch, so the count bounds a step's launch overhead; it is
-counted with a TorchDispatchMode on CPU, where it is the same code path (the CPU-only C kernels are
-switched off, so the CNN count is that of the path CUDA runs). Prints one JSON line per figure:
+counted with a TorchDispatchMode on CPU, where it is the same code path. Prints one JSON line per figure:
   rnn_train_step_ops      median over random architectures (BPTT 35 windows)
   rnn_score_arch_ops      per architecture of `rnn.score` on the default fixed validation windows
   cnn_train_step_ops      median over random architectures
@@ -14,21 +13,17 @@ each with the median, min and max and the most frequent ops.
 """
 from __future__ import annotations
 
-import os
+import argparse
+import collections
+import json
+import statistics
 
-os.environ.setdefault("NAO_WS_CPU_KERNELS", "0")  # count the ops CUDA runs (before supernet is imported)
+import numpy as np
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
-import argparse  # noqa: E402
-import collections  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
-
-from supernet import cnn, rnn  # noqa: E402
-from supernet.spaces import get_space  # noqa: E402
+from supernet import cnn, rnn
+from supernet.spaces import get_space
 
 VOCAB = 10_000  # PTB's vocabulary (SPEC 3.2); the count does not depend on the data, so no data is read
 CNN_PAPER = {"layers": 2, "channels": 20, "batch_size": 160, "aux_weight": 0.4, "head_keep": 0.9,
