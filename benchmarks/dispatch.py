@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from supernet import cnn, rnn
+from supernet import cnn, optim, rnn
 from supernet.spaces import get_space
 
 VOCAB = 10_000  # PTB's vocabulary (SPEC 3.2); the count does not depend on the data, so no data is read
@@ -71,9 +71,12 @@ def rnn_counts(archs: list, quick: bool, step_kind: str) -> list[dict]:
     stream = torch.randint(0, vocab, (cfg.bptt + 1, cfg.batch_size))
     window = rnn.Window(stream[:-1], stream[1:], 1.0)
     hidden = model.init_hidden(cfg.batch_size)
-    rnn.train_step(model, optimizer, window, hidden, archs[0], tar=cfg.tar, grad_clip=cfg.grad_clip)  # warm-up
-    steps = [count(lambda a=a: rnn.train_step(model, optimizer, window, hidden, a, tar=cfg.tar,
-                                              grad_clip=cfg.grad_clip)) for a in archs]
+
+    def step(arch):  # as the search loop runs it
+        rnn.train_step(model, optimizer, window, hidden, arch, tar=cfg.tar, grad_clip=cfg.grad_clip, sync=False)
+
+    step(archs[0])  # warm-up
+    steps = [count(lambda a=a: step(a)) for a in archs]
     valid = torch.randint(0, vocab, (rnn.SCORE_BURN_IN + cfg.bptt + 1 + windows_n,))
     windows = rnn.score_windows(valid, windows_n, cfg.bptt)
     scores = [count(lambda a=a: rnn.score(model, [a], windows)) for a in archs]
@@ -87,11 +90,14 @@ def cnn_counts(archs: list, quick: bool) -> list[dict]:
     c = {**CNN_PAPER, **(QUICK["cnn"] if quick else {})}
     model = cnn.Supernet("cnn-ws", c["layers"], c["channels"], 10, aux=c["aux_weight"] > 0,
                          head_keep=c["head_keep"])
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)  # SPEC 3.1
+    optimizer = optim.sgd(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)  # SPEC 3.1
     x, y = torch.randn(c["batch_size"], 3, 32, 32), torch.randint(0, 10, (c["batch_size"],))
-    cnn.train_step(model, optimizer, x, y, archs[0], aux_weight=c["aux_weight"])  # warm-up
-    steps = [count(lambda a=a: cnn.train_step(model, optimizer, x, y, a, aux_weight=c["aux_weight"]))
-             for a in archs]
+
+    def step(arch):  # as the search loop runs it
+        cnn.train_step(model, optimizer, x, y, arch, aux_weight=c["aux_weight"], sync=False)
+
+    step(archs[0])  # warm-up
+    steps = [count(lambda a=a: step(a)) for a in archs]
     n = c["score_images"] // c["score_batch"]
     batches = [(torch.randn(c["score_batch"], 3, 32, 32), torch.randint(0, 10, (c["score_batch"],)))
                for _ in range(n)]
