@@ -1,6 +1,7 @@
 """The ``nao-ws`` command line: one click group; each command parses options and calls one function."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import sys
@@ -47,6 +48,11 @@ def main(argv=None):
     except USER_ERRORS as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except OSError as e:  # a read or write no code path above turned into a NaoWsError (e.g. a full disk)
+        from .runs import io_error
+
+        click.echo(f"error: {io_error(e, 'reading or writing ' + str(e.filename or 'a file'))}", err=True)
+        sys.exit(2)
 
 
 # -- arch --------------------------------------------------------------------------------------------------
@@ -59,7 +65,7 @@ def arch():
 @arch.command("sample")
 @click.option("--space", type=click.Choice(SPACE_CHOICES), default="cnn-ws", show_default=True)
 @click.option("-n", "num", type=click.IntRange(min=1), default=1, show_default=True, help="how many")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--unique/--no-unique", default=False, help="drop samples equal to an earlier one (canonical form)")
 def arch_sample(space, num, seed, unique):
     """Print N uniformly sampled architectures in the text form, one per line."""
@@ -130,16 +136,22 @@ def _defaults_from_arch(flags: dict, task: str | None) -> str | None:
     if not arch or not Path(arch).is_file():
         return task
     try:
-        obj = json.loads(Path(arch).read_text())
+        obj = json.loads(Path(arch).read_bytes())
         space = (obj.get("arch") or obj).get("space")
-    except (json.JSONDecodeError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):  # not JSON: the text form, or broken
+        from supernet.spaces import parse_arch
+
+        parse_arch(arch, flags.get("space"))  # the one-line error of a broken file, before "--task is required"
         return task
     if space in ("cnn-ws", "cnn") and flags.get("space") is None:
         flags["space"] = space
     run_cfg = Path(arch).parent / "config.json"
     if task is None and run_cfg.is_file():
-        saved = json.loads(run_cfg.read_text())
+        from .runs import RunDir
+
+        saved = RunDir(run_cfg.parent).read_config()
         task = saved.get("dataset") or saved.get("task")
+        task = task if task in TRAINERS else None
     return task
 
 
@@ -153,6 +165,13 @@ def _open_for_resume(resume: str, task, config_file, flags: dict):
         named = ", ".join("--" + k.replace("_", "-") for k in extra) or "--task/--config"
         raise NaoWsError(f"--resume continues a run with its saved config.json; drop the other options ({named})")
     return run, run.read_config()
+
+
+def _require_data(task: str, data_dir: str | None, npz_path: str | None = None) -> None:
+    """Missing or unreadable data is an error before the run folder exists (the corrected command may reuse it)."""
+    from . import datasets
+
+    datasets.require(task, data_dir, npz_path)
 
 
 def _ensure_data(task: str, data_dir: str | None) -> None:
@@ -198,12 +217,13 @@ def train(task, preset, config_file, output, resume, dry_run, as_json, progress,
     """Train a discovered cell from scratch (SPEC 5), e.g. --task cifar10 --arch RUN/best.json."""
     from .config import build_config, config_to_dict, resolve
     from .monitor import Monitor
-    from .runs import RunDir
+    from .runs import RunDir, check_device
 
     if resume:
         run, saved = _open_for_resume(resume, task, config_file, flags)
         mod = _trainer(saved.get("task", ""))
         cfg = build_config(mod.Config, saved, {"device": flags.get("device")}, where=("config.json", "flags"))
+        check_device(cfg)
     else:
         task = _defaults_from_arch(flags, task)
         if task is None:
@@ -213,18 +233,28 @@ def train(task, preset, config_file, output, resume, dry_run, as_json, progress,
                       base=mod.task_defaults(task))
     if download:
         _ensure_data(cfg.task, cfg.data_dir)
+    info = mod.dry_run(cfg)  # checks every option and the architecture
     if dry_run:
-        info = mod.dry_run(cfg)
         click.echo(json.dumps(info) if as_json else "\n".join(f"{k}: {v}" for k, v in info.items()))
         return
     if not resume:
+        check_device(cfg)
+        _require_data(cfg.task, cfg.data_dir)
+        # the architecture itself, not the file naming it: a resume must train what this run trained
+        cfg = dataclasses.replace(cfg, arch=info["arch"])
         run = RunDir.create(output, "train", task)
-        run.write_config(config_to_dict(cfg))
-    monitor = Monitor(run.path, progress=progress)
+    monitor = None
     try:
+        if not resume:
+            run.write_config(config_to_dict(cfg))
+        monitor = Monitor(run.path, progress=progress)
         result = mod.train(cfg, run, monitor, resume=bool(resume))
+    except USER_ERRORS:
+        run.discard()
+        raise
     finally:
-        monitor.close()
+        if monitor is not None:
+            monitor.close()
     click.echo(json.dumps(result))
 
 
@@ -268,27 +298,34 @@ def search(task, preset, config_file, output, resume, progress, download, **flag
         run, saved = _open_for_resume(resume, task, config_file, flags)
         cls, _, _ = _search_kind(saved.get("task", ""), saved.get("space"))
         cfg = build_config(cls, saved, {"device": flags.get("device")}, where=("config.json", "flags"))
+        (standalone.check_config if cfg.space == "cnn" else ws.check_config)(cfg)  # device and --amp too
     else:
         if task is None:
             raise NaoWsError("--task is required: cifar10 (CNN cells) or ptb (RNN cells)")
         space = flags.get("space") or load_config_file(config_file).get("space")
         cls, presets, base = _search_kind(task, space)
         cfg = resolve(cls, presets, preset, config_file, {**flags, "task": task}, base=base)
-        (standalone.check_config if cfg.space == "cnn" else ws.check_config)(cfg)
+        (standalone.check_config if cfg.space == "cnn" else ws.check_config)(cfg)  # device and --amp too
         if download:
             _ensure_data(cfg.dataset or cfg.task, cfg.data_dir)
+        _require_data(cfg.dataset or cfg.task, cfg.data_dir, getattr(cfg, "data_file", None))
         run = RunDir.create(output, "search", task)
-        run.write_config(config_to_dict(cfg))
-        click.echo(f"run folder: {run.path}  (watch: tensorboard --logdir {run.path / 'tb'})", err=True)
-    if cfg.space == "cnn":
-        monitor = Monitor(run.path, progress=progress)
-        try:
-            result = standalone.run(cfg, run, monitor, resume=bool(resume))
-        finally:
-            monitor.close()
-        click.echo(json.dumps({"best": result["text"], "score": result["score"], "run": str(run.path)}))
-        return
-    best = ws.run(cfg, run, resume=bool(resume), progress=progress)
+    try:
+        if not resume:
+            run.write_config(config_to_dict(cfg))
+            click.echo(f"run folder: {run.path}  (watch: tensorboard --logdir {run.path / 'tb'})", err=True)
+        if cfg.space == "cnn":
+            monitor = Monitor(run.path, progress=progress)
+            try:
+                result = standalone.run(cfg, run, monitor, resume=bool(resume))
+            finally:
+                monitor.close()
+            click.echo(json.dumps({"best": result["text"], "score": result["score"], "run": str(run.path)}))
+            return
+        best = ws.run(cfg, run, resume=bool(resume), progress=progress)
+    except USER_ERRORS:
+        run.discard()
+        raise
     click.echo(json.dumps({"best": best["text"], "run": str(run.path), "inherited": best["inherited"]["score"],
                            "rerank": best["rerank"] and best["rerank"]["score"]}))
 
@@ -302,8 +339,17 @@ def plot_cmd(arch_text, space, output):
     from supernet.spaces import parse_arch
 
     from .plot import save
+    from .runs import file_above, io_error
 
-    click.echo(str(save(parse_arch(arch_text, space), output)))
+    arch = parse_arch(arch_text, space)
+    if Path(output).is_dir():
+        raise NaoWsError(f"-o {output} is a folder: name the PNG file to write, e.g. {Path(output) / 'cells.png'}")
+    if file_above(Path(output)) is not None:
+        raise NaoWsError(f"-o {output} lies under {file_above(Path(output))}, which is a file: choose another path")
+    try:
+        click.echo(str(save(arch, output)))
+    except OSError as e:
+        raise io_error(e, f"writing {output}") from None
 
 
 @cli.command("eval")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -19,6 +20,53 @@ import click
 from .errors import NaoWsError
 
 _SCALARS = (bool, int, float, str)
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric option accepts: ``lo``/``hi`` bounds, each closed unless ``open`` names it."""
+
+    lo: float | None = None
+    hi: float | None = None
+    open: str = ""  # "lo", "hi" or "lo hi": which bounds are excluded
+
+    def __contains__(self, v) -> bool:
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        low_ok = self.lo is None or (v > self.lo if "lo" in self.open else v >= self.lo)
+        return low_ok and (self.hi is None or (v < self.hi if "hi" in self.open else v <= self.hi))
+
+    def __str__(self) -> str:
+        num = lambda v: str(int(v)) if v == int(v) else f"{v:g}"  # noqa: E731
+        if self.hi is None:
+            return f"{'>' if 'lo' in self.open else '>='} {num(self.lo)}"
+        left, right = "(" if "lo" in self.open else "[", ")" if "hi" in self.open else "]"
+        return f"in {left}{num(self.lo)}, {num(self.hi)}{right}"
+
+
+AT_LEAST_1, AT_LEAST_0, POSITIVE = Range(1), Range(0), Range(0, open="lo")
+KEEP, DROP, FRACTION = Range(0, 1, "lo"), Range(0, 1, "hi"), Range(0, 1)
+# The range of every numeric option, by field name: one name means one thing in every config (DESIGN.md), and
+# tests/test_validation.py checks that every int and float field is listed. Combinations (lr_min <= lr,
+# seeds <= pool_size, ...) are checked next to the code that uses them.
+RANGES: dict[str, Range] = {
+    "seed": Range(0, 2**32 - 1),  # NumPy seeds must fit 32 bits unsigned
+    **dict.fromkeys(("batch_size", "eval_batch_size", "test_batch_size", "rerank_batch_size", "score_batch",
+                     "score_images", "score_windows", "layers", "rerank_layers", "emb_size", "hidden_size", "bptt",
+                     "eval_every", "checkpoint_every", "pool_size", "seeds", "controller_epochs", "rounds",
+                     "rerank_epochs", "new_per_iter", "t0", "t_mult", "workers"), AT_LEAST_1),
+    **dict.fromkeys(("channels", "rerank_channels"), Range(2)),
+    **dict.fromkeys(("epochs", "rerank_top", "random_per_iter", "new_per_round", "max_nan_steps", "max_retries",
+                     "asgd_patience", "checkpoint_steps", "bptt_max_extra", "train_images"), AT_LEAST_0),
+    **dict.fromkeys(("lr", "grad_clip"), POSITIVE),
+    **dict.fromkeys(("lr_min", "weight_decay", "aux_weight", "tar", "bptt_jitter"), AT_LEAST_0),
+    **dict.fromkeys(("head_keep", "drop_path_keep"), KEEP),
+    **dict.fromkeys(("dropout_out", "dropout_hidden", "dropout_x", "dropout_emb_out", "dropout_emb"), DROP),
+    "momentum": Range(0, 1, "hi"),
+    "nan_lr_factor": Range(0, 1, "lo hi"),
+    "bptt_short_prob": FRACTION,
+    "cutout": Range(0, 32),  # the CIFAR image side
+}
 
 
 def _field_types(cls) -> dict[str, type]:
@@ -74,19 +122,31 @@ def load_config_file(path: str | Path | None) -> dict:
         return {}
     p = Path(path)
     if not p.is_file():
-        raise NaoWsError(f"config file {p} does not exist")
-    text = p.read_text()
+        what = "is a folder" if p.is_dir() else "does not exist"
+        raise NaoWsError(f"config file {p} {what}: pass a JSON or YAML file of option overrides")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise NaoWsError(f"config file {p} cannot be read ({e.strerror}): check its permissions") from None
+    except UnicodeDecodeError:
+        raise NaoWsError(f"config file {p} is not text (not UTF-8): pass a JSON or YAML file") from None
     try:
         if p.suffix in (".yaml", ".yml"):
             try:
                 import yaml
             except ImportError:
                 raise NaoWsError(f"{p}: reading YAML needs PyYAML (pip install pyyaml), or use a JSON file") from None
-            data = yaml.safe_load(text)
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                mark = getattr(e, "problem_mark", None)
+                where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+                problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+                raise NaoWsError(f"config file {p} is not valid YAML: {problem}{where}; fix it") from None
         else:
             data = json.loads(text)
-    except (json.JSONDecodeError, ValueError) as e:
-        raise NaoWsError(f"config file {p} is malformed: {str(e).splitlines()[0]}") from None
+    except (ValueError, RecursionError) as e:  # json.JSONDecodeError is a ValueError
+        raise NaoWsError(f"config file {p} is malformed: {str(e).splitlines()[0]}; fix it") from None
     if not isinstance(data, dict):
         raise NaoWsError(f"config file {p} must hold a mapping of option names to values")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
@@ -109,6 +169,10 @@ def build_config(cls, *layers: Mapping[str, Any], where: tuple[str, ...] = ()):
                 what = f"{flag_name(key)} does not apply" + (f" to --task {task}" if task else "")
                 raise NaoWsError(what if src == "flags" else f"{src}: '{key}' is not an option here ({what})")
             values[key] = _coerce(key, val, ftypes[key], src)
+            limits = RANGES.get(key)
+            if limits is not None and values[key] not in limits:
+                what = f"{flag_name(key)} {val!r} must be {limits}"
+                raise NaoWsError(what if src == "flags" else f"{src}: '{key}': {what}")
     try:
         return cls(**values)
     except TypeError as e:

@@ -5,11 +5,12 @@ Images are kept as uint8 NCHW tensors and augmented a whole batch at a time on t
 problem a user can cause (missing, truncated or malformed files, a failed download) raises `NaoWsError`
 with a one-line message naming the file and the fix.
 
-CIFAR through torchvision: `torchvision.datasets.CIFAR10/100(download=True)` fetches the official archive
-and checks its MD5. Loading then reads the extracted pickles (the layout torchvision's classes declare)
-with structural checks (keys, dtype, shape, label range) instead of torchvision's per-file MD5 check:
-that check rejects every file but the official ones (so no test fixture or user subset could load),
-re-hashes 180 MB on each start, and reports any problem as the same multi-cause RuntimeError.
+CIFAR through torchvision: its download helper fetches the official archive (the URL and MD5 its CIFAR10/100
+classes declare) and extracts it. Loading then reads the extracted pickles with structural checks (keys,
+dtype, shape, label range) instead of torchvision's per-file MD5 check: that check rejects every file but
+the official ones (so no test fixture or user subset could load), re-hashes 180 MB on each start, and
+reports any problem as the same multi-cause RuntimeError. The pickles are read by `_CifarUnpickler`, which
+admits only what a CIFAR batch holds, so a crafted file in a data folder cannot run code.
 """
 from __future__ import annotations
 
@@ -195,6 +196,21 @@ def _cifar_class(task: str):
     return torchvision.datasets.CIFAR10 if task == "cifar10" else torchvision.datasets.CIFAR100
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, str, bytes, numbers and NumPy arrays (what an official batch holds) and refuses
+    every other global a pickle may name, such as the function a crafted file would have called."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+               *((f"numpy.{core}.{mod}", name) for core in ("core", "_core")
+                 for mod, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"),
+                                   ("numeric", "_frombuffer")))}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR batch never does")
+        return super().find_class(module, name)
+
+
 def _read_cifar_batches(paths: list, task: str, root: Path) -> ImageSet:
     """Concatenate official pickled batches (`data` uint8 [n, 3072] in CHW order, labels under label_key)."""
     src = _IMAGES[task]
@@ -202,7 +218,7 @@ def _read_cifar_batches(paths: list, task: str, root: Path) -> ImageSet:
     for path in paths:
         try:
             with open(path, "rb") as f:
-                entry = pickle.load(f, encoding="latin1")
+                entry = _CifarUnpickler(f, encoding="latin1").load()
         except Exception as exc:  # unpickling a damaged file can fail with almost any exception type
             raise NaoWsError(
                 f"{path}: unreadable {src.title} batch ({_one_line(exc)}); delete it and {_get_it(task, root)}"
@@ -238,11 +254,18 @@ def _read_cifar(task: str, root: Path):
 
 
 def _download_cifar(task: str, root: Path) -> Path:
-    """Fetch and extract the official archive through torchvision (it verifies the MD5s; no-op when present)."""
+    """Fetch and extract the official archive with torchvision's helper, which checks its MD5 (no-op when
+    the extracted files are there and match torchvision's MD5s). Not through the dataset class: that would
+    unpickle the batches with plain pickle."""
+    from torchvision.datasets.utils import check_integrity, download_and_extract_archive
+
     cls = _cifar_class(task)
-    root.mkdir(parents=True, exist_ok=True)
+    folder = root / cls.base_folder
+    if all(check_integrity(str(folder / name), md5) for name, md5 in cls.train_list + cls.test_list):
+        return folder
     try:
-        cls(root=str(root), train=True, download=True)
+        root.mkdir(parents=True, exist_ok=True)
+        download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
     except (OSError, RuntimeError, ValueError, tarfile.TarError, http.client.HTTPException) as exc:
         raise NaoWsError(
             f"downloading {_IMAGES[task].title} from {cls.url} into {root} failed ({_one_line(exc)}); "
@@ -605,6 +628,15 @@ def download(task: str, data_dir=None) -> Path:
     if task in IMAGE_TASKS:
         return _download_cifar(task, root)
     return _download_text(task, root)
+
+
+def require(task: str, data_dir=None, npz_path=None) -> None:
+    """Raise the one-line error a run would meet if ``task``'s data (or the npz ``npz_path``) is missing or
+    unreadable; commands call it before they create anything."""
+    if task in TEXT_TASKS:
+        load_corpus(task, data_dir)
+    else:
+        load_images(task, data_dir, purpose="search" if npz_path else "final", npz_path=npz_path)
 
 
 def check(task: str, data_dir=None) -> str:

@@ -9,12 +9,14 @@ corrupt or truncated latest checkpoint falls back to the previous one with a war
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import io
 import json
 import math
 import os
 import random
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,12 +30,36 @@ CHECKPOINT_GLOB = "ckpt-*.pt"
 
 
 def _fsync_write(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a temporary file, fsynced, renamed; removed again on any failure."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def file_above(path: Path) -> Path | None:
+    """The file among ``path``'s parents, if one is (then no folder or file can be made at ``path``)."""
+    return next((p for p in path.parents if p.is_file()), None)
+
+
+def io_error(exc: OSError, what: str, run: Path | None = None) -> NaoWsError:
+    """A failed read or write as a one-line user error that says what to do about it."""
+    reason = exc.strerror or exc.__class__.__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some disk space" + (f", then continue with --resume {run}" if run is not None else "")
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = "choose an --output where you may write" if run is None else f"make {run} writable, then --resume it"
+    elif exc.errno == errno.ENOTDIR:
+        fix = "a part of the path is a file: choose another path"
+    else:
+        fix = "check the path and the disk"
+    return NaoWsError(f"{what} failed ({reason}): {fix}")
 
 
 def strict_json(obj: Any) -> Any:
@@ -57,6 +83,9 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.checkpoints = self.path / "checkpoints"
+        self._records: dict[str, list] = {}  # append-only log -> the records this process knows it holds
+        self._fresh = False  # made by ``create`` in this process: ``discard`` may remove it
+        self._made: Path | None = None  # the outermost folder ``create`` made (None: ``path`` was an empty one)
 
     @classmethod
     def create(cls, output: str | None, command: str, task: str) -> "RunDir":
@@ -65,13 +94,37 @@ class RunDir:
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             output = os.path.join("runs", f"{command}-{task}-{stamp}")
         path = Path(output)
-        if path.exists() and any(path.iterdir()):
-            raise NaoWsError(f"output folder {path} exists and is not empty: choose another --output, "
-                             f"or continue it with --resume {path}")
-        path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
-        run.checkpoints.mkdir(exist_ok=True)
+        try:
+            if path.exists() and not path.is_dir():
+                raise NaoWsError(f"--output {path} is a file, not a folder: choose another --output")
+            if path.is_dir() and any(path.iterdir()):
+                raise NaoWsError(f"output folder {path} exists and is not empty: choose another --output, "
+                                 f"or continue it with --resume {path}")
+            run._fresh = True
+            run._made = next((p for p in reversed([path, *path.parents]) if not p.exists()), None)
+            path.mkdir(parents=True, exist_ok=True)
+            run.checkpoints.mkdir(exist_ok=True)
+        except OSError as e:
+            file = file_above(path)
+            if file is not None:
+                raise NaoWsError(f"--output {path} lies under {file}, which is a file: choose another --output") from None
+            raise io_error(e, f"creating the run folder {path}") from None
         return run
+
+    def discard(self) -> None:
+        """Remove what ``create`` made, unless a checkpoint was written: a start that failed leaves nothing
+        behind, so the corrected command can use the same --output."""
+        if not self._fresh or self.list_checkpoints():
+            return
+        if self._made is not None:
+            shutil.rmtree(self._made, ignore_errors=True)
+            return
+        for child in self.path.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
 
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":
@@ -79,42 +132,71 @@ class RunDir:
         run = cls(path)
         if not (run.path / "config.json").is_file():
             raise NaoWsError(f"{run.path} is not a run folder (no config.json): pass the folder a run wrote")
-        run.checkpoints.mkdir(exist_ok=True)
+        try:
+            run.checkpoints.mkdir(exist_ok=True)
+        except OSError as e:
+            raise io_error(e, f"opening {run.checkpoints}", run.path) from None
         return run
 
     # -- config and results ------------------------------------------------------------------------------
     def write_config(self, cfg: dict) -> None:
-        write_json_atomic(self.path / "config.json", cfg)
+        self.write_json("config.json", cfg)
 
     def read_config(self) -> dict:
         p = self.path / "config.json"
         try:
-            return json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            cfg = json.loads(p.read_bytes())
+        except (OSError, ValueError) as e:  # ValueError: not UTF-8, or not JSON
             raise NaoWsError(f"{p} is unreadable ({e.__class__.__name__}): the run folder is damaged") from None
+        if not isinstance(cfg, dict):
+            raise NaoWsError(f"{p} holds no mapping of options: the run folder is damaged")
+        return cfg
 
     def write_json(self, name: str, obj: Any) -> None:
-        write_json_atomic(self.path / name, obj)
+        try:
+            write_json_atomic(self.path / name, obj)
+        except OSError as e:
+            raise io_error(e, f"writing {self.path / name}", self.path) from None
 
     def append_jsonl(self, name: str, record: dict) -> None:
         """Append one line and fsync: a finished result survives the process dying right after."""
-        with open(self.path / name, "a") as fh:
-            fh.write(json.dumps(strict_json(record)) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        if name not in self._records:  # a log of an earlier process: what the file holds
+            self._records[name] = self.read_jsonl(name)
+        line = json.dumps(strict_json(record))
+        try:
+            with open(self.path / name, "a") as fh:
+                fh.write(line + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as e:
+            raise io_error(e, f"appending to {self.path / name}", self.path) from None
+        self._records[name].append(json.loads(line))  # plain JSON values: what the file holds
 
     def read_jsonl(self, name: str) -> list[dict]:
-        """Every complete line; a torn last line (the process died mid-write) is dropped."""
+        """Every complete line; a torn line (the process died mid-write) is dropped."""
         p = self.path / name
         if not p.exists():
             return []
         out = []
-        for line in p.read_text().splitlines():
+        for line in p.read_bytes().decode("utf-8", errors="replace").splitlines():
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError:
                 continue
         return out
+
+    def restore_logs(self, state: dict) -> None:
+        """Make each append-only log a checkpoint holds (``save_checkpoint(logs=...)``) exactly its records:
+        lines written after the checkpoint go, and lines lost to a cut or damaged file come back."""
+        for name, records in state.get("logs", {}).items():
+            text = "".join(json.dumps(r) + "\n" for r in records)
+            p = self.path / name
+            if not p.exists() or p.read_bytes() != text.encode():
+                try:
+                    _fsync_write(p, text.encode())
+                except OSError as e:
+                    raise io_error(e, f"restoring {p}", self.path) from None
+            self._records[name] = list(records)
 
     def truncate_jsonl(self, name: str, n: int) -> None:
         """Keep the first ``n`` records of ``name``: a resumed run drops what was written after its checkpoint."""
@@ -127,14 +209,23 @@ class RunDir:
             fh.write(f"{stamp} {message}\n")
 
     # -- checkpoints ---------------------------------------------------------------------------------------
-    def save_checkpoint(self, state: dict, step: int, keep: int = 2) -> Path:
-        """Write ``state`` as ``checkpoints/ckpt-<step>.pt`` atomically, with a SHA-256 sidecar."""
+    def save_checkpoint(self, state: dict, step: int, keep: int = 2, logs: tuple[str, ...] = ()) -> Path:
+        """Write ``state`` as ``checkpoints/ckpt-<step>.pt`` atomically, with a SHA-256 sidecar.
+
+        ``logs`` names append-only logs whose records so far the checkpoint holds too (``restore_logs``).
+        """
+        if logs:
+            state = {**state, "logs": {name: list(self._records.get(name, [])) for name in logs}}
         buf = io.BytesIO()
         torch.save(state, buf)
         data = buf.getvalue()
         path = self.checkpoints / f"ckpt-{step:010d}.pt"
-        _fsync_write(path, data)
-        _fsync_write(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
+        try:
+            _fsync_write(path, data)
+            _fsync_write(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
+        except OSError as e:  # e.g. the disk is full: no half checkpoint, the previous ones stay
+            path.unlink(missing_ok=True)
+            raise io_error(e, f"writing checkpoint {path}", self.path) from None
         for old in self.list_checkpoints()[keep:]:
             old.unlink(missing_ok=True)
             old.with_suffix(".sha256").unlink(missing_ok=True)
@@ -160,6 +251,15 @@ class RunDir:
         if paths:
             raise NaoWsError(f"no usable checkpoint in {self.checkpoints}: every one is corrupt; start a new run")
         return None
+
+    def resume_checkpoint(self) -> dict:
+        """The checkpoint ``--resume`` continues from. Without one there is nothing to continue, and starting
+        again in this folder would append a second history to its logs: that is a one-line error."""
+        state = self.load_latest_checkpoint()
+        if state is None:
+            raise NaoWsError(f"{self.path} holds no checkpoint to continue from: start over with the original "
+                             f"command and a new --output (or delete {self.path} first)")
+        return state
 
 
 def checkpoint_problem(path: Path) -> str | None:

@@ -161,6 +161,11 @@ def check_config(cfg: SearchConfig) -> None:
     if cfg.dataset and cfg.dataset not in IMAGE_TASKS:
         raise NaoWsError(f"--dataset {cfg.dataset} is not an image dataset ({', '.join(IMAGE_TASKS)})")
     check_device(cfg)
+    for name in ("channels", "rerank_channels"):
+        if getattr(cfg, name, 0) % 2:
+            raise NaoWsError(f"--{name.replace('_', '-')} {getattr(cfg, name)} must be even (factorized reduce halves it)")
+    if getattr(cfg, "lr_min", 0) > cfg.lr:
+        raise NaoWsError(f"--lr-min {cfg.lr_min} exceeds --lr {cfg.lr}: the SGDR schedule runs from --lr down to it")
 
 
 # -- the search state ----------------------------------------------------------------------------------------
@@ -178,7 +183,6 @@ class State:
     origin: dict = field(default_factory=dict)  # text -> seed | nao | random
     scores: dict = field(default_factory=dict)  # text -> latest record (score, metrics, iteration, ...)
     rerank: list = field(default_factory=list)  # re-ranking results so far
-    log_lines: dict = field(default_factory=dict)  # append-only file -> lines written
     checkpoints: int = 0  # checkpoints written: their file names count up with it
 
     def to_dict(self) -> dict:
@@ -201,7 +205,7 @@ def _unique_random(space, n: int, known: set, rng: np.random.Generator) -> list:
     return out
 
 
-LOGS = ("metrics.jsonl", "pool.jsonl")  # the append-only logs; a checkpoint records each one's line count
+LOGS = ("metrics.jsonl", "pool.jsonl")  # the append-only logs; a checkpoint holds their records
 TB_GROUPS = {"train": "supernet/", "score": "pool/", "controller": "controller/", "generate": "generate/"}
 
 
@@ -229,7 +233,7 @@ class Search:
             "kind": "search", "config": config_to_dict(self.cfg), "state": self.state.to_dict(),
             "task": self.task.state_dict(), "controller": export_state(self.controller, self.ctrl_optimizer),
             "rng": rng_state(), "np_rng": generator_state(self.rng),
-        }, step=self.state.checkpoints)
+        }, step=self.state.checkpoints, logs=LOGS)
 
     def restore(self, ckpt: dict) -> None:
         self.state = State(**ckpt["state"])
@@ -237,8 +241,7 @@ class Search:
         load_state(self.controller, self.ctrl_optimizer, ckpt["controller"])
         set_rng_state(ckpt["rng"])
         set_generator_state(self.rng, ckpt["np_rng"])
-        for name in LOGS:  # drop lines a killed run wrote after this checkpoint (all of them if it had none)
-            self.run.truncate_jsonl(name, self.state.log_lines.get(name, 0))
+        self.run.restore_logs(ckpt)  # the logs as at this checkpoint: later lines go, cut ones come back
         # Several phases log at one epoch, and TensorBoard can only drop events from a step on: drop the
         # checkpoint's epoch too, and write the events of that epoch's finished phases again.
         self.monitor.drop_events_from(self.state.epoch)
@@ -266,7 +269,6 @@ class Search:
     def append(self, name: str, record: dict) -> None:
         assert name in LOGS, name
         self.run.append_jsonl(name, record)
-        self.state.log_lines[name] = self.state.log_lines.get(name, 0) + 1
 
     # -- phases ------------------------------------------------------------------------------------------
     def initial_pool(self) -> None:
@@ -370,7 +372,7 @@ def run(cfg: SearchConfig, run_dir: RunDir, resume: bool = False, progress: bool
     """Run (or resume) a search in ``run_dir``; return the best architecture's record."""
     check_config(cfg)
     seed_everything(cfg.seed, cfg.deterministic)
-    ckpt = run_dir.load_latest_checkpoint() if resume else None
+    ckpt = run_dir.resume_checkpoint() if resume else None
     if ckpt is not None and ckpt.get("kind") != "search":
         raise NaoWsError(f"{run_dir.path} holds a '{ckpt.get('kind')}' checkpoint, not a search")
     monitor = Monitor(run_dir.path, progress=progress)

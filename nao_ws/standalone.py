@@ -304,9 +304,8 @@ def _driver_device(cfg: Config) -> torch.device:
 
 
 def _open(search: StandaloneSearch, resume: bool) -> StandaloneSearch:
-    """Restore the search from the run folder's latest checkpoint, or start it (a resumed run killed before
-    its first checkpoint starts over)."""
-    ckpt = search.run.load_latest_checkpoint() if resume else None
+    """Restore the search from the run folder's latest checkpoint, or start it."""
+    ckpt = search.run.resume_checkpoint() if resume else None
     if ckpt is None:
         search.start()
         search.run.log(f"started: {search.cfg.task}, standalone search, executor {search.cfg.executor}")

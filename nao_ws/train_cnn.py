@@ -228,13 +228,13 @@ def train(cfg: Config, run: RunDir, monitor: Monitor, resume: bool) -> dict:
     arch, device = _setup(cfg)
     data = load_images(cfg.task, cfg.data_dir, purpose="final")
     trainer = Trainer(arch, data, cfg, device, cfg.seed)
-    state = run.load_latest_checkpoint() if resume else None
+    state = run.resume_checkpoint() if resume else None
     if state is not None:
         if state.get("kind") != CHECKPOINT_KIND:
             raise NaoWsError(f"{run.path} holds a '{state.get('kind')}' checkpoint, not a {CHECKPOINT_KIND} one")
         trainer.load_state_dict(state["trainer"])
         set_rng_state(state["rng"])
-        run.truncate_jsonl("metrics.jsonl", trainer.epoch)  # one record per finished epoch
+        run.restore_logs(state)
         monitor.drop_events_from(trainer.epoch + 1)  # TensorBoard steps are epochs
         run.log(f"resumed after epoch {trainer.epoch}")
     else:
@@ -248,7 +248,8 @@ def train(cfg: Config, run: RunDir, monitor: Monitor, resume: bool) -> dict:
         monitor.scalars({"train/loss": record["train_loss"], "train/acc": record["train_acc"], "lr": record["lr"]},
                         trainer.epoch)
         run.save_checkpoint({"kind": CHECKPOINT_KIND, "config": config_to_dict(cfg), "arch": format_arch(arch),
-                             "trainer": trainer.state_dict(), "rng": rng_state()}, trainer.epoch)
+                             "trainer": trainer.state_dict(), "rng": rng_state()}, trainer.epoch,
+                            logs=("metrics.jsonl",))
         monitor.write(f"epoch {trainer.epoch}/{cfg.epochs}: train loss {record['train_loss']:.4f} "
                       f"acc {record['train_acc']:.4f} lr {record['lr']:.5f}")
     test = trainer.evaluate(data.valid)

@@ -321,7 +321,7 @@ class Trainer:
         self.rollbacks = 0  # progress since the last rollback
         state = self.state_dict()
         if self.run is not None:
-            self.run.save_checkpoint(state, self.step)
+            self.run.save_checkpoint(state, self.step, logs=("metrics.jsonl",))
         else:
             self._snapshot = copy.deepcopy(state)
 
@@ -363,13 +363,13 @@ def train(cfg: Config, run: RunDir, monitor: Monitor, resume: bool) -> dict:
     device = check_device(cfg)
     corpus, arch = _load(cfg)
     trainer = Trainer(cfg, arch, corpus, device, cfg.seed, run=run, monitor=monitor)
-    state = run.load_latest_checkpoint("cpu") if resume else None
+    state = run.resume_checkpoint() if resume else None
     if state is None:
         run.log(f"training {format_arch(arch)} on {corpus.name}: {_params(trainer.model)} parameters, device {device}")
         trainer.checkpoint()  # step 0: a non-finite loss in the first epoch has something to roll back to
     else:
         trainer.load_state_dict(state)
-        run.truncate_jsonl("metrics.jsonl", trainer.stream.epoch)
+        run.restore_logs(state)
         monitor.drop_events_from(trainer.step + 1)  # TensorBoard steps are training steps, per-epoch scalars included
         run.log(f"resumed at epoch {trainer.stream.epoch}, step {trainer.step}")
     trainer.fit()

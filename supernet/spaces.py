@@ -561,28 +561,32 @@ def parse_arch(text: str, space: str | None = None):
     if not isinstance(text, str) or not text.strip():
         raise SpaceError("empty architecture: give the text form (SPEC 7), a JSON object, or a JSON file path")
     s = text.strip()
-    if not s.startswith("{") and not s[0].isdigit() and (os.path.isfile(s) or s.endswith(".json") or os.sep in s):
-        if not os.path.isfile(s):
-            raise SpaceError(f"architecture file {s} does not exist")
-        with open(s) as fh:
-            s = fh.read().strip()
-        if not s:
-            raise SpaceError(f"architecture file {text.strip()} is empty")
-    if s.startswith("{"):
+    if not s.startswith(("{", "[")) and not s[0].isdigit() and (os.path.isfile(s) or s.endswith(".json") or os.sep in s):
+        s = _read_arch_file(s)
+    if s.startswith(("{", "[")):
         try:
             obj = json.loads(s)
         except json.JSONDecodeError as e:
             raise SpaceError(f"architecture JSON is malformed: {e.msg} at line {e.lineno} column {e.colno}") from None
-        if not isinstance(obj, dict):
+        except RecursionError:
+            raise SpaceError("architecture JSON is nested too deeply to be an architecture") from None
+        if isinstance(obj, list):  # [1, 2, ...]: the integer form in JSON brackets
+            if not all(type(v) is int for v in obj):
+                raise SpaceError("an architecture JSON list must hold the integers of the text form (SPEC 7)")
+            s = " ".join(map(str, obj))
+        elif not isinstance(obj, dict):
             raise SpaceError("architecture JSON must be an object with 'space' and its cells")
-        if "arch" in obj and isinstance(obj["arch"], dict):  # a best.json wrapper
-            obj = obj["arch"]
-        json_space = obj.get("space")
-        if json_space is None:
-            raise SpaceError("architecture JSON has no 'space' field (cnn-ws, cnn or rnn)")
-        if space is not None and json_space != space:
-            raise SpaceError(f"architecture is of space '{json_space}' but '{space}' is expected")
-        return get_space(json_space).from_json(obj)
+        else:
+            if "arch" in obj and isinstance(obj["arch"], dict):  # a best.json wrapper
+                obj = obj["arch"]
+            json_space = obj.get("space")
+            if json_space is None:
+                raise SpaceError("architecture JSON has no 'space' field (cnn-ws, cnn or rnn)")
+            if not isinstance(json_space, str):
+                raise SpaceError(f"architecture JSON 'space' must be a name (cnn-ws, cnn or rnn), not {json_space!r}")
+            if space is not None and json_space != space:
+                raise SpaceError(f"architecture is of space '{json_space}' but '{space}' is expected")
+            return get_space(json_space).from_json(obj)
     fields = s.replace("|", " ").replace(",", " ").split()
     values = []
     for f in fields:
@@ -598,6 +602,24 @@ def parse_arch(text: str, space: str | None = None):
         else:
             raise SpaceError(f"got {len(values)} integers; a CNN architecture has 40, an RNN one 22 or 23")
     return get_space(space).from_list(values)
+
+
+def _read_arch_file(path: str) -> str:
+    """The stripped text of an architecture file, with one-line errors for anything that is not one."""
+    if not os.path.isfile(path):
+        what = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+        raise SpaceError(f"architecture file {path} {what}: pass the text form, JSON, or a JSON file")
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read().decode("utf-8").strip()
+    except OSError as e:
+        raise SpaceError(f"architecture file {path} cannot be read ({e.strerror}): check its permissions") from None
+    except UnicodeDecodeError:
+        raise SpaceError(f"architecture file {path} is not text (not UTF-8): pass a JSON file such as a run's "
+                         "best.json") from None
+    if not text:
+        raise SpaceError(f"architecture file {path} is empty")
+    return text
 
 
 def space_of(arch):

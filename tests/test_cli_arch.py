@@ -64,7 +64,8 @@ BAD = [
     ('{"space": "lstm", "nodes": []}', "unknown space 'lstm'"),
     ('{"space": "rnn", "nodes": [[0, "relu"]]}', "expected 11"),
     ('{"space": "rnn", "nodes": [[0, "gelu"]]}', "unknown activation 'gelu'"),
-    ('[1, 2, 3]', "not an integer"),
+    ('[1, 2, 3]', "got 3 integers"),  # a JSON list is the integer form in brackets
+    ('[0, "a"]', "JSON list must hold the integers"),
     ("0 1 1 1 2 2 1 2 4 1 4 1 4 1 7 1 8 2 1 0 4 9", "activation 9 out of range"),
     ("0 1 1 1 2 2 1 2 4 1 4 1 4 1 12 1 8 2 1 0 4 1", "reads node 12"),
     ("missing/arch.json", "does not exist"),

@@ -66,10 +66,10 @@ def test_smoke_training_resumes_bit_exactly(tmp_path, capsys, monkeypatch, tb_sc
     class Killed(Exception):
         pass
 
-    def die_at_epoch_2(self, state, step, keep=2):
+    def die_at_epoch_2(self, state, step, keep=2, **kwargs):
         if step == 2:
             raise Killed
-        save(self, state, step, keep)
+        save(self, state, step, keep, **kwargs)
 
     monkeypatch.setattr(RunDir, "save_checkpoint", die_at_epoch_2)
     with pytest.raises(Killed):

@@ -1,0 +1,373 @@
+"""Bad input is a one-line error (exit status 2, no traceback) and nothing is lost or half-written: the
+cases of issue 16 (binary and malformed files, option ranges, unusable output paths, a full disk, --amp
+without CUDA, validation before the run folder exists, resume without a checkpoint, cut logs, the
+architecture a train run stores, data files that must not run code)."""
+import dataclasses
+import errno
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nao_ws import config, runs, search, standalone, train_cnn, train_rnn
+from nao_ws.cli import main
+from nao_ws.runs import RunDir
+from supernet.spaces import arch_to_json, parse_arch
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+PTB_TINY = str(SHARED / "ptb-tiny")
+NAONET_B = "0 1 0 2 0 1 2 2 1 3 0 2 4 0 1 3 2 1 0 3 | 1 1 1 0 2 1 2 4 1 0 2 3 3 1 2 2 0 2 0 2"
+TRAIN = ["train", "--task", "cifar10-sample", "--preset", "smoke", "--epochs", "2", "--batch-size", "100",
+         "--layers", "1", "--channels", "4", "--device", "cpu", "--deterministic", "--no-progress"]
+SEARCH = ["search", "--task", "ptb", "--data-dir", PTB_TINY, "--preset", "smoke", "--epochs", "1", "--eval-every", "1",
+          "--pool-size", "4", "--new-per-iter", "2", "--random-per-iter", "1", "--seeds", "2", "--rerank-top", "0",
+          "--strategy", "random", "--emb-size", "16", "--batch-size", "512", "--score-windows", "4", "--device", "cpu",
+          "--deterministic", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_globals():
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def cli(args, capsys):
+    """(exit status, stdout, stderr) of the real entry point, in this process: a traceback fails the test."""
+    code = 0
+    try:
+        main(args)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(args, capsys, *needles) -> str:
+    """The error line; a search may have said where its run folder is before it failed."""
+    code, _, err = cli(args, capsys)
+    lines = [line for line in err.strip().splitlines() if not line.startswith("run folder: ")]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    for needle in needles:
+        assert str(needle) in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def binary(tmp_path):
+    p = tmp_path / "weights.json"
+    p.write_bytes(bytes(range(256)) * 4)
+    return p
+
+
+# -- files that are not what they should be ---------------------------------------------------------------
+
+@pytest.mark.parametrize("cmd", [["arch", "show"], ["plot", "-o", "x.png"], ["train", "--task", "cifar10", "--dry-run", "--arch"],
+                                 ["train", "--dry-run", "--arch"]])
+def test_binary_architecture_file(cmd, binary, capsys):
+    one_line_error(cmd + [str(binary)], capsys, binary, "not text")
+
+
+def test_architecture_path_that_is_a_folder(tmp_path, capsys):
+    one_line_error(["arch", "show", str(tmp_path) + "/"], capsys, "is a folder")
+
+
+@pytest.mark.parametrize("cmd", [["train", "--task", "cifar10", "--dry-run"], ["search", "--task", "ptb"]])
+def test_binary_or_folder_config(cmd, binary, tmp_path, capsys):
+    one_line_error(cmd + ["--config", str(binary), "--output", str(tmp_path / "run")], capsys, binary, "not text")
+    one_line_error(cmd + ["--config", str(tmp_path), "--output", str(tmp_path / "run")], capsys, "is a folder")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("epochs: [1, 2\nlr: 0.1\n", "line 2"),
+    ("lr: 0.1\n  epochs: 2\n", "line 2"),
+    ("a: b: c\n", "line 1"),
+])
+def test_yaml_syntax_errors(text, needle, tmp_path, capsys):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    one_line_error(["train", "--task", "cifar10", "--dry-run", "--config", str(p)], capsys, "not valid YAML", needle)
+
+
+def test_config_values_out_of_range_name_the_file(tmp_path, capsys):
+    p = tmp_path / "c.json"
+    p.write_text('{"lr": -1, "epochs": 2}')
+    one_line_error(["train", "--task", "cifar10", "--dry-run", "--config", str(p)], capsys, p, "--lr -1 must be > 0")
+    p.write_text('{"momentum": NaN}')
+    one_line_error(["train", "--task", "cifar10", "--dry-run", "--config", str(p)], capsys, "--momentum nan")
+
+
+def test_damaged_config_json_on_resume(tmp_path, binary, capsys):
+    (tmp_path / "config.json").write_bytes(binary.read_bytes())
+    one_line_error(["search", "--resume", str(tmp_path)], capsys, "damaged")
+    (tmp_path / "config.json").write_text("[1, 2]")
+    one_line_error(["train", "--resume", str(tmp_path)], capsys, "damaged")
+
+
+# -- option ranges --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--score-images", "0"], "--score-images 0 must be >= 1"),
+    (["--score-batch", "0"], "--score-batch 0 must be >= 1"),
+    (["--seed", "-1"], "--seed -1 must be in [0, 4294967295]"),
+    (["--lr", "-1"], "--lr -1.0 must be > 0"),
+    (["--lr", "nan"], "--lr nan must be > 0"),
+    (["--momentum", "1"], "--momentum 1.0 must be in [0, 1)"),
+    (["--head-keep", "inf"], "--head-keep inf must be in (0, 1]"),
+    (["--new-per-iter", "0"], "--new-per-iter 0 must be >= 1"),
+    (["--channels", "7"], "--channels 7 must be even"),
+    (["--lr-min", "0.1", "--lr", "0.05"], "--lr-min 0.1 exceeds --lr 0.05"),
+])
+def test_search_option_ranges(flags, needle, tmp_path, capsys):
+    one_line_error(["search", "--task", "cifar10", "--preset", "smoke", *flags, "--output", str(tmp_path / "run")],
+                   capsys, needle)
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_numeric_option_has_a_range():
+    classes = (search.CnnSearchConfig, search.RnnSearchConfig, standalone.Config, train_cnn.Config, train_rnn.Config)
+    for cls in classes:
+        for name, t in config._field_types(cls).items():
+            if t in (int, float):
+                assert name in config.RANGES, f"{cls.__qualname__}.{name} has no entry in config.RANGES"
+                default = next(f.default for f in dataclasses.fields(cls) if f.name == name)
+                assert default is None or default in config.RANGES[name], (cls, name)
+
+
+# -- output paths -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cmd", [TRAIN, SEARCH])
+def test_output_that_is_a_file_or_under_one(cmd, tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("keep me")
+    one_line_error(cmd + ["--output", str(f)], capsys, "is a file, not a folder")
+    one_line_error(cmd + ["--output", str(f / "run")], capsys, f"lies under {f}")
+    assert f.read_text() == "keep me"
+
+
+def read_only(monkeypatch):
+    """A read-only file system: creating a folder fails with EROFS (tests run as root, so chmod would not)."""
+    def mkdir(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+
+
+@pytest.mark.parametrize("cmd", [TRAIN, SEARCH])
+def test_output_on_a_read_only_file_system(cmd, tmp_path, capsys, monkeypatch):
+    read_only(monkeypatch)
+    one_line_error(cmd + ["--output", str(tmp_path / "run")], capsys, "Read-only file system", "writ")
+
+
+def test_plot_output_unwritable(tmp_path, capsys, monkeypatch):
+    one_line_error(["plot", NAONET_B, "-o", str(tmp_path)], capsys, "is a folder")
+    (tmp_path / "f").write_text("")
+    one_line_error(["plot", NAONET_B, "-o", str(tmp_path / "f" / "cells.png")], capsys, "which is a file")
+    read_only(monkeypatch)
+    one_line_error(["plot", NAONET_B, "-o", str(tmp_path / "new" / "cells.png")], capsys, "Read-only file system")
+
+
+# -- a full disk --------------------------------------------------------------------------------------------
+
+def full_disk_for(monkeypatch, suffix: str, after: int = 0):
+    """Writes to files ending in ``suffix`` fail with ENOSPC, from the ``after``-th such file on."""
+    real_open, seen = open, []
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        fh = real_open(path, mode, *args, **kwargs)
+        if str(path).endswith(suffix) and "w" in mode:
+            seen.append(path)
+            if len(seen) > after:
+                return Full(fh)
+        return fh
+
+    monkeypatch.setattr(runs, "open", fake_open, raising=False)
+
+
+def test_disk_full_while_writing_a_checkpoint(tmp_path, monkeypatch):
+    run = RunDir.create(str(tmp_path / "run"), "train", "x")
+    first = run.save_checkpoint({"kind": "k", "w": torch.ones(3)}, 1)
+    full_disk_for(monkeypatch, ".pt.tmp")
+    with pytest.raises(runs.NaoWsError, match=f"No space left on device.*free some disk space, then continue "
+                                              f"with --resume {run.path}"):
+        run.save_checkpoint({"kind": "k", "w": torch.zeros(3)}, 2)
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == [first.name, first.with_suffix(".sha256").name]
+    assert torch.equal(run.load_latest_checkpoint()["w"], torch.ones(3))
+
+
+def test_disk_full_during_a_search_then_resume(finished, tmp_path, monkeypatch, capsys):
+    """The checkpoint after the first epoch fails for lack of space: one line, no temporary file; once space
+    is free, the resume ends the search as the uninterrupted run did."""
+    ref = finished / "search"
+    out = tmp_path / "run"
+    full_disk_for(monkeypatch, ".pt.tmp", after=1)
+    one_line_error(SEARCH + ["--output", str(out)], capsys, "No space left on device", f"--resume {out}")
+    assert not list(out.rglob("*.tmp")) and len(RunDir(out).list_checkpoints()) == 1
+    monkeypatch.undo()
+    code, _, err = cli(["search", "--resume", str(out), "--no-progress"], capsys)
+    assert code == 0, err
+    for name in ("pool.jsonl", "metrics.jsonl"):
+        a, b = ([{k: v for k, v in r.items() if "seconds" not in k} for r in RunDir(p).read_jsonl(name)]
+                for p in (out, ref))
+        assert a == b, name
+    assert json.loads((out / "best.json").read_text())["text"] == json.loads((ref / "best.json").read_text())["text"]
+
+
+# -- devices -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cmd", [TRAIN, ["search", "--task", "cifar10", "--preset", "smoke"]])
+def test_amp_needs_cuda(cmd, tmp_path, capsys):
+    one_line_error(cmd + ["--amp", "--device", "cpu", "--output", str(tmp_path / "run")], capsys,
+                   "bf16 autocast", "needs CUDA")
+    assert not (tmp_path / "run").exists()
+
+
+# -- validation before anything exists ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cmd", [["train", "--task", "cifar10", "--preset", "smoke", "--device", "cpu"], SEARCH])
+@pytest.mark.parametrize("flags, needle", [
+    (["--batch-size", "0"], "--batch-size 0"),
+    (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "tpu"], "device"),
+    (["--data-dir", "/nonexistent/data"], "/nonexistent/data"),
+])
+def test_failed_validation_creates_nothing(cmd, flags, needle, tmp_path, capsys):
+    """So the corrected command may use the same --output."""
+    out = tmp_path / "run"
+    one_line_error(cmd + [*flags, "--output", str(out)], capsys, needle)
+    assert not out.exists()
+
+
+def test_a_start_failing_after_the_folder_exists_leaves_nothing(tmp_path, capsys, monkeypatch):
+    """Errors only the run itself finds (here: the first data batch) remove what the start created; an
+    --output that existed (empty) stays, empty."""
+    def broken(*args, **kwargs):
+        raise runs.NaoWsError("the data broke")
+
+    monkeypatch.setattr(train_cnn, "load_images", broken)
+    one_line_error(TRAIN + ["--output", str(tmp_path / "a" / "b")], capsys, "the data broke")
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "empty").mkdir()
+    one_line_error(TRAIN + ["--output", str(tmp_path / "empty")], capsys, "the data broke")
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+# -- resume ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished train run and a finished search run (module-wide, copied by the tests that change them)."""
+    import contextlib
+    import io
+
+    base = tmp_path_factory.mktemp("finished")
+    arch_file = base / "arch.json"
+    arch_file.write_text(json.dumps(arch_to_json(parse_arch(NAONET_B))))
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        main_ok(TRAIN + ["--arch", str(arch_file), "--output", str(base / "train")])
+        main_ok(SEARCH + ["--output", str(base / "search")])
+    return base
+
+
+def main_ok(args):
+    try:
+        main(args)
+    except SystemExit as e:
+        assert e.code == 0
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("kind", ["train", "search"])
+def test_resume_without_checkpoints_appends_nothing(kind, finished, tmp_path, capsys):
+    run = copy_run(finished / kind, tmp_path / kind)
+    logs = {p.name: p.read_bytes() for p in run.glob("*.jsonl")}
+    for p in (run / "checkpoints").iterdir():
+        p.unlink()
+    one_line_error([kind, "--resume", str(run)], capsys, "holds no checkpoint", "new --output")
+    assert {p.name: p.read_bytes() for p in run.glob("*.jsonl")} == logs
+
+
+@pytest.mark.parametrize("kind, log", [("search", "pool.jsonl"), ("search", "metrics.jsonl"),
+                                       ("train", "metrics.jsonl")])
+def test_resume_restores_a_cut_log_from_the_checkpoint(kind, log, finished, tmp_path, capsys):
+    run = copy_run(finished / kind, tmp_path / kind)
+    whole = (run / log).read_bytes()
+    (run / log).write_bytes(whole[: len(whole) // 3])  # cut mid-line: the later records are gone too
+    code, _, err = cli([kind, "--resume", str(run), "--no-progress"], capsys)
+    assert code == 0, err
+    assert (run / log).read_bytes() == whole
+
+
+def test_train_stores_the_architecture_not_its_file(finished, tmp_path, capsys):
+    """config.json holds the architecture itself: changing the file the run was started with changes nothing."""
+    run = copy_run(finished / "train", tmp_path / "train")
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["arch"] == NAONET_B
+    (finished / "arch.json").write_text("0 0 0 0")  # would not even parse
+    for p in (run / "checkpoints").glob("ckpt-0000000002.*"):  # resume from the first epoch's checkpoint
+        p.unlink()
+    code, out, err = cli(["train", "--resume", str(run), "--no-progress"], capsys)
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["arch"] == NAONET_B
+
+
+# -- data files must not run code ------------------------------------------------------------------------------
+
+class Plant:
+    """Unpickled, calls open(path, "w"): a file appears."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_planted_cifar_batch_runs_nothing(tmp_path, capsys):
+    probe = tmp_path / "probe"
+    pickle.loads(pickle.dumps(Plant(probe))).close()
+    assert probe.exists()  # plain pickle would run it
+
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    target = tmp_path / "pwned"
+    x = np.zeros((10, 3072), np.uint8)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        entry = {"data": x, "labels": list(range(10)), "batch_label": name}
+        if name == "data_batch_1":
+            entry["filenames"] = Plant(target)
+        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
+    one_line_error(["data", "check", "--task", "cifar10", "--data-dir", str(tmp_path / "data")], capsys,
+                   "data_batch_1", "refers to", "delete it")
+    one_line_error(TRAIN[:2] + ["cifar10", "--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "run")],
+                   capsys, "data_batch_1")
+    assert not target.exists() and not (tmp_path / "run").exists()
+    # the same batches without the plant load, in protocol 2 (the official files) as in the current one
+    (folder / "data_batch_1").write_bytes(pickle.dumps({"data": x, "labels": list(range(10))}))
+    code, out, err = cli(["data", "check", "--task", "cifar10", "--data-dir", str(tmp_path / "data")], capsys)
+    assert code == 0 and "50 train / 10 test images" in out, err
