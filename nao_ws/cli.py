@@ -164,6 +164,7 @@ def _open_for_resume(resume: str, task, config_file, flags: dict):
     if extra or task or config_file:
         named = ", ".join("--" + k.replace("_", "-") for k in extra) or "--task/--config"
         raise NaoWsError(f"--resume continues a run with its saved config.json; drop the other options ({named})")
+    run.check_resumable()
     return run, run.read_config()
 
 
@@ -344,6 +345,8 @@ def plot_cmd(arch_text, space, output):
     arch = parse_arch(arch_text, space)
     if Path(output).is_dir():
         raise NaoWsError(f"-o {output} is a folder: name the PNG file to write, e.g. {Path(output) / 'cells.png'}")
+    if Path(output).suffix.lower() != ".png":
+        raise NaoWsError(f"-o {output}: plot writes PNG files; name one ending in .png")
     if file_above(Path(output)) is not None:
         raise NaoWsError(f"-o {output} lies under {file_above(Path(output))}, which is a file: choose another path")
     try:

@@ -246,22 +246,27 @@ def _local_devices(device: torch.device, workers: int) -> tuple[list[str], int]:
     return ["cpu"] * workers, cores // workers
 
 
+def check_settings(kind: str, workers: int, ray_address: str | None, max_retries: int) -> None:
+    """Executor settings that cannot work, as one-line errors (before a run creates anything)."""
+    if kind not in EXECUTORS:
+        raise NaoWsError(f"--executor {kind} is unknown: use {' or '.join(EXECUTORS)}")
+    if workers < 1 or max_retries < 0:
+        raise NaoWsError("--workers must be >= 1 and --max-retries >= 0")
+    if kind == "ray" and workers != 1:
+        raise NaoWsError("--workers is for --executor local; a Ray run uses every GPU (or CPU) of the cluster")
+    if kind != "ray" and ray_address is not None:
+        raise NaoWsError("--ray-address needs --executor ray")
+
+
 def make_executor(kind: str, workers: int, ray_address: str | None, max_retries: int, device: str, data):
     """The executor ``kind`` (local | ray) with its settings checked; wrong settings are one-line errors.
 
     ``device`` is the ``--device`` string: Ray tasks use the cluster's GPUs unless it is ``cpu`` (the
     driver's own node may have none); the local executor resolves it here.
     """
-    if kind not in EXECUTORS:
-        raise NaoWsError(f"--executor {kind} is unknown: use {' or '.join(EXECUTORS)}")
-    if workers < 1 or max_retries < 0:
-        raise NaoWsError("--workers must be >= 1 and --max-retries >= 0")
+    check_settings(kind, workers, ray_address, max_retries)
     if kind == "ray":
-        if workers != 1:
-            raise NaoWsError("--workers is for --executor local; a Ray run uses every GPU (or CPU) of the cluster")
         return RayExecutor(data, ray_address, device != "cpu", max_retries)
-    if ray_address is not None:
-        raise NaoWsError("--ray-address needs --executor ray")
     if workers == 1:
         return SerialExecutor(data, resolve_device(device), max_retries)
     devices, threads = _local_devices(resolve_device(device), workers)

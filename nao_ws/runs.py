@@ -225,7 +225,8 @@ class RunDir:
             _fsync_write(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
         except OSError as e:  # e.g. the disk is full: no half checkpoint, the previous ones stay
             path.unlink(missing_ok=True)
-            raise io_error(e, f"writing checkpoint {path}", self.path) from None
+            resumable = self.path if self.list_checkpoints() else None  # else the command starts over
+            raise io_error(e, f"writing checkpoint {path}", resumable) from None
         for old in self.list_checkpoints()[keep:]:
             old.unlink(missing_ok=True)
             old.with_suffix(".sha256").unlink(missing_ok=True)
@@ -255,11 +256,13 @@ class RunDir:
     def resume_checkpoint(self) -> dict:
         """The checkpoint ``--resume`` continues from. Without one there is nothing to continue, and starting
         again in this folder would append a second history to its logs: that is a one-line error."""
-        state = self.load_latest_checkpoint()
-        if state is None:
+        self.check_resumable()
+        return self.load_latest_checkpoint()
+
+    def check_resumable(self) -> None:
+        if not self.list_checkpoints():
             raise NaoWsError(f"{self.path} holds no checkpoint to continue from: start over with the original "
                              f"command and a new --output (or delete {self.path} first)")
-        return state
 
 
 def checkpoint_problem(path: Path) -> str | None:

@@ -36,7 +36,7 @@ from supernet.spaces import get_space, parse_arch
 from . import datasets, plot, train_cnn
 from .config import RunConfig, config_to_dict, option, resolve
 from .errors import NaoWsError
-from .executors import Outcome, make_executor
+from .executors import Outcome, check_settings, make_executor
 from .monitor import Monitor
 from .runs import RunDir, check_device, resolve_device, seed_everything
 
@@ -86,8 +86,9 @@ def task_defaults(task: str) -> dict:
 
 
 def check_config(cfg: Config) -> None:
-    """Impossible option combinations, as one-line errors (executor settings: ``make_executor``)."""
+    """Impossible option combinations and executor settings, as one-line errors."""
     task_defaults(cfg.task)
+    check_settings(cfg.executor, cfg.workers, cfg.ray_address, cfg.max_retries)
     if cfg.space != "cnn":
         raise NaoWsError(f"the standalone search runs the cnn space (SPEC 1.2), not --space {cfg.space}")
     if cfg.dataset and cfg.dataset not in datasets.IMAGE_TASKS:

@@ -165,10 +165,17 @@ def test_output_on_a_read_only_file_system(cmd, tmp_path, capsys, monkeypatch):
 
 def test_plot_output_unwritable(tmp_path, capsys, monkeypatch):
     one_line_error(["plot", NAONET_B, "-o", str(tmp_path)], capsys, "is a folder")
+    for name in ("cells.foo", "cells"):
+        one_line_error(["plot", NAONET_B, "-o", str(tmp_path / name)], capsys, "ending in .png")
     (tmp_path / "f").write_text("")
     one_line_error(["plot", NAONET_B, "-o", str(tmp_path / "f" / "cells.png")], capsys, "which is a file")
     read_only(monkeypatch)
     one_line_error(["plot", NAONET_B, "-o", str(tmp_path / "new" / "cells.png")], capsys, "Read-only file system")
+
+
+def test_data_download_into_a_path_under_a_file(tmp_path, capsys):
+    (tmp_path / "f").write_text("")
+    one_line_error(["data", "download", "--task", "ptb", "--data-dir", str(tmp_path / "f")], capsys, "is a file")
 
 
 # -- a full disk --------------------------------------------------------------------------------------------
