@@ -1,0 +1,32 @@
+"""benchmarks/gpu_check.sh's dry path (--device cpu --quick): the plumbing of the GPU check, every figure a
+JSON line, and a failing step failing the whole check."""
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_dry_path_prints_every_figure_as_json():
+    p = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--device", "cpu", "--quick"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    lines = [json.loads(line) for line in p.stdout.splitlines()]
+    metrics = {(line["metric"], line.get("task")) for line in lines}
+    for task in ("cifar10", "ptb"):
+        assert {("search_train_step_s", task), ("search_wall_h", task)} <= metrics
+    assert {("rnn_train_step_ops", None), ("cnn_train_step_ops", None)} <= metrics
+    wall = [line for line in lines if line["metric"] == "search_wall_h"]
+    assert all(line["kind"] == "extrapolated" and line["value"] > 0 for line in wall)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the full check would run")
+def test_a_failing_step_fails_the_check():
+    p = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--device", "cuda"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode != 0 and "no CUDA device visible" in p.stderr
+    bad = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--bogus"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "usage" in bad.stderr
