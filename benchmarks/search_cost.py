@@ -69,7 +69,6 @@ def measure(task: str, args, folder: Path) -> list[dict]:
         controller_s = timed_phase(search, ws.Search.fit_controller) + timed_phase(search, ws.Search.update_pool)
     finally:
         monitor.close()
-        run.wait()
     steps = len(search.task.batches) if task == "cifar10" else len(search.task.stream)
     step_s = epoch_s[-1] / steps
     paper_steps = math.ceil(CIFAR_TRAIN_IMAGES / cfg.batch_size) if task == "cifar10" and not args.quick else steps
