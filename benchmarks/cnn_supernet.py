@@ -70,6 +70,8 @@ def bench_config(name: str, c: dict, data, device: torch.device, sizes: tuple, a
     pool = [get_space("cnn-ws").sample(rng) for _ in range(max(steps, archs) + warmup)]
     supernet = cnn.Supernet("cnn-ws", c["layers"], c["channels"], data.num_classes, aux=c["aux_weight"] > 0,
                             drop_path_keep=c["drop_path_keep"], head_keep=c["head_keep"]).to(device)
+    if common["channels_last"]:
+        supernet.use_channels_last()
     optimizer = _sgd(supernet, c)
     batches = _forever(ImageBatches(data.train, c["batch_size"], data.mean, data.std, train=True, device=device,
                                     generator_seed=seed))
@@ -98,6 +100,8 @@ def bench_config(name: str, c: dict, data, device: torch.device, sizes: tuple, a
     for arch in pool[:2]:
         static = NASNetwork(arch, c["layers"], c["channels"], data.num_classes, aux=c["aux_weight"] > 0,
                             drop_path_keep=c["drop_path_keep"], head_keep=c["head_keep"]).to(device)
+        if common["channels_last"]:
+            static.use_channels_last()
         static_opt = _sgd(static, c)
         cnn.train_step(static, static_opt, x, y, aux_weight=c["aux_weight"], progress=0.5, amp=amp)  # warm-up
         times = {"supernet": [], "static": []}
@@ -118,6 +122,7 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    ap.add_argument("--channels-last", action="store_true", help="channels-last memory format (CUDA only)")
     ap.add_argument("--config", choices=sorted(CONFIGS), action="append", help="default: both")
     ap.add_argument("--quick", action="store_true", help="a few steps only")
     ap.add_argument("--seed", type=int, default=0)
@@ -130,6 +135,7 @@ def main(argv=None) -> None:
     torch.manual_seed(args.seed)
     data = load_images("cifar10", purpose="search", npz_path=args.data, dev_size=SCORE_IMAGES)
     common = {"device": str(device), "threads": torch.get_num_threads(), "amp": args.amp and device.type == "cuda",
+              "channels_last": args.channels_last and device.type == "cuda",
               "load_avg_1min": os.getloadavg()[0], "quick": args.quick}
     for name in args.config or sorted(CONFIGS, reverse=True):
         bench_config(name, CONFIGS[name], data, device, sizes, args.amp, args.seed, common)

@@ -5,7 +5,7 @@ Prints one JSON line per figure:
   score_archs_per_s       `score` with inherited weights on the default fixed validation windows
   supernet_over_static    time of a supernet step / a step of the same cell built as a fixed model (target <= 1.10)
 
-    python benchmarks/rnn_supernet.py [--quick] [--device auto] [--data-dir ../shared/data/ptb]
+    python -m benchmarks.rnn_supernet [--quick] [--device auto] [--amp] [--step tensor|per-node] [--data-dir DIR]
 """
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ def main(argv=None) -> None:
     ap.add_argument("--data-dir", default=str(DEFAULT_DATA))
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quick", action="store_true", help="a few steps only")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only; the cell stays float32)")
+    ap.add_argument("--step", choices=("tensor", "per-node"), default="tensor", help="the RNN cell's step")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     steps, archs, repeats = (2, 2, 2) if args.quick else (10, 20, 5)
@@ -41,19 +43,23 @@ def main(argv=None) -> None:
     corpus = load_corpus("ptb", args.data_dir)
     cfg = rnn.SupernetConfig()
     vocab = len(corpus.dictionary)
-    common = {"device": str(device), "threads": torch.get_num_threads(), "emb_size": cfg.emb_size,
+    amp = args.amp and device.type == "cuda"
+    common = {"device": str(device), "amp": amp, "step": args.step, "threads": torch.get_num_threads(),
+              "emb_size": cfg.emb_size,
               "hidden_size": cfg.hidden_size, "batch_size": cfg.batch_size, "bptt": cfg.bptt}
     rng = np.random.default_rng(args.seed)
     pool = [get_space("rnn").sample(rng) for _ in range(max(steps, archs))]
 
     supernet = rnn.build_supernet(vocab, cfg).to(device)
+    supernet.cell.step = args.step
     optimizer = rnn.make_optimizer(supernet, cfg.lr, cfg.weight_decay)
     train = batchify(corpus.train, cfg.batch_size).to(device)
     windows = iter(rnn.BatchStream(train, cfg.bptt, args.seed, cfg.bptt_short_prob))
     state = {"hidden": supernet.init_hidden(cfg.batch_size), "tokens": 0}
 
     def step(model, opt, arch, window):
-        result = rnn.train_step(model, opt, window, state["hidden"], arch, tar=cfg.tar, grad_clip=cfg.grad_clip)
+        result = rnn.train_step(model, opt, window, state["hidden"], arch, tar=cfg.tar, grad_clip=cfg.grad_clip,
+                                amp=amp)
         state["hidden"] = result.hidden
         state["tokens"] += window.inputs.numel()
 
@@ -64,8 +70,8 @@ def main(argv=None) -> None:
                       "seconds": seconds, **common}), flush=True)
 
     fixed_windows = rnn.score_windows(corpus.valid, device=device)
-    rnn.score(supernet, pool[:1], fixed_windows)  # warm-up
-    seconds = timed(lambda: rnn.score(supernet, pool[:archs], fixed_windows), device)
+    rnn.score(supernet, pool[:1], fixed_windows, amp)  # warm-up
+    seconds = timed(lambda: rnn.score(supernet, pool[:archs], fixed_windows, amp), device)
     print(json.dumps({"metric": "score_archs_per_s", "value": archs / seconds, "archs": archs,
                       "windows": fixed_windows.targets.size(1), "burn_in": fixed_windows.burn_in,
                       **common}), flush=True)
