@@ -6,8 +6,8 @@ Prints one JSON line per figure and configuration:
   score_archs_per_s       `score` with inherited weights, one fixed 500-image batch for every architecture
   supernet_over_static    time of a supernet step / a step of the same architecture built as a final network
                           of the same size (target <= 1.10)
-Configurations (SPEC 3.1): ref-pt = N 3, C 20, batch 64, drop-path keep 0.9; paper = N 2, C 20, batch 160,
-aux head 0.4, head dropout keep 0.9. For comparison, the authors' code on a 2-core machine of this class:
+Configurations: the two columns of SPEC 3.1 (`nao_ws.recipes`): ref-pt = N 3, C 20, batch 64, drop-path keep
+0.9; paper = N 2, C 20, batch 160, aux head 0.4, head dropout keep 0.9. For comparison, the authors' code on a 2-core machine of this class:
 37-41 images/s training and about 0.11 architectures/s scoring at ref-pt (target: at least twice both).
 
     python -m benchmarks.cnn_supernet [--quick] [--device auto] [--threads N] [--data FILE.npz] [--config NAME]
@@ -19,11 +19,13 @@ import json
 import os
 import resource
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from nao_ws.recipes import CNN_REF_PT, CnnSupernet
 from nao_ws.datasets import ImageBatches, fixed_batches, load_images
 from nao_ws.runs import resolve_device
 from supernet import cnn
@@ -32,14 +34,8 @@ from supernet.spaces import get_space
 from benchmarks.timing import timed
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar10-train4000.npz"
-SCORE_IMAGES = 500  # ref-PT scores on 500-image batches (SPEC 3.1)
-CONFIGS = {  # SPEC 3.1
-    "ref-pt": {"layers": 3, "channels": 20, "batch_size": 64, "aux_weight": 0.0, "drop_path_keep": 0.9,
-               "head_keep": 1.0, "lr": 0.025, "weight_decay": 3e-4},
-    "paper": {"layers": 2, "channels": 20, "batch_size": 160, "aux_weight": 0.4, "drop_path_keep": 1.0,
-              "head_keep": 0.9, "lr": 0.05, "weight_decay": 1e-4},
-}
-MOMENTUM = 0.9  # SPEC 3.1
+CONFIGS = {"ref-pt": replace(CnnSupernet(), **CNN_REF_PT), "paper": CnnSupernet()}
+DEV_IMAGES = CnnSupernet().score_batch  # one scoring batch of dev images, as ref-PT scores (500)
 
 
 def _forever(batches: ImageBatches):
@@ -48,8 +44,8 @@ def _forever(batches: ImageBatches):
         yield from batches
 
 
-def _sgd(model: torch.nn.Module, c: dict) -> torch.optim.SGD:
-    return torch.optim.SGD(model.parameters(), lr=c["lr"], momentum=MOMENTUM, weight_decay=c["weight_decay"])
+def _sgd(model: torch.nn.Module, c: CnnSupernet) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
 
 
 # Training is measured in steady state. Over its first ~25 steps (new architectures each) the process's heap
@@ -64,51 +60,48 @@ def _minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def bench_config(name: str, c: dict, data, device: torch.device, sizes: tuple, amp: bool, seed: int, common: dict):
+def bench_config(name: str, c: CnnSupernet, data, device: torch.device, sizes: tuple, amp: bool, seed: int, common: dict):
     steps, archs, repeats, warmup = sizes
     rng = np.random.default_rng(seed)
     pool = [get_space("cnn-ws").sample(rng) for _ in range(max(steps, archs) + warmup)]
-    supernet = cnn.Supernet("cnn-ws", c["layers"], c["channels"], data.num_classes, aux=c["aux_weight"] > 0,
-                            drop_path_keep=c["drop_path_keep"], head_keep=c["head_keep"]).to(device)
+    supernet = cnn.Supernet.from_recipe("cnn-ws", c, data.num_classes).to(device)
     if common["channels_last"]:
         supernet.use_channels_last()
     optimizer = _sgd(supernet, c)
-    batches = _forever(ImageBatches(data.train, c["batch_size"], data.mean, data.std, train=True, device=device,
+    batches = _forever(ImageBatches(data.train, c.batch_size, data.mean, data.std, train=True, device=device,
                                     generator_seed=seed))
-    info = {"config": name, "layers": c["layers"], "channels": c["channels"], "batch_size": c["batch_size"], **common}
+    info = {"config": name, "layers": c.layers, "channels": c.channels, "batch_size": c.batch_size, **common}
 
-    def step(model, opt, arch, x, y):
-        cnn.train_step(model, opt, x, y, arch, aux_weight=c["aux_weight"], progress=0.5, amp=amp)
+    def step(model, opt, x, y, arch=None):
+        cnn.train_step(model, opt, x, y, arch, grad_clip=c.grad_clip, aux_weight=c.aux_weight, progress=0.5, amp=amp)
 
     for arch in pool[-warmup:]:
-        step(supernet, optimizer, arch, *next(batches))
+        step(supernet, optimizer, *next(batches), arch)
     faults = _minor_faults()
-    seconds = timed(lambda: [step(supernet, optimizer, a, *next(batches)) for a in pool[:steps]], device)
+    seconds = timed(lambda: [step(supernet, optimizer, *next(batches), a) for a in pool[:steps]], device)
     faults = (_minor_faults() - faults) / steps
-    print(json.dumps({"metric": "train_images_per_s", "value": steps * c["batch_size"] / seconds, "steps": steps,
+    print(json.dumps({"metric": "train_images_per_s", "value": steps * c.batch_size / seconds, "steps": steps,
                       "warmup_steps": warmup, "page_faults_per_step": faults, "seconds": seconds, **info}), flush=True)
 
-    dev = fixed_batches(data.valid, SCORE_IMAGES, data.mean, data.std, device, limit=SCORE_IMAGES)
+    dev = fixed_batches(data.valid, DEV_IMAGES, data.mean, data.std, device, limit=DEV_IMAGES)
     cnn.score(supernet, pool[-1:], dev, amp=amp)  # warm-up
     seconds = timed(lambda: cnn.score(supernet, pool[:archs], dev, amp=amp), device)
     print(json.dumps({"metric": "score_archs_per_s", "value": archs / seconds, "archs": archs,
-                      "score_images": SCORE_IMAGES, "seconds": seconds, **info}), flush=True)
+                      "score_images": DEV_IMAGES, "seconds": seconds, **info}), flush=True)
 
     # same architecture, same batch, alternating supernet and static steps so load changes hit both alike
     x, y = next(batches)
     ratios = []
     for arch in pool[:2]:
-        static = NASNetwork(arch, c["layers"], c["channels"], data.num_classes, aux=c["aux_weight"] > 0,
-                            drop_path_keep=c["drop_path_keep"], head_keep=c["head_keep"]).to(device)
+        static = NASNetwork.from_recipe(arch, c, data.num_classes).to(device)
         if common["channels_last"]:
             static.use_channels_last()
         static_opt = _sgd(static, c)
-        cnn.train_step(static, static_opt, x, y, aux_weight=c["aux_weight"], progress=0.5, amp=amp)  # warm-up
+        step(static, static_opt, x, y)  # warm-up
         times = {"supernet": [], "static": []}
         for _ in range(repeats):
-            times["supernet"].append(timed(lambda: step(supernet, optimizer, arch, x, y), device))
-            times["static"].append(timed(lambda: cnn.train_step(static, static_opt, x, y, aux_weight=c["aux_weight"],
-                                                                 progress=0.5, amp=amp), device))
+            times["supernet"].append(timed(lambda: step(supernet, optimizer, x, y, arch), device))
+            times["static"].append(timed(lambda: step(static, static_opt, x, y), device))
         ratios.append((statistics.median(times["supernet"]), statistics.median(times["static"])))
     value = sum(s for s, _ in ratios) / sum(t for _, t in ratios)
     print(json.dumps({"metric": "supernet_over_static", "value": value, "archs": len(ratios), "repeats": repeats,
@@ -133,7 +126,7 @@ def main(argv=None) -> None:
     sizes = (3, 2, 2, QUICK_WARMUP_STEPS) if args.quick else (20, 8, 5, WARMUP_STEPS)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
-    data = load_images("cifar10", purpose="search", npz_path=args.data, dev_size=SCORE_IMAGES)
+    data = load_images("cifar10", purpose="search", npz_path=args.data, dev_size=DEV_IMAGES)
     common = {"device": str(device), "threads": torch.get_num_threads(), "amp": args.amp and device.type == "cuda",
               "channels_last": args.channels_last and device.type == "cuda",
               "load_avg_1min": os.getloadavg()[0], "quick": args.quick}

@@ -1,10 +1,11 @@
 """Aten ops dispatched per supernet training step and per scored architecture, both supernets at their
-`paper` sizes (SPEC 3.1: N 2, C 20, batch 160, aux head; SPEC 3.2: 300 / 300, batch 256, BPTT 35).
+`paper` recipes (`nao_ws.recipes`: SPEC 3.1, N 2, C 20, batch 160, aux head; SPEC 3.2, 300 / 300, batch 256,
+BPTT 35).
 
 On a GPU every aten op is at least one kernel launch, so the count bounds a step's launch overhead; it is
 counted with a TorchDispatchMode on CPU, where it is the same code path. Prints one JSON line per figure:
   rnn_train_step_ops      median over random architectures (BPTT 35 windows)
-  rnn_score_arch_ops      per architecture of `rnn.score` on the default fixed validation windows
+  rnn_score_arch_ops      per architecture of `rnn.score` on the recipe's fixed validation windows
   cnn_train_step_ops      median over random architectures
   cnn_score_arch_ops      per architecture of `cnn.score` on the preset's 1000 dev images (2 batches)
 each with the median, min and max and the most frequent ops.
@@ -17,19 +18,20 @@ import argparse
 import collections
 import json
 import statistics
+from dataclasses import replace
 
 import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from nao_ws.recipes import CnnSupernet, RnnSupernet
 from supernet import cnn, optim, rnn
 from supernet.spaces import get_space
 
 VOCAB = 10_000  # PTB's vocabulary (SPEC 3.2); the count does not depend on the data, so no data is read
-CNN_PAPER = {"layers": 2, "channels": 20, "batch_size": 160, "aux_weight": 0.4, "head_keep": 0.9,
-             "score_images": 1000, "score_batch": 500}  # SPEC 3.1, nao_ws.search.CnnSearchConfig
-QUICK = {"rnn": {"emb_size": 16, "batch_size": 4, "vocab": 50, "score_windows": 8},
+QUICK = {"rnn": {"emb_size": 16, "batch_size": 4, "score_windows": 8},
          "cnn": {"layers": 1, "channels": 8, "batch_size": 4, "score_images": 8, "score_batch": 4}}
+QUICK_VOCAB = 50
 
 
 class OpCounter(TorchDispatchMode):
@@ -58,13 +60,9 @@ def summary(metric: str, counts: list[collections.Counter], per: int = 1, **extr
 
 
 def rnn_counts(archs: list, quick: bool, step_kind: str) -> list[dict]:
-    cfg = rnn.SupernetConfig()
-    vocab, windows_n = VOCAB, 256  # SPEC 3.2; nao_ws.search.RnnSearchConfig.score_windows
-    if quick:
-        q = QUICK["rnn"]
-        cfg = rnn.SupernetConfig(emb_size=q["emb_size"], hidden_size=q["emb_size"], batch_size=q["batch_size"])
-        vocab, windows_n = q["vocab"], q["score_windows"]
-    model = rnn.build_supernet(vocab, cfg)
+    cfg = replace(RnnSupernet(), **QUICK["rnn"]) if quick else RnnSupernet()
+    vocab, windows_n = QUICK_VOCAB if quick else VOCAB, cfg.score_windows
+    model = rnn.build_lm(vocab, cfg)
     if step_kind != "default":
         model.cell.step = step_kind
     optimizer = rnn.make_optimizer(model, cfg.lr, cfg.weight_decay)
@@ -77,7 +75,7 @@ def rnn_counts(archs: list, quick: bool, step_kind: str) -> list[dict]:
 
     step(archs[0])  # warm-up
     steps = [count(lambda a=a: step(a)) for a in archs]
-    valid = torch.randint(0, vocab, (rnn.SCORE_BURN_IN + cfg.bptt + 1 + windows_n,))
+    valid = torch.randint(0, vocab, (2 * cfg.bptt + 1 + windows_n,))  # burn-in = bptt
     windows = rnn.score_windows(valid, windows_n, cfg.bptt)
     scores = [count(lambda a=a: rnn.score(model, [a], windows)) for a in archs]
     common = {"emb_size": cfg.emb_size, "batch_size": cfg.batch_size, "bptt": cfg.bptt, "vocab": vocab,
@@ -87,24 +85,22 @@ def rnn_counts(archs: list, quick: bool, step_kind: str) -> list[dict]:
 
 
 def cnn_counts(archs: list, quick: bool) -> list[dict]:
-    c = {**CNN_PAPER, **(QUICK["cnn"] if quick else {})}
-    model = cnn.Supernet("cnn-ws", c["layers"], c["channels"], 10, aux=c["aux_weight"] > 0,
-                         head_keep=c["head_keep"])
-    optimizer = optim.sgd(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)  # SPEC 3.1
-    x, y = torch.randn(c["batch_size"], 3, 32, 32), torch.randint(0, 10, (c["batch_size"],))
+    c = replace(CnnSupernet(), **QUICK["cnn"]) if quick else CnnSupernet()
+    model = cnn.Supernet.from_recipe("cnn-ws", c, 10)
+    optimizer = optim.sgd(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+    x, y = torch.randn(c.batch_size, 3, 32, 32), torch.randint(0, 10, (c.batch_size,))
 
     def step(arch):  # as the search loop runs it
-        cnn.train_step(model, optimizer, x, y, arch, aux_weight=c["aux_weight"], sync=False)
+        cnn.train_step(model, optimizer, x, y, arch, grad_clip=c.grad_clip, aux_weight=c.aux_weight, sync=False)
 
     step(archs[0])  # warm-up
     steps = [count(lambda a=a: step(a)) for a in archs]
-    n = c["score_images"] // c["score_batch"]
-    batches = [(torch.randn(c["score_batch"], 3, 32, 32), torch.randint(0, 10, (c["score_batch"],)))
-               for _ in range(n)]
+    n = c.score_images // c.score_batch
+    batches = [(torch.randn(c.score_batch, 3, 32, 32), torch.randint(0, 10, (c.score_batch,))) for _ in range(n)]
     scores = [count(lambda a=a: cnn.score(model, [a], batches)) for a in archs]
-    common = {k: c[k] for k in ("layers", "channels", "batch_size")} | {"quick": quick}
+    common = {"layers": c.layers, "channels": c.channels, "batch_size": c.batch_size, "quick": quick}
     return [summary("cnn_train_step_ops", steps, **common),
-            summary("cnn_score_arch_ops", scores, score_images=c["score_images"], score_batch=c["score_batch"],
+            summary("cnn_score_arch_ops", scores, score_images=c.score_images, score_batch=c.score_batch,
                     **common)]
 
 

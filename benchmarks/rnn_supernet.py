@@ -1,8 +1,8 @@
-"""RNN supernet speed at the search configuration (SPEC 3.2: embedding = hidden = 300, batch 256, BPTT 35) on PTB.
+"""RNN supernet speed at the search configuration (SPEC 3.2, `nao_ws.recipes.RnnSupernet`) on PTB.
 
 Prints one JSON line per figure:
   train_tokens_per_s      supernet training steps, a random architecture per minibatch (variable BPTT rule)
-  score_archs_per_s       `score` with inherited weights on the default fixed validation windows
+  score_archs_per_s       `score` with inherited weights on the recipe's fixed validation windows
   supernet_over_static    time of a supernet step / a step of the same cell built as a fixed model (target <= 1.10)
 
     python -m benchmarks.rnn_supernet [--quick] [--device auto] [--amp] [--step tensor|per-node] [--data-dir DIR]
@@ -18,12 +18,13 @@ import numpy as np
 import torch
 
 from nao_ws.datasets import batchify, load_corpus
+from nao_ws.recipes import RnnSupernet
 from nao_ws.runs import resolve_device
+from nao_ws.train_rnn import REFERENCE_CELL
 from supernet import rnn
 from supernet.spaces import get_space, parse_arch
 from benchmarks.timing import timed
 
-REFERENCE_CELL = "0 1 1 1 2 2 1 2 4 1 4 1 4 1 7 1 8 2 1 0 4 1"  # SPEC 5.2
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ptb"
 
 
@@ -41,16 +42,15 @@ def main(argv=None) -> None:
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     corpus = load_corpus("ptb", args.data_dir)
-    cfg = rnn.SupernetConfig()
+    cfg = RnnSupernet()
     vocab = len(corpus.dictionary)
     amp = args.amp and device.type == "cuda"
     common = {"device": str(device), "amp": amp, "step": args.step, "threads": torch.get_num_threads(),
-              "emb_size": cfg.emb_size,
-              "hidden_size": cfg.hidden_size, "batch_size": cfg.batch_size, "bptt": cfg.bptt}
+              "emb_size": cfg.emb_size, "batch_size": cfg.batch_size, "bptt": cfg.bptt}
     rng = np.random.default_rng(args.seed)
     pool = [get_space("rnn").sample(rng) for _ in range(max(steps, archs))]
 
-    supernet = rnn.build_supernet(vocab, cfg).to(device)
+    supernet = rnn.build_lm(vocab, cfg).to(device)
     supernet.cell.step = args.step
     optimizer = rnn.make_optimizer(supernet, cfg.lr, cfg.weight_decay)
     train = batchify(corpus.train, cfg.batch_size).to(device)
@@ -69,7 +69,7 @@ def main(argv=None) -> None:
     print(json.dumps({"metric": "train_tokens_per_s", "value": state["tokens"] / seconds, "steps": steps,
                       "seconds": seconds, **common}), flush=True)
 
-    fixed_windows = rnn.score_windows(corpus.valid, device=device)
+    fixed_windows = rnn.score_windows(corpus.valid, cfg.score_windows, cfg.bptt, device=device)
     rnn.score(supernet, pool[:1], fixed_windows, amp)  # warm-up
     seconds = timed(lambda: rnn.score(supernet, pool[:archs], fixed_windows, amp), device)
     print(json.dumps({"metric": "score_archs_per_s", "value": archs / seconds, "archs": archs,
@@ -77,7 +77,7 @@ def main(argv=None) -> None:
                       **common}), flush=True)
 
     arch = parse_arch(REFERENCE_CELL, "rnn")
-    static = rnn.build_lm(vocab, cfg.emb_size, cfg.hidden_size, cfg.dropouts(), arch).to(device)
+    static = rnn.build_lm(vocab, cfg, arch).to(device)
     static_opt = rnn.make_optimizer(static, cfg.lr, cfg.weight_decay)
     window = rnn.Window(train[:cfg.bptt], train[1:cfg.bptt + 1], 1.0)
     times = {"supernet": [], "static": []}

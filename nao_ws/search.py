@@ -29,7 +29,7 @@ from controller.model import NAO
 from controller.train import export_state, fit, load_state, make_optimizer
 from supernet.spaces import get_space, parse_arch
 
-from . import plot
+from . import plot, recipes
 from .config import RunConfig, config_to_dict, option
 from .datasets import IMAGE_TASKS, TEXT_TASKS
 from .errors import NaoWsError
@@ -40,8 +40,6 @@ from .search_tasks import Diverged, make_task
 
 ROLLBACK_LR_FACTOR = 0.5  # lr multiplier after a divergence rollback (ours; ref-TF also lowers the lr)
 MAX_ROLLBACKS = 5  # then the run stops with an error instead of looping (ours)
-
-
 
 
 @dataclass(frozen=True)
@@ -68,50 +66,21 @@ class SearchConfig(RunConfig):
 
 
 @dataclass(frozen=True)
-class CnnSearchConfig(SearchConfig):
-    """The CIFAR-10 supernet recipe: SPEC 3.1, `paper` column (ref-TF, the 7-hour run)."""
+class CnnSearchConfig(SearchConfig, recipes.CnnSupernet):
+    """The loop's options and the CIFAR-10 supernet recipe (SPEC 3.1, `paper` column)."""
 
-    layers: int = option(2, "N: cells per stage")  # SPEC 3.1
-    channels: int = option(20, "C: channels of the first stage")  # SPEC 3.1
-    batch_size: int = option(160, "supernet batch size")  # SPEC 3.1
-    lr: float = option(0.05, "max learning rate (SGDR)")  # SPEC 3.1
-    lr_min: float = option(5e-4, "min learning rate (SGDR)")  # SPEC 3.1
-    t0: int = option(10, "SGDR first period in epochs")  # SPEC 3.1
-    t_mult: int = option(2, "SGDR period multiplier")  # SPEC 3.1
-    momentum: float = option(0.9, "SGD momentum")  # SPEC 3.1
-    weight_decay: float = option(1e-4, "weight decay")  # SPEC 3.1
-    grad_clip: float = option(5.0, "gradient-norm clip")  # SPEC 3.1
-    aux_weight: float = option(0.4, "auxiliary head loss weight (0: no aux head)")  # SPEC 3.1
-    head_keep: float = option(0.9, "classifier dropout keep probability")  # SPEC 3.1
-    drop_path_keep: float = option(1.0, "drop-path keep probability (1: none)")  # SPEC 3.1
-    score_images: int = option(1000, "fixed dev images every architecture is scored on")  # ours: 2 x ref-PT's 500
-    score_batch: int = option(500, "scoring batch size")  # SPEC 3.1 (ref-PT's 500-image batches)
-    rerank_layers: int = option(3, "N of the re-ranking networks")  # SPEC 3.1 (ref-PT)
-    rerank_channels: int = option(20, "C of the re-ranking networks")  # SPEC 3.1 (ref-PT)
     channels_last: bool = option(False, "channels-last memory format (CUDA only; CPU runs always are)")
 
 
 @dataclass(frozen=True)
-class RnnSearchConfig(SearchConfig):
-    """The PTB supernet recipe (SPEC 3.2, ref-TF)."""
-
-    emb_size: int = option(300, "embedding = hidden size")  # SPEC 3.2
-    batch_size: int = option(256, "supernet batch size")  # SPEC 3.2
-    bptt: int = option(35, "BPTT length")  # SPEC 3.2
-    lr: float = option(0.25, "SGD learning rate")  # SPEC 3.2
-    weight_decay: float = option(5e-7, "weight decay")  # SPEC 3.2
-    grad_clip: float = option(10.0, "gradient-norm clip")  # SPEC 3.2
-    tar: float = option(1e-3, "temporal activation regularisation")  # SPEC 3.2
-    dropout_out: float = option(0.75, "locked dropout on the RNN output")  # SPEC 3.2
-    dropout_hidden: float = option(0.25, "variational hidden mask")  # SPEC 3.2
-    dropout_x: float = option(0.75, "variational input mask")  # SPEC 3.2
-    dropout_emb_out: float = option(0.2, "locked dropout on the embedding output")  # SPEC 3.2
-    dropout_emb: float = option(0.0, "embedding (word) dropout")  # SPEC 3.2
-    score_windows: int = option(256, "fixed validation windows spread over the whole validation set")
+class RnnSearchConfig(SearchConfig, recipes.RnnSupernet):
+    """The loop's options and the PTB supernet recipe (SPEC 3.2)."""
 
 
 CNN_PRESETS = {
     "paper": {},
+    # SPEC 3.1, ref-PT column: its supernet recipe, a pool of 600 with 300 new and no random ones per update
+    "ref-pt": {**recipes.CNN_REF_PT, "pool_size": 600, "new_per_iter": 300, "random_per_iter": 0},
     # Same code path, tiny sizes: a few minutes at most on 2 CPU cores with the bundled sample.
     "smoke": {"dataset": "cifar10-sample", "layers": 1, "channels": 8, "batch_size": 32, "epochs": 4,
               "eval_every": 2, "pool_size": 16, "new_per_iter": 8, "random_per_iter": 2, "seeds": 8,

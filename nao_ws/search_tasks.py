@@ -93,9 +93,7 @@ class CnnSearch:
                                              train=True, device=device, generator_seed=cfg.seed)
         self.dev = datasets.fixed_batches(self.data.valid, cfg.score_batch, self.data.mean, self.data.std, device,
                                           limit=cfg.score_images)
-        self.model = cnn.Supernet(cfg.space, cfg.layers, cfg.channels, self.data.num_classes,
-                                  aux=cfg.aux_weight > 0, drop_path_keep=cfg.drop_path_keep,
-                                  head_keep=cfg.head_keep).to(device)
+        self.model = cnn.Supernet.from_recipe(cfg.space, cfg, self.data.num_classes).to(device)
         if cfg.channels_last:
             self.model.use_channels_last()
         self.optimizer = optim.sgd(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
@@ -148,15 +146,10 @@ class RnnSearch:
     def __init__(self, cfg, device: torch.device):
         self.cfg, self.device = cfg, device
         self.corpus = datasets.load_corpus(cfg.task, cfg.data_dir)
-        self.recipe = rnn.SupernetConfig(
-            emb_size=cfg.emb_size, hidden_size=cfg.emb_size, dropout_out=cfg.dropout_out,
-            dropout_hidden=cfg.dropout_hidden, dropout_x=cfg.dropout_x, dropout_emb_out=cfg.dropout_emb_out,
-            dropout_emb=cfg.dropout_emb, tar=cfg.tar, weight_decay=cfg.weight_decay, lr=cfg.lr,
-            grad_clip=cfg.grad_clip, batch_size=cfg.batch_size, bptt=cfg.bptt)
         train = datasets.batchify(self.corpus.train, cfg.batch_size).to(device)
-        self.stream = rnn.BatchStream(train, cfg.bptt, seed=cfg.seed, short_prob=self.recipe.bptt_short_prob)
+        self.stream = rnn.BatchStream(train, cfg.bptt, seed=cfg.seed, short_prob=cfg.bptt_short_prob)
         self.windows = rnn.score_windows(self.corpus.valid, cfg.score_windows, cfg.bptt, device=device)
-        self.model = rnn.build_supernet(len(self.corpus.dictionary), self.recipe).to(device)
+        self.model = rnn.build_lm(len(self.corpus.dictionary), cfg).to(device)
         self.optimizer = rnn.make_optimizer(self.model, cfg.lr, cfg.weight_decay)
         self.hidden = self.model.init_hidden(cfg.batch_size)
 
@@ -172,7 +165,7 @@ class RnnSearch:
             steps.add(r.finite, r.loss)
         means = steps.means()
         del means["acc"]
-        return {**means, "ppl": math.exp(min(means["loss"], 700.0)), "lr": cfg.lr * lr_scale}
+        return {**means, "ppl": rnn.perplexity(means["loss"]), "lr": cfg.lr * lr_scale}
 
     def score(self, archs: list, monitor: Monitor) -> list[dict]:
         out = []
@@ -187,7 +180,7 @@ class RnnSearch:
     def rerank(self, arch, seed: int, monitor: Monitor) -> dict:
         """Short standalone training of the cell at the search size, scored by validation loss."""
         cfg = self.cfg
-        recipe = _recipe(train_rnn, cfg, emb_size=cfg.emb_size, hidden_size=cfg.emb_size, epochs=cfg.rerank_epochs,
+        recipe = _recipe(train_rnn, cfg, emb_size=cfg.emb_size, epochs=cfg.rerank_epochs,
                          batch_size=cfg.rerank_batch_size, bptt=cfg.bptt)
         result = train_rnn.fit_candidate(arch, self.corpus, recipe, self.device, seed, monitor=monitor)
         return {"score": -result["valid_loss"], **result}

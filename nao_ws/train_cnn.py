@@ -7,7 +7,7 @@ recipes. The test set is evaluated once, after the last epoch, and never used to
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -15,50 +15,29 @@ from supernet.cnn import autocast, train_step
 from supernet.nets import REFERENCE_CELLS, NASNetwork, parameter_count
 from supernet.spaces import CnnArch, format_arch, parse_arch
 
-from .config import RunConfig, build_config, config_to_dict
+from .config import RunConfig, build_config, config_to_dict, option
 from .datasets import IMAGE_TASKS, ImageBatches, ImageData, fixed_batches, load_images
 from .errors import NaoWsError
 from .monitor import Monitor
+from .recipes import CnnFinal
 from .runs import (RunDir, check_device, load_model_state, resolve_device, rng_state, seed_everything,
                    set_rng_state)
 
 CHECKPOINT_KIND = "train-cnn"
 NUM_CLASSES = {"cifar10": 10, "cifar10-sample": 10, "cifar100": 100}  # SPEC 5.1
 EVAL_BATCH = 500  # test-time batch size: memory only, BN uses running statistics at test time
-WEIGHT_DECAY = 3e-4  # SPEC 5.1
-WEIGHT_DECAY_WIDE = 5e-4  # SPEC 5.1, for F = 128
-WIDE_CHANNELS = 128  # SPEC 5.1
-
-
-def _help(text: str) -> dict:
-    return {"help": text}
 
 
 @dataclass(frozen=True)
-class Config(RunConfig):
-    """The SPEC 5.1 recipe; every field is a flag of ``nao-ws train``."""
+class Config(RunConfig, CnnFinal):
+    """``nao-ws train`` for CIFAR: the SPEC 5.1 recipe and the architecture; every field is a flag."""
 
-    arch: str = field(default="", metadata=_help(
-        "architecture: text form, JSON or a JSON file (default: the space's SPEC 5.1 reference cell, NAONet-B "
-        "for cnn-ws, NAONet-A for cnn)"))
-    space: str = field(default="cnn-ws", metadata=_help("search space of --arch: cnn-ws (5 ops) or cnn (11 ops)"))
-    layers: int = field(default=6, metadata=_help("CNN: cells per stage N (SPEC 5.1: 6)"))
-    channels: int = field(default=36, metadata=_help("CNN: channels F of the first stage (SPEC 5.1: 36, 64 or 128)"))
-    epochs: int = field(default=600, metadata=_help("training epochs"))  # SPEC 5.1
-    batch_size: int = field(default=128, metadata=_help("training batch size"))  # SPEC 5.1
-    lr: float = field(default=0.025, metadata=_help("initial learning rate (cosine schedule)"))  # SPEC 5.1
-    lr_min: float = field(default=0.0, metadata=_help("final learning rate of the cosine schedule"))  # SPEC 5.1
-    momentum: float = field(default=0.9, metadata=_help("SGD momentum"))  # SPEC 5.1
-    weight_decay: float | None = field(default=None, metadata=_help(
-        "weight decay (CNN default: 3e-4, 5e-4 when --channels >= 128, SPEC 5.1)"))
-    grad_clip: float = field(default=5.0, metadata=_help("gradient-norm clip"))  # SPEC 5.1
-    cutout: int = field(default=16, metadata=_help("cutout square side, 0 = off"))  # SPEC 5.1
-    aux_weight: float = field(default=0.4, metadata=_help("auxiliary head loss weight, 0 = no aux head"))  # SPEC 5.1
-    drop_path_keep: float = field(default=0.8, metadata=_help("final scheduled drop-path keep probability"))  # SPEC 5.1
-    head_keep: float = field(default=0.6, metadata=_help("dropout keep probability before the classifier"))  # SPEC 5.1
-    amp: bool = field(default=False, metadata=_help("bf16 autocast (CUDA only)"))
-    channels_last: bool = field(default=False, metadata=_help(
-        "channels-last memory format on CUDA (CNNs always run channels-last on CPU, where it is faster)"))
+    arch: str = option("", "architecture: text form, JSON or a JSON file (default: the space's SPEC 5.1 reference "
+                           "cell, NAONet-B for cnn-ws, NAONet-A for cnn)")
+    space: str = option("cnn-ws", "search space of --arch: cnn-ws (5 ops) or cnn (11 ops)")
+    amp: bool = option(False, "bf16 autocast (CUDA only)")
+    channels_last: bool = option(False, "channels-last memory format on CUDA (CNNs always run channels-last on CPU, "
+                                        "where it is faster)")
 
 
 # paper = the dataclass defaults (SPEC 5.1); smoke = a minute on 2 CPU cores with --task cifar10-sample
@@ -67,25 +46,16 @@ PRESETS = {
     "smoke": {"layers": 1, "channels": 8, "epochs": 3, "batch_size": 50, "cutout": 8},
 }
 
-# recipes of fit_candidate's callers, as overrides of Config
+# recipes of fit_candidate's callers, as overrides of Config; sizes, epochs and lr come from the caller's config
 CANDIDATE_PRESETS = {
-    # SPEC 3.1: re-rank the top 5 of a weight-sharing search (ref-PT: N = 3, C = 20, 10 epochs)
-    "rerank": {"layers": 3, "channels": 20, "epochs": 10},
-    # SPEC 4: every candidate of the standalone search
-    "standalone": {"layers": 3, "channels": 32, "epochs": 25, "batch_size": 128, "lr": 0.024, "lr_min": 0.0,
-                   "drop_path_keep": 0.7, "aux_weight": 0.4, "weight_decay": 5e-4, "cutout": 0},
+    # SPEC 4: every candidate of the standalone search (ref-TF's script: drop-path keep 0.7, no cutout)
+    "standalone": {"drop_path_keep": 0.7, "weight_decay": 5e-4, "cutout": 0},
 }
 
 
 def task_defaults(task: str) -> dict:
     """No per-task overrides: CIFAR-10 and CIFAR-100 share the SPEC 5.1 recipe."""
     return {}
-
-
-def weight_decay(cfg: Config) -> float:
-    if cfg.weight_decay is not None:
-        return cfg.weight_decay
-    return WEIGHT_DECAY_WIDE if cfg.channels >= WIDE_CHANNELS else WEIGHT_DECAY
 
 
 def check_config(cfg: Config) -> None:
@@ -106,7 +76,7 @@ def check_config(cfg: Config) -> None:
         problems.append(f"need --lr > 0 and 0 <= --lr-min <= --lr, got {cfg.lr} and {cfg.lr_min}")
     if not 0 <= cfg.momentum < 1:
         problems.append(f"--momentum {cfg.momentum} must be in [0, 1)")
-    if weight_decay(cfg) < 0 or cfg.aux_weight < 0 or not cfg.grad_clip > 0:
+    if cfg.decay() < 0 or cfg.aux_weight < 0 or not cfg.grad_clip > 0:
         problems.append("--weight-decay and --aux-weight must be >= 0 and --grad-clip > 0")
     if not 0 <= cfg.cutout <= 32:
         problems.append(f"--cutout {cfg.cutout} must be between 0 and 32 (the image side)")
@@ -122,8 +92,7 @@ def resolve_arch(cfg: Config) -> CnnArch:
 
 
 def build_model(arch: CnnArch, cfg: Config, num_classes: int) -> NASNetwork:
-    return NASNetwork(arch, cfg.layers, cfg.channels, num_classes, aux=cfg.aux_weight > 0,
-                      drop_path_keep=cfg.drop_path_keep, head_keep=cfg.head_keep)
+    return NASNetwork.from_recipe(arch, cfg, num_classes)
 
 
 def dry_run(cfg: Config) -> dict:
@@ -150,7 +119,7 @@ class Trainer:
         if cfg.channels_last and device.type == "cuda":
             self.model.use_channels_last()
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                         weight_decay=weight_decay(cfg))
+                                         weight_decay=cfg.decay())
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, cfg.epochs, eta_min=cfg.lr_min)
         self.batches = ImageBatches(data.train, cfg.batch_size, data.mean, data.std, train=True, cutout=cfg.cutout,
                                     device=device, generator_seed=seed)
@@ -166,8 +135,8 @@ class Trainer:
         bar = monitor.bar(total=steps, desc=f"epoch {self.epoch + 1}/{cfg.epochs}") if monitor else None
         for i, (x, y) in enumerate(self.batches):
             progress = (self.epoch * steps + i + 1) / (cfg.epochs * steps)  # drop-path schedule (SPEC 5.1)
-            r = train_step(self.model, self.optimizer, x, y, aux_weight=cfg.aux_weight,
-                           grad_clip=cfg.grad_clip, progress=progress, amp=self.amp)
+            r = train_step(self.model, self.optimizer, x, y, grad_clip=cfg.grad_clip, aux_weight=cfg.aux_weight,
+                           progress=progress, amp=self.amp)
             if r.finite:
                 loss_sum, acc_sum, done = loss_sum + r.loss, acc_sum + r.acc, done + 1
             else:

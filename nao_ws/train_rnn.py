@@ -27,6 +27,7 @@ from .config import RunConfig, build_config, config_to_dict, option
 from .datasets import Corpus, batchify, load_corpus
 from .errors import NaoWsError
 from .monitor import Monitor
+from .recipes import WIKITEXT2, RnnFinal
 from .runs import RunDir, check_device, resolve_device, rng_state, seed_everything, set_rng_state
 
 REFERENCE_CELL = "0 1 1 1 2 2 1 2 4 1 4 1 4 1 7 1 8 2 1 0 4 1"  # SPEC 5.2 (ref-TF form: node 0 = tanh)
@@ -34,55 +35,28 @@ LOG_EVERY = 50  # training-loss scalars to TensorBoard every this many windows
 MAX_ROLLBACKS = 10  # consecutive non-finite rollbacks before giving up (ours; ref-TF retries forever)
 
 
-
-
 @dataclass(frozen=True)
-class Config(RunConfig):
-    """Final-training recipe; defaults are SPEC 5.2 for PTB (`task_defaults` adapts WikiText-2)."""
+class Config(RunConfig, RnnFinal):
+    """``nao-ws train`` for PTB / WikiText-2: the SPEC 5.2 recipe (`task_defaults` adapts WikiText-2), the cell
+    and the run options; every field is a flag."""
 
-    arch: str = option(REFERENCE_CELL, "RNN cell: 23 or 22 (ref-TF) integers, JSON, or a JSON file (SPEC 7)")  # SPEC 5.2
-    epochs: int = option(4000, "training epochs")  # SPEC 5.2 (ref-TF)
-    batch_size: int = option(64, "training batch size")  # SPEC 5.2
-    bptt: int = option(35, "nominal BPTT length")  # SPEC 5.2
-    lr: float = option(20.0, "SGD learning rate")  # SPEC 5.2 (ref-TF; the supplement: 10)
-    grad_clip: float = option(0.25, "gradient-norm clip")  # SPEC 5.2
-    weight_decay: float = option(8e-7, "L2 weight decay")  # SPEC 5.2 (PTB)
-    emb_size: int = option(850, "embedding size (= hidden size: tied softmax)")  # SPEC 5.2
-    hidden_size: int = option(850, "RNN hidden size")  # SPEC 5.2
-    dropout_out: float = option(0.75, "locked dropout on the RNN output")  # SPEC 5.2
-    dropout_hidden: float = option(0.25, "variational dropout on the hidden state and every node input")  # SPEC 5.2
-    dropout_x: float = option(0.75, "variational dropout on the cell input")  # SPEC 5.2
-    dropout_emb_out: float = option(0.2, "locked dropout on the embedding output")  # SPEC 5.2
-    dropout_emb: float = option(0.0, "embedding (word) dropout")  # SPEC 5.2
-    tar: float = option(1e-3, "temporal activation regularisation weight")  # SPEC 5.2
-    asgd_patience: int = option(5, "epochs without validation gain before switching to averaged SGD")  # SPEC 5.2
-    bptt_short_prob: float = option(0.05, "probability of a half-length BPTT window")  # SPEC 3.2 / 5.2 (ref-TF)
-    bptt_jitter: float = option(5.0, "std of the BPTT length drawn around its base (0 = fixed)")  # SPEC 5.2 (ref-TF)
-    bptt_max_extra: int = option(20, "longest window = bptt + this")  # SPEC 5.2 (ref-TF)
-    eval_batch_size: int = option(10, "validation batch size")  # SPEC 5.2 (ref-TF)
-    test_batch_size: int = option(1, "test batch size")  # SPEC 5.2 (ref-TF)
+    arch: str = option(REFERENCE_CELL, "RNN cell: 23 or 22 (ref-TF) integers, JSON, or a JSON file (SPEC 7)")
     checkpoint_steps: int = option(0, "also checkpoint every N windows (0 = at epoch ends only)")
     nan_lr_factor: float = option(0.5, "lr multiplier after a non-finite loss rolls training back")  # ours, not in SPEC
 
 
 PRESETS = {
     "paper": {},
-    "smoke": {"emb_size": 32, "hidden_size": 32, "epochs": 2, "test_batch_size": 10},
+    "smoke": {"emb_size": 32, "epochs": 2, "test_batch_size": 10},
 }
 
 
 def task_defaults(task: str) -> dict:
-    """WikiText-2: embedding 700, weight decay 5e-7, variational dropout 0.15, rest as PTB (SPEC 5.2)."""
-    if task == "wikitext2":
-        return {"emb_size": 700, "hidden_size": 700, "weight_decay": 5e-7, "dropout_hidden": 0.15}
-    return {}
+    """WikiText-2's overrides of the PTB recipe (SPEC 5.2)."""
+    return WIKITEXT2 if task == "wikitext2" else {}
 
 
 # -- checks and construction ---------------------------------------------------------------------------------
-
-def _dropouts(cfg: Config) -> rnn.Dropouts:
-    return rnn.Dropouts(cfg.dropout_out, cfg.dropout_hidden, cfg.dropout_x, cfg.dropout_emb_out, cfg.dropout_emb)
-
 
 def _check_config(cfg: Config) -> None:
     for name in ("batch_size", "bptt", "emb_size", "eval_batch_size", "test_batch_size"):
@@ -91,14 +65,11 @@ def _check_config(cfg: Config) -> None:
     for name in ("epochs", "asgd_patience", "checkpoint_steps", "bptt_max_extra"):
         if getattr(cfg, name) < 0:
             raise NaoWsError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(cfg, name)}")
-    if cfg.emb_size != cfg.hidden_size:
-        raise NaoWsError(f"--emb-size {cfg.emb_size} and --hidden-size {cfg.hidden_size} must be equal "
-                         "(tied embedding and softmax, SPEC 5.2)")
     if cfg.lr <= 0 or cfg.grad_clip <= 0 or cfg.weight_decay < 0 or cfg.tar < 0 or cfg.bptt_jitter < 0:
         raise NaoWsError("--lr and --grad-clip must be positive; --weight-decay, --tar and --bptt-jitter not negative")
     if not 0 < cfg.nan_lr_factor < 1 or not 0 <= cfg.bptt_short_prob <= 1:
         raise NaoWsError("--nan-lr-factor must be in (0, 1) and --bptt-short-prob in [0, 1]")
-    for name in ("dropout_out", "dropout_hidden", "dropout_x", "dropout_emb_out", "dropout_emb"):
+    for name in rnn.DROPOUTS:
         if not 0 <= getattr(cfg, name) < 1:
             raise NaoWsError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(cfg, name)}")
 
@@ -146,7 +117,7 @@ def _load(cfg: Config) -> tuple[Corpus, RnnArch]:
 
 
 def _build(cfg: Config, arch: RnnArch, vocab_size: int) -> rnn.RnnModel:
-    return rnn.build_lm(vocab_size, cfg.emb_size, cfg.hidden_size, _dropouts(cfg), arch)
+    return rnn.build_lm(vocab_size, cfg, arch)
 
 
 def _params(model: torch.nn.Module) -> int:
@@ -281,8 +252,8 @@ class Trainer:
         train_loss = self.epoch_loss[0] / max(1, self.epoch_loss[1])
         self.epoch_loss = [0.0, 0]
         record = {"epoch": self.stream.epoch, "step": self.step, "train_loss": train_loss,
-                  "train_ppl": _ppl(train_loss), "valid_loss": valid, "valid_ppl": _ppl(valid),
-                  "best_valid_ppl": _ppl(self.best_loss), "lr": self.lr, "averaged": self.average is not None,
+                  "train_ppl": rnn.perplexity(train_loss), "valid_loss": valid, "valid_ppl": rnn.perplexity(valid),
+                  "best_valid_ppl": rnn.perplexity(self.best_loss), "lr": self.lr, "averaged": self.average is not None,
                   "seconds": seconds}
         scalars = {k: v for k, v in record.items() if k not in ("epoch", "step")}
         self.monitor.scalars(scalars, self.step, "epoch/")  # one step axis for every event: see train()
@@ -353,10 +324,6 @@ class Trainer:
         set_rng_state(state["rng"])
 
 
-def _ppl(loss: float) -> float:
-    return math.exp(min(loss, 700.0))
-
-
 def train(cfg: Config, run: RunDir, monitor: Monitor, resume: bool) -> dict:
     """Final training (SPEC 5.2) in a run folder; returns and writes metrics.json (test perplexity at the end)."""
     seed_everything(cfg.seed, cfg.deterministic)
@@ -376,7 +343,7 @@ def train(cfg: Config, run: RunDir, monitor: Monitor, resume: bool) -> dict:
     test = trainer.test_loss(corpus.test)
     result = {"task": cfg.task, "arch": format_arch(arch), "params": _params(trainer.model),
               "epochs": trainer.stream.epoch, "steps": trainer.step, "valid_loss": trainer.best_loss,
-              "valid_ppl": _ppl(trainer.best_loss), "test_loss": test, "test_ppl": _ppl(test)}
+              "valid_ppl": rnn.perplexity(trainer.best_loss), "test_loss": test, "test_ppl": rnn.perplexity(test)}
     run.write_json("metrics.json", result)
     run.log(f"done: valid ppl {result['valid_ppl']:.2f}, test ppl {result['test_ppl']:.2f}")
     return result
@@ -398,7 +365,7 @@ def fit_candidate(arch: RnnArch | str, corpus: Corpus, cfg: Config, device: torc
         trainer = Trainer(cfg, arch, corpus, device, seed, monitor=monitor)
         trainer.checkpoint()
         trainer.fit()
-    return {"valid_loss": trainer.best_loss, "valid_ppl": _ppl(trainer.best_loss), "params": _params(trainer.model)}
+    return {"valid_loss": trainer.best_loss, "valid_ppl": rnn.perplexity(trainer.best_loss), "params": _params(trainer.model)}
 
 
 def evaluate(state: dict, device: str, data_dir: str | None) -> dict:
@@ -412,4 +379,4 @@ def evaluate(state: dict, device: str, data_dir: str | None) -> dict:
     model.load_state_dict(state["best_model"] if state.get("best_model") is not None else state["model"])
     test = rnn.evaluate_stream(model, batchify(corpus.test, cfg.test_batch_size).to(dev), cfg.bptt)
     return {"task": cfg.task, "arch": format_arch(arch), "params": _params(model), "epoch": state["epoch"],
-            "valid_ppl": _ppl(state["best_loss"]), "test_loss": test, "test_ppl": _ppl(test)}
+            "valid_ppl": rnn.perplexity(state["best_loss"]), "test_loss": test, "test_ppl": rnn.perplexity(test)}

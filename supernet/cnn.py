@@ -44,7 +44,6 @@ from . import ops, optim
 from .spaces import CELL_INPUTS, NUM_NODES, CnnArch, SpaceError, get_space
 
 STEM_MULTIPLIER = 3  # stem conv to 3C channels (SPEC 5.1, ref-PT)
-GRAD_CLIP = 5.0  # SPEC 3.1
 STEM_PIECES = (0,)  # the stem output is one piece
 NUM_STATES = CELL_INPUTS + NUM_NODES  # states of a cell: 2 inputs + 5 nodes (SPEC 1.1)
 
@@ -216,18 +215,25 @@ class CellNetwork(nn.Module):
                 aux = self.aux_head(r1, loose[red])
 
 
+def head_options(recipe) -> dict:
+    """The heads and drop-path a training recipe asks for (``recipes.CnnSupernet`` or ``CnnFinal``)."""
+    return {"aux": recipe.aux_weight > 0, "drop_path_keep": recipe.drop_path_keep, "head_keep": recipe.head_keep}
+
+
 class Supernet(CellNetwork):
     """The weight-sharing supernet over a CNN space (SPEC 3.1); ``model(x, arch)`` runs only ``arch``.
+    Without keywords: no aux head, no dropout, no drop-path; ``from_recipe`` sets them from a recipe."""
 
-    Defaults: the ``paper`` preset's N = 2, C = 20 (SPEC 3.1); pass ``aux=True, head_keep=0.9`` for its
-    aux head and dropout, ``layers=3, drop_path_keep=0.9`` for ref-PT's setup.
-    """
-
-    def __init__(self, space: str = "cnn-ws", layers: int = 2, channels: int = 20, num_classes: int = 10, *,
+    def __init__(self, space: str, layers: int, channels: int, num_classes: int = 10, *,
                  aux: bool = False, drop_path_keep: float = 1.0, head_keep: float = 1.0):
         choices = all_choices(get_space(space).ops)
         super().__init__(space, layers, channels, num_classes, choices, choices, aux=aux,
                          drop_path_keep=drop_path_keep, head_keep=head_keep, track_stats=False)
+
+    @classmethod
+    def from_recipe(cls, space: str, recipe, num_classes: int) -> "Supernet":
+        """The supernet of ``recipe`` (``recipes.CnnSupernet``): its N, C, heads and drop-path."""
+        return cls(space, recipe.layers, recipe.channels, num_classes, **head_options(recipe))
 
 
 # -- training step and scoring -------------------------------------------------------------------------------
@@ -244,7 +250,7 @@ class StepResult(NamedTuple):
 
 
 def train_step(model: CellNetwork, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               arch: CnnArch | None = None, *, aux_weight: float = 0.0, grad_clip: float = GRAD_CLIP,
+               arch: CnnArch | None = None, *, grad_clip: float, aux_weight: float = 0.0,
                progress: float = 1.0, amp: bool = False, sync: bool = True) -> StepResult:
     """One SGD step on a batch: cross-entropy (+ ``aux_weight`` x the aux head's), gradient-norm clip,
     update. ``arch``: the sampled architecture (supernet); None for a final network. Parameters off the

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .cnn import CellNetwork, Supernet, cell_choices
+from .cnn import CellNetwork, Supernet, cell_choices, head_options
 from .spaces import CnnArch, SpaceError, get_space
 
 # SPEC 5.1 reference cells (text form of SPEC 7)
@@ -27,12 +27,10 @@ REFERENCE_CELLS = {"cnn": NAONET_A, "cnn-ws": NAONET_B}
 
 class NASNetwork(CellNetwork):
     """Final CIFAR network of ``arch``: ``forward(x, progress)`` -> ``(logits, aux_logits)``.
+    Without keywords: no aux head, no dropout, no drop-path; ``from_recipe`` sets them from a recipe."""
 
-    Defaults are SPEC 5.1's recipe: auxiliary head, drop-path keep 0.8, head dropout keep 0.6.
-    """
-
-    def __init__(self, arch: CnnArch, layers: int, channels: int, num_classes: int = 10, *, aux: bool = True,
-                 drop_path_keep: float = 0.8, head_keep: float = 0.6):
+    def __init__(self, arch: CnnArch, layers: int, channels: int, num_classes: int = 10, *, aux: bool = False,
+                 drop_path_keep: float = 1.0, head_keep: float = 1.0):
         if not isinstance(arch, CnnArch):
             raise SpaceError(f"a CNN needs a cnn-ws or cnn architecture, got {getattr(arch, 'space', arch)}")
         space = get_space(arch.space)
@@ -45,6 +43,11 @@ class NASNetwork(CellNetwork):
 
     def forward(self, x: torch.Tensor, progress: float = 1.0):
         return super().forward(x, self.arch, progress)
+
+    @classmethod
+    def from_recipe(cls, arch: CnnArch, recipe, num_classes: int) -> "NASNetwork":
+        """The network of ``arch`` that ``recipe`` trains (``recipes.CnnFinal``): its N, F, heads and drop-path."""
+        return cls(arch, recipe.layers, recipe.channels, num_classes, **head_options(recipe))
 
     @classmethod
     def from_supernet(cls, supernet: Supernet, arch: CnnArch, **kwargs) -> "NASNetwork":

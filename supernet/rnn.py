@@ -6,11 +6,13 @@ One cell implementation serves both uses (`RnnCell.forward`):
   * `FixedCell`, the final cell of one architecture: one weight per node (SPEC 5.2).
 The cell output is the mean of the loose-end nodes (`RnnSpace.loose_ends`), in search and final models
 alike (SPEC 1.3). `RnnModel` wraps a cell into the language model: embedding tied with the softmax,
-variational and locked dropouts, temporal activation regularisation (TAR).
+variational and locked dropouts, temporal activation regularisation (TAR); `build_lm` builds it from a
+recipe (`nao_ws.recipes.RnnSupernet` or `RnnFinal`).
 
-For the search loop: `build_supernet`, `make_optimizer`, `BatchStream` (resumable training windows with the
+For the search loop: `make_optimizer`, `BatchStream` (resumable training windows with the
 variable-BPTT rule), `train_step` (one minibatch, one architecture), `score_windows` + `score` (validation
 loss with inherited weights on fixed windows), and `evaluate_stream` (loss over a whole split).
+`perplexity` turns a loss into the figure the logs report.
 """
 from __future__ import annotations
 
@@ -34,20 +36,7 @@ NUM_NODES = get_space("rnn").num_nodes  # 12 (SPEC 1.3)
 
 # -- dropouts -----------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Dropouts:
-    """Drop probabilities of the language model (defaults: SPEC 3.2 and 5.2)."""
-
-    out: float = 0.75  # locked dropout on the RNN output
-    hidden: float = 0.25  # variational mask on h_{t-1} and on s_prev in every node
-    x: float = 0.75  # variational mask on the cell input x_t
-    emb_out: float = 0.2  # locked dropout on the embedding output
-    emb: float = 0.0  # embedding dropout (whole words)
-
-    def __post_init__(self):
-        for name, p in vars(self).items():
-            if not 0.0 <= p < 1.0:
-                raise ValueError(f"dropout {name} = {p} must be in [0, 1)")
+DROPOUTS = ("dropout_out", "dropout_hidden", "dropout_x", "dropout_emb_out", "dropout_emb")  # a recipe's fields
 
 
 def dropout_mask(shape: Sequence[int], p: float, like: torch.Tensor) -> torch.Tensor:
@@ -212,17 +201,23 @@ class FixedCell(RnnCell):
 # -- the language model -------------------------------------------------------------------------------------
 
 class RnnModel(nn.Module):
-    """Embedding -> cell -> tied softmax, with the dropouts of SPEC 3.2 / 5.2.
+    """Embedding -> cell -> tied softmax, with the dropouts of a recipe (SPEC 3.2 / 5.2):
+    `dropout_out` (locked, on the RNN output), `dropout_hidden` (variational, on h_{t-1} and on s_prev in
+    every node), `dropout_x` (variational, on the cell input x_t), `dropout_emb_out` (locked, on the
+    embedding output) and `dropout_emb` (whole words of the embedding).
 
     `model(tokens [T, B], hidden [B, H], arch)` -> (logits [T, B, V], last hidden [B, H], raw cell outputs
     [T, B, H] for TAR). Variational masks are drawn once per call, so they are constant over its time steps.
     """
 
-    def __init__(self, vocab_size: int, cell: RnnCell, dropouts: Dropouts = Dropouts()):
+    def __init__(self, vocab_size: int, cell: RnnCell, recipe):
         super().__init__()
         if cell.emb_size != cell.hidden_size:
             raise ValueError("tied embedding and softmax need embedding size == hidden size")
-        self.cell, self.dropouts = cell, dropouts
+        for name in DROPOUTS:
+            if not 0.0 <= getattr(recipe, name) < 1.0:
+                raise ValueError(f"{name} = {getattr(recipe, name)} must be in [0, 1)")
+        self.cell, self.recipe = cell, recipe
         self.embedding = nn.Embedding(vocab_size, cell.emb_size)
         nn.init.uniform_(self.embedding.weight, -INIT_RANGE, INIT_RANGE)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
@@ -236,14 +231,14 @@ class RnnModel(nn.Module):
 
     def cell_outputs(self, tokens: torch.Tensor, hidden: torch.Tensor, arch: RnnArch | None = None) -> torch.Tensor:
         """Raw cell outputs [T, B, H]: embedding and its dropouts, then the cell with variational masks."""
-        d = self.dropouts
-        x = embedding_dropout(self.embedding.weight, tokens, d.emb, self.training)
-        x = locked_dropout(x, d.emb_out, self.training)
+        d = self.recipe
+        x = embedding_dropout(self.embedding.weight, tokens, d.dropout_emb, self.training)
+        x = locked_dropout(x, d.dropout_emb_out, self.training)
         x_mask = h_mask = None
         if self.training:
             batch = tokens.size(1)
-            x_mask = dropout_mask((batch, self.cell.emb_size), d.x, x) if d.x else None
-            h_mask = dropout_mask((batch, self.cell.hidden_size), d.hidden, x) if d.hidden else None
+            x_mask = dropout_mask((batch, self.cell.emb_size), d.dropout_x, x) if d.dropout_x else None
+            h_mask = dropout_mask((batch, self.cell.hidden_size), d.dropout_hidden, x) if d.dropout_hidden else None
         return self.cell(x, hidden, arch, x_mask, h_mask)
 
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
@@ -252,45 +247,18 @@ class RnnModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, hidden: torch.Tensor, arch: RnnArch | None = None):
         raw = self.cell_outputs(tokens, hidden, arch)
-        logits = self.decode(locked_dropout(raw, self.dropouts.out, self.training))
+        logits = self.decode(locked_dropout(raw, self.recipe.dropout_out, self.training))
         return logits, raw[-1], raw
 
 
-def build_lm(vocab_size: int, emb_size: int, hidden_size: int, dropouts: Dropouts,
-             arch: RnnArch | None = None) -> RnnModel:
-    """The supernet (arch None) or the final model of `arch`."""
-    cell = SharedCell(emb_size, hidden_size) if arch is None else FixedCell(arch, emb_size, hidden_size)
-    return RnnModel(vocab_size, cell, dropouts)
+def build_lm(vocab_size: int, recipe, arch: RnnArch | None = None) -> RnnModel:
+    """The supernet (arch None) or the final model of `arch`, at the recipe's sizes and with its dropouts."""
+    sizes = recipe.emb_size, recipe.hidden_size
+    cell = SharedCell(*sizes) if arch is None else FixedCell(arch, *sizes)
+    return RnnModel(vocab_size, cell, recipe)
 
 
-# -- search recipe, supernet and one training step -----------------------------------------------------------
-
-@dataclass(frozen=True)
-class SupernetConfig:
-    """The supernet training recipe of SPEC 3.2."""
-
-    emb_size: int = 300  # SPEC 3.2
-    hidden_size: int = 300  # SPEC 3.2
-    dropout_out: float = 0.75  # SPEC 3.2
-    dropout_hidden: float = 0.25  # SPEC 3.2
-    dropout_x: float = 0.75  # SPEC 3.2
-    dropout_emb_out: float = 0.2  # SPEC 3.2
-    dropout_emb: float = 0.0  # SPEC 3.2
-    tar: float = 1e-3  # SPEC 3.2
-    weight_decay: float = 5e-7  # SPEC 3.2
-    lr: float = 0.25  # SPEC 3.2
-    grad_clip: float = 10.0  # SPEC 3.2
-    batch_size: int = 256  # SPEC 3.2
-    bptt: int = 35  # SPEC 3.2
-    bptt_short_prob: float = 0.05  # SPEC 3.2: bptt / 2 with this probability
-
-    def dropouts(self) -> Dropouts:
-        return Dropouts(self.dropout_out, self.dropout_hidden, self.dropout_x, self.dropout_emb_out, self.dropout_emb)
-
-
-def build_supernet(vocab_size: int, cfg: SupernetConfig = SupernetConfig()) -> RnnModel:
-    return build_lm(vocab_size, cfg.emb_size, cfg.hidden_size, cfg.dropouts())
-
+# -- optimiser, training windows and one training step ---------------------------------------------------------
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.SGD:
     """Plain SGD (SPEC 3.2, 5.2), fused (`optim.sgd`). Weights the minibatch's architecture does not use get
@@ -316,7 +284,7 @@ class BatchStream:
     `load_state_dict(state_dict())` continues with the same windows.
     """
 
-    def __init__(self, data: torch.Tensor, bptt: int, seed: int, short_prob: float = 0.05,
+    def __init__(self, data: torch.Tensor, bptt: int, seed: int, short_prob: float = 0.0,
                  jitter: float = 0.0, max_extra: int = 0):
         if data.size(0) < 2 or bptt < 1:
             raise ValueError(f"a stream of {data.size(0)} rows cannot give windows of bptt {bptt}")
@@ -396,10 +364,6 @@ def train_step(model: RnnModel, optimizer: torch.optim.Optimizer, window: Window
 
 # -- scoring with inherited weights ------------------------------------------------------------------------
 
-SCORE_WINDOWS = 256  # fixed validation windows per score (SPEC 3.2 asks for fixed windows; the count is ours)
-SCORE_BURN_IN = 35  # tokens read before each window's scored part, so no window starts cold (ours, = SPEC 3.2 bptt)
-
-
 @dataclass(frozen=True)
 class ScoreWindows:
     inputs: torch.Tensor  # [burn_in + bptt, W]
@@ -407,9 +371,11 @@ class ScoreWindows:
     burn_in: int
 
 
-def score_windows(tokens: torch.Tensor, num_windows: int = SCORE_WINDOWS, bptt: int = 35,
-                  burn_in: int = SCORE_BURN_IN, device: torch.device | str = "cpu") -> ScoreWindows:
-    """`num_windows` windows evenly spread over the whole 1-D validation stream (SPEC 3.2), side by side."""
+def score_windows(tokens: torch.Tensor, num_windows: int, bptt: int, burn_in: int | None = None,
+                  device: torch.device | str = "cpu") -> ScoreWindows:
+    """`num_windows` windows evenly spread over the whole 1-D validation stream (SPEC 3.2), side by side.
+    Each first reads `burn_in` tokens (default: `bptt`), so that no scored window starts cold (ours)."""
+    burn_in = bptt if burn_in is None else burn_in
     span = burn_in + bptt + 1
     if tokens.numel() < span or num_windows < 1:
         raise ValueError(f"{tokens.numel()} validation tokens cannot give {num_windows} windows of {span} tokens")
@@ -438,7 +404,12 @@ def score(model: RnnModel, archs: Sequence[RnnArch], windows: ScoreWindows, amp:
             values = torch.stack(losses).tolist() if losses else []
     finally:
         model.train(was_training)
-    return [{"valid_loss": v, "valid_ppl": math.exp(min(v, 700.0))} for v in values]
+    return [{"valid_loss": v, "valid_ppl": perplexity(v)} for v in values]
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), capped below float overflow so a diverged loss still gives a number."""
+    return math.exp(min(loss, 700.0))
 
 
 def evaluate_stream(model: RnnModel, data: torch.Tensor, bptt: int, arch: RnnArch | None = None) -> float:

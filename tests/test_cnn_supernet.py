@@ -85,7 +85,7 @@ def test_cell_output_shapes(space):
     model = cnn.Supernet(space, LAYERS, CHANNELS, aux=True) if space == "cnn-ws" else None
     for _ in range(3):
         arch = sp.sample(rng)
-        net = model if model is not None else NASNetwork(arch, LAYERS, CHANNELS)
+        net = model if model is not None else NASNetwork(arch, LAYERS, CHANNELS, aux=True)
         shapes = []
         hooks = [c.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape))) for c in net.cells]
         net.train()
@@ -206,14 +206,14 @@ def test_train_step_updates_only_the_path_and_refuses_non_finite_losses(supernet
     opt = torch.optim.SGD(supernet.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     before = {k: v.clone() for k, v in supernet.named_parameters()}
     x, y = images(4, seed=6)
-    r = cnn.train_step(supernet, opt, x, y, arch, aux_weight=0.4, progress=0.5)
+    r = cnn.train_step(supernet, opt, x, y, arch, grad_clip=5.0, aux_weight=0.4, progress=0.5)
     assert r.finite and np.isfinite(r.loss) and 0 <= r.acc <= 1
     changed = {k for k, p in supernet.named_parameters() if not torch.equal(p, before[k])}
     assert changed and changed <= path_names(arch)
     snapshot = {k: v.clone() for k, v in supernet.named_parameters()}
     bad = x.clone()
     bad[0, 0, 0, 0] = float("nan")
-    r = cnn.train_step(supernet, opt, bad, y, arch, aux_weight=0.4)
+    r = cnn.train_step(supernet, opt, bad, y, arch, grad_clip=5.0, aux_weight=0.4)
     assert not r.finite
     assert all(torch.equal(p, snapshot[k]) for k, p in supernet.named_parameters())
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from nao_ws import search_tasks
+from nao_ws.recipes import RnnSupernet
 from supernet import cnn, optim, rnn
 from supernet.spaces import get_space
 
@@ -33,13 +34,13 @@ def test_cnn_step_with_fused_sgd_skips_on_the_device_and_returns_tensors():
     arch = get_space("cnn-ws").sample(np.random.default_rng(0))
     opt = optim.sgd(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
-    r = cnn.train_step(net, opt, x, y, arch, sync=False)
+    r = cnn.train_step(net, opt, x, y, arch, grad_clip=5.0, sync=False)
     assert isinstance(r.loss, torch.Tensor) and bool(r.finite)
     state = {k: v.clone() for k, v in net.state_dict().items()}
     bufs = {id(p): s["momentum_buffer"].clone() for p, s in opt.state.items()}
     bad = x.clone()
     bad[0, 0, 0, 0] = float("nan")
-    r = cnn.train_step(net, opt, bad, y, arch, sync=False)
+    r = cnn.train_step(net, opt, bad, y, arch, grad_clip=5.0, sync=False)
     assert not bool(r.finite)
     assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
     assert all(torch.equal(s["momentum_buffer"], bufs[id(p)]) for p, s in opt.state.items())
@@ -47,7 +48,7 @@ def test_cnn_step_with_fused_sgd_skips_on_the_device_and_returns_tensors():
 
 def test_rnn_step_without_sync_gives_device_values():
     torch.manual_seed(0)
-    model = rnn.build_lm(20, 8, 8, rnn.Dropouts())
+    model = rnn.build_lm(20, RnnSupernet(emb_size=8))
     opt = rnn.make_optimizer(model, 0.5, 1e-4)
     data = torch.randint(0, 20, (9, 3))
     arch = get_space("rnn").sample(np.random.default_rng(1))
@@ -64,7 +65,7 @@ def test_rnn_step_without_sync_gives_device_values():
 def test_amp_step_runs_the_cell_in_float32():
     """bf16 autocast (run here on CPU) covers the softmax; the recurrent cell stays float32."""
     torch.manual_seed(0)
-    model = rnn.build_lm(20, 8, 8, rnn.Dropouts())
+    model = rnn.build_lm(20, RnnSupernet(emb_size=8))
     opt = rnn.make_optimizer(model, 0.5, 1e-4)
     data = torch.randint(0, 20, (9, 3))
     arch = get_space("rnn").sample(np.random.default_rng(1))

@@ -7,13 +7,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nao_ws.recipes import RnnSupernet
 from supernet import rnn
 from supernet.spaces import get_space, parse_arch
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SPACE = get_space("rnn")
 REF_22 = "0 1 1 1 2 2 1 2 4 1 4 1 4 1 7 1 8 2 1 0 4 1"  # SPEC 5.2
-NO_DROPOUT = rnn.Dropouts(0.0, 0.0, 0.0, 0.0, 0.0)
+NO_DROPOUT = dict.fromkeys(rnn.DROPOUTS, 0.0)
+
+
+def lm(vocab, size, arch=None, **dropouts):
+    """The supernet (arch None) or the model of ``arch`` at embedding = hidden size ``size``."""
+    return rnn.build_lm(vocab, RnnSupernet(emb_size=size, **dropouts), arch)
 
 
 def archs(n, seed=0):
@@ -47,8 +53,8 @@ def test_cell_matches_the_spec_formulas():
 def test_fixed_cell_with_inherited_weights_equals_supernet():
     torch.manual_seed(0)
     arch = archs(1, seed=3)[0]
-    shared = rnn.build_lm(20, 8, 8, NO_DROPOUT)
-    fixed = rnn.build_lm(20, 8, 8, NO_DROPOUT, arch)
+    shared = lm(20, 8, **NO_DROPOUT)
+    fixed = lm(20, 8, arch, **NO_DROPOUT)
     with torch.no_grad():
         fixed.embedding.weight.copy_(shared.embedding.weight)
         fixed.cell.w0.copy_(shared.cell.w0)
@@ -68,7 +74,7 @@ def test_reference_forms_load_the_same_cell():
     models = []
     for a in (a22, a23):
         torch.manual_seed(0)
-        models.append(rnn.build_lm(15, 4, 4, NO_DROPOUT, a))
+        models.append(lm(15, 4, a, **NO_DROPOUT))
     tokens = torch.randint(0, 15, (3, 2))
     torch.testing.assert_close(models[0](tokens, models[0].init_hidden(2))[0],
                                models[1](tokens, models[1].init_hidden(2))[0], rtol=0, atol=0)
@@ -76,7 +82,7 @@ def test_reference_forms_load_the_same_cell():
 
 def test_gradients_reach_only_the_chosen_weights():
     torch.manual_seed(0)
-    model = rnn.build_lm(30, 8, 8, rnn.Dropouts())
+    model = lm(30, 8)
     for arch in archs(3, seed=1):
         model.zero_grad(set_to_none=True)
         tokens = torch.randint(0, 30, (6, 4))
@@ -94,7 +100,7 @@ def test_variational_masks_are_constant_over_time():
     the 30 steps would leave (almost) no such row."""
     torch.manual_seed(0)
     size = 64
-    model = rnn.build_lm(50, size, size, rnn.Dropouts(out=0.0, hidden=0.5, x=0.5, emb_out=0.0, emb=0.0))
+    model = lm(50, size, **{**NO_DROPOUT, "dropout_hidden": 0.5, "dropout_x": 0.5})
     arch = parse_arch(REF_22, "rnn")
     model.train()
     _, _, raw = model(torch.randint(0, 50, (30, 1)), model.init_hidden(1), arch)
@@ -115,8 +121,8 @@ def test_untrained_perplexity_is_near_the_vocabulary_size():
     corpus = load_corpus("ptb", DATA / "ptb")
     vocab = len(corpus.dictionary)
     torch.manual_seed(0)
-    model = rnn.build_supernet(vocab, rnn.SupernetConfig(emb_size=16, hidden_size=16))
-    windows = rnn.score_windows(corpus.valid, num_windows=64)
+    model = lm(vocab, 16)
+    windows = rnn.score_windows(corpus.valid, num_windows=64, bptt=35)
     for result in rnn.score(model, archs(3), windows):
         assert abs(result["valid_ppl"] / vocab - 1) < 0.10
 
@@ -126,7 +132,7 @@ def test_scoring_is_deterministic_and_side_effect_free():
 
     corpus = load_corpus("ptb", DATA / "ptb-tiny")
     torch.manual_seed(0)
-    model = rnn.build_supernet(len(corpus.dictionary), rnn.SupernetConfig(emb_size=8, hidden_size=8))
+    model = lm(len(corpus.dictionary), 8)
     windows = rnn.score_windows(corpus.valid, num_windows=16, bptt=10, burn_in=5)
     # windows spread over the whole validation set, first to last token
     assert torch.equal(windows.inputs[:, 0], corpus.valid[:15])
@@ -174,8 +180,8 @@ def test_batch_stream_resumes_exactly_and_follows_the_bptt_rule():
 
 def test_train_step_updates_only_finite_steps():
     torch.manual_seed(0)
-    cfg = rnn.SupernetConfig(emb_size=8, hidden_size=8)
-    model = rnn.build_supernet(40, cfg)
+    cfg = RnnSupernet(emb_size=8)
+    model = rnn.build_lm(40, cfg)
     opt = rnn.make_optimizer(model, cfg.lr, cfg.weight_decay)
     data = torch.randint(0, 40, (60, 4))
     window = rnn.Window(data[:10], data[1:11], 10 / 35)

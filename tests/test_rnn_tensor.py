@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from nao_ws.recipes import RnnSupernet
 from supernet import rnn, rnn_tensor
 from supernet.spaces import get_space
 
@@ -44,7 +45,7 @@ def test_tensor_step_equals_the_per_node_step_on_20_architectures():
 def test_tensor_step_without_gradients_and_in_float32():
     """Inference (scoring) keeps one time step of buffers; float32 agrees up to rounding."""
     torch.manual_seed(1)
-    model = rnn.build_lm(40, 8, 8, rnn.Dropouts(0.0, 0.0, 0.0, 0.0, 0.0))
+    model = rnn.build_lm(40, RnnSupernet(emb_size=8, **dict.fromkeys(rnn.DROPOUTS, 0.0)))
     tokens = torch.randint(0, 40, (9, 3))
     for arch in [SPACE.sample(np.random.default_rng(s)) for s in range(4)]:
         out = {}
@@ -58,8 +59,8 @@ def test_tensor_step_without_gradients_and_in_float32():
 @pytest.mark.parametrize("step", ["tensor", "per-node"])
 def test_an_sgd_step_updates_only_the_weights_the_architecture_uses(step):
     torch.manual_seed(0)
-    cfg = rnn.SupernetConfig(emb_size=8, hidden_size=8)
-    model = rnn.build_supernet(30, cfg)
+    cfg = RnnSupernet(emb_size=8)
+    model = rnn.build_lm(30, cfg)
     model.cell.step = step
     opt = rnn.make_optimizer(model, cfg.lr, cfg.weight_decay)
     data = torch.randint(0, 30, (12, 4))
@@ -91,8 +92,8 @@ def test_tensor_step_trains_like_the_per_node_step():
     losses = {}
     for step in ("per-node", "tensor"):
         torch.manual_seed(0)
-        cfg = rnn.SupernetConfig(emb_size=8, hidden_size=8)
-        model = rnn.build_supernet(30, cfg)
+        cfg = RnnSupernet(emb_size=8)
+        model = rnn.build_lm(30, cfg)
         model.cell.step = step
         opt = rnn.make_optimizer(model, cfg.lr, cfg.weight_decay)
         data = torch.randint(0, 30, (31, 4))

@@ -15,7 +15,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PTB, TINY = str(DATA / "ptb"), str(DATA / "ptb-tiny")
 REF_22 = "0 1 1 1 2 2 1 2 4 1 4 1 4 1 7 1 8 2 1 0 4 1"  # SPEC 5.2
 # ~15 windows of 20 tokens per epoch on ptb-tiny
-TINY_RUN = ["--task", "ptb", "--preset", "smoke", "--data-dir", TINY, "--emb-size", "12", "--hidden-size", "12",
+TINY_RUN = ["--task", "ptb", "--preset", "smoke", "--data-dir", TINY, "--emb-size", "12",
             "--batch-size", "128", "--bptt", "20", "--eval-batch-size", "50", "--test-batch-size", "50",
             "--checkpoint-steps", "5", "--no-progress", "--deterministic"]
 
@@ -138,7 +138,7 @@ def small_corpus():
     return Corpus(c.dictionary, c.train[:3000], c.valid[:600], c.test[:600], c.name)
 
 
-SMALL = dict(task="ptb", emb_size=8, hidden_size=8, batch_size=20, bptt=10, eval_batch_size=10)
+SMALL = dict(task="ptb", emb_size=8, batch_size=20, bptt=10, eval_batch_size=10)
 
 
 def test_switch_to_averaged_sgd(monkeypatch):
