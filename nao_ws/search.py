@@ -36,11 +36,8 @@ from .errors import NaoWsError
 from .monitor import Monitor
 from .runs import (RunDir, check_device, generator_state, rng_state, seed_everything, set_generator_state,
                    set_rng_state)
-from .search_tasks import Diverged, make_task
-
-ROLLBACK_LR_FACTOR = 0.5  # lr multiplier after a divergence rollback (ours; ref-TF also lowers the lr)
-MAX_ROLLBACKS = 5  # then the run stops with an error instead of looping (ours)
-
+from .search_tasks import make_task
+from .training import MAX_NAN_STEPS, ROLLBACK_LR_FACTOR, Diverged, next_rollback
 
 @dataclass(frozen=True)
 class SearchConfig(RunConfig):
@@ -59,7 +56,7 @@ class SearchConfig(RunConfig):
     rerank_epochs: int = option(10, "epochs of each re-ranking training")  # SPEC 3.1 (ref-PT)
     rerank_batch_size: int = option(128, "batch size of the re-ranking training")
     checkpoint_every: int = option(1, "supernet epochs between checkpoints (phase ends always checkpoint)")
-    max_nan_steps: int = option(20, "consecutive non-finite losses before rolling back to the last checkpoint")
+    max_nan_steps: int = option(MAX_NAN_STEPS, "non-finite losses in a row before rolling back to the last checkpoint")
     amp: bool = option(False, "bf16 autocast (CUDA only; the RNN cell itself stays float32)")
     dataset: str = option("", "image data: '' = the task's own, cifar10-sample = the bundled real sample")
     data_file: str | None = option(None, "an .npz of CIFAR images (x, y) to search on instead (last 500 = dev)")
@@ -378,10 +375,8 @@ def _best_text(search: Search) -> str:
 
 
 def _roll_back(search: Search, run_dir: RunDir, why: str) -> None:
-    """Reload the last checkpoint and continue with a lower learning rate (issue 6, robustness)."""
-    if search.state.rollbacks >= MAX_ROLLBACKS:
-        raise NaoWsError(f"the supernet diverged {MAX_ROLLBACKS + 1} times ({why}); lower --lr and start again")
-    rollbacks, lr_scale = search.state.rollbacks + 1, search.state.lr_scale * ROLLBACK_LR_FACTOR
+    """Reload the last checkpoint and continue with a lower learning rate (``training``'s divergence policy)."""
+    rollbacks, lr_scale = next_rollback(search.state.rollbacks, why), search.state.lr_scale * ROLLBACK_LR_FACTOR
     search.restore(run_dir.load_latest_checkpoint())
     search.state.rollbacks, search.state.lr_scale = rollbacks, lr_scale
     msg = f"{why}: rolled back to epoch {search.state.epoch}, lr x{search.state.lr_scale:g}"

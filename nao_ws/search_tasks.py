@@ -18,12 +18,9 @@ from . import datasets, train_cnn, train_rnn
 from .config import resolve
 from .monitor import Monitor
 from .runs import load_model_state
+from .training import EpochStats
 
 SCORE_CHUNK = 25  # architectures per progress-bar update while scoring
-
-
-class Diverged(Exception):
-    """The supernet loss stayed non-finite for too many consecutive steps."""
 
 
 def sgdr_lr(epoch: int, lr_max: float, lr_min: float, t0: int, t_mult: int) -> float:
@@ -32,54 +29,6 @@ def sgdr_lr(epoch: int, lr_max: float, lr_min: float, t0: int, t_mult: int) -> f
     while epoch >= start + period:
         start, period = start + period, period * t_mult
     return lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * (epoch - start) / period))
-
-
-SYNC_EVERY = 10  # training steps between the host's looks at their results (one transfer for all; ours)
-
-
-class _Steps:
-    """Counts finite and non-finite steps of an epoch; raises Diverged after too many in a row.
-
-    Results may be device tensors (``train_step(sync=False)``): they are read every ``SYNC_EVERY`` steps
-    and at the end, in one transfer, and judged in order, so the decision is the one a per-step check
-    would take, up to ``SYNC_EVERY - 1`` steps later (a rollback discards those steps with the rest)."""
-
-    def __init__(self, max_nan_steps: int):
-        self.max_nan_steps, self.run, self.skipped = max_nan_steps, 0, 0
-        self.loss = self.acc = 0.0
-        self.n = 0
-        self.pending: list[tuple] = []
-
-    def add(self, finite, loss, acc=float("nan")) -> None:
-        self.pending.append((finite, loss, acc))
-        if len(self.pending) >= SYNC_EVERY:
-            self.flush()
-
-    def flush(self) -> None:
-        values = [v for record in self.pending for v in record]
-        tensors = [v for v in values if isinstance(v, torch.Tensor)]
-        read = iter(torch.stack([t.float() for t in tensors]).tolist() if tensors else [])
-        values = [next(read) if isinstance(v, torch.Tensor) else v for v in values]
-        self.pending = []
-        for i in range(0, len(values), 3):
-            self._judge(bool(values[i]), values[i + 1], values[i + 2])
-
-    def _judge(self, finite: bool, loss: float, acc: float) -> None:
-        if not finite:
-            self.skipped += 1
-            self.run += 1
-            if self.run > self.max_nan_steps:
-                raise Diverged(f"{self.run} non-finite supernet losses in a row")
-            return
-        self.run = 0
-        self.n += 1
-        self.loss += loss
-        self.acc += acc
-
-    def means(self) -> dict:
-        self.flush()
-        n = max(self.n, 1)
-        return {"loss": self.loss / n, "acc": self.acc / n, "nan_skipped": self.skipped}
 
 
 class CnnSearch:
@@ -104,7 +53,7 @@ class CnnSearch:
         lr = lr_scale * sgdr_lr(epoch, cfg.lr, cfg.lr_min, cfg.t0, cfg.t_mult)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        steps = _Steps(cfg.max_nan_steps)
+        steps = EpochStats(cfg.max_nan_steps)
         for x, y in monitor.bar(self.batches, total=len(self.batches), desc=f"epoch {epoch + 1}"):
             r = cnn.train_step(self.model, self.optimizer, x, y, pick(), aux_weight=cfg.aux_weight,
                                grad_clip=cfg.grad_clip, progress=epoch / cfg.epochs, amp=cfg.amp, sync=False)
@@ -157,7 +106,7 @@ class RnnSearch:
         cfg = self.cfg
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * lr_scale  # constant lr during the search (SPEC 3.2)
-        steps = _Steps(cfg.max_nan_steps)
+        steps = EpochStats(cfg.max_nan_steps)
         for window in monitor.bar(self.stream, total=len(self.stream), desc=f"epoch {epoch + 1}"):
             r = rnn.train_step(self.model, self.optimizer, window, self.hidden, pick(), tar=cfg.tar,
                                grad_clip=cfg.grad_clip, amp=cfg.amp, sync=False)

@@ -22,6 +22,7 @@ from .monitor import Monitor
 from .recipes import CnnFinal
 from .runs import (RunDir, check_device, load_model_state, resolve_device, rng_state, seed_everything,
                    set_rng_state)
+from .training import MAX_NAN_STEPS, ROLLBACK_LR_FACTOR, Checkpoints, Diverged, EpochStats, next_rollback, seeded
 
 CHECKPOINT_KIND = "train-cnn"
 NUM_CLASSES = {"cifar10": 10, "cifar10-sample": 10, "cifar100": 100}  # SPEC 5.1
@@ -35,6 +36,7 @@ class Config(RunConfig, CnnFinal):
     arch: str = option("", "architecture: text form, JSON or a JSON file (default: the space's SPEC 5.1 reference "
                            "cell, NAONet-B for cnn-ws, NAONet-A for cnn)")
     space: str = option("cnn-ws", "search space of --arch: cnn-ws (5 ops) or cnn (11 ops)")
+    max_nan_steps: int = option(MAX_NAN_STEPS, "non-finite losses in a row before rolling back to the last checkpoint")
     amp: bool = option(False, "bf16 autocast (CUDA only)")
     channels_last: bool = option(False, "channels-last memory format on CUDA (CNNs always run channels-last on CPU, "
                                         "where it is faster)")
@@ -69,6 +71,8 @@ def check_config(cfg: Config) -> None:
         problems.append(f"--layers {cfg.layers} must be at least 1")
     if cfg.channels < 2 or cfg.channels % 2:
         problems.append(f"--channels {cfg.channels} must be even and at least 2 (factorized reduce halves it)")
+    if cfg.max_nan_steps < 0:
+        problems.append(f"--max-nan-steps {cfg.max_nan_steps} must be 0 or more")
     for name in ("epochs", "batch_size"):
         if getattr(cfg, name) < 1:
             problems.append(f"--{name.replace('_', '-')} {getattr(cfg, name)} must be at least 1")
@@ -109,11 +113,13 @@ def dry_run(cfg: Config) -> dict:
 # -- the training loop -------------------------------------------------------------------------------------
 
 class Trainer:
-    """Model, optimiser, cosine schedule and the training batches of one run; ``state_dict`` is what a
-    checkpoint needs to continue bit for bit (with ``runs.rng_state``)."""
+    """Model, optimiser, cosine schedule and the training batches of one run, and its checkpoints (the run
+    folder's, or without one the last in memory): ``state_dict`` is what a checkpoint needs to continue bit for
+    bit (with ``runs.rng_state``). A divergence rolls back to the last checkpoint (``training``'s policy)."""
 
-    def __init__(self, arch: CnnArch, data: ImageData, cfg: Config, device: torch.device, seed: int):
-        self.cfg, self.device = cfg, device
+    def __init__(self, arch: CnnArch, data: ImageData, cfg: Config, device: torch.device, seed: int,
+                 run: RunDir | None = None):
+        self.arch, self.cfg, self.device = arch, cfg, device
         self.amp = cfg.amp and device.type == "cuda"
         self.model = build_model(arch, cfg, data.num_classes).to(device)
         if cfg.channels_last and device.type == "cuda":
@@ -125,49 +131,89 @@ class Trainer:
                                     device=device, generator_seed=seed)
         self.data = data
         self.epoch = 0
+        self.rollbacks = 0
+        self.run, self.checkpoints = run, Checkpoints(run)
+
+    def fit(self, monitor: Monitor | None, on_epoch=None) -> dict:
+        """Train until ``cfg.epochs``, calling ``on_epoch(record)`` and checkpointing after each epoch."""
+        record = {}
+        while self.epoch < self.cfg.epochs:
+            start = time.time()
+            try:
+                record = self.train_epoch(monitor)
+            except Diverged as e:
+                self.roll_back(str(e), monitor)
+                continue
+            record["seconds"] = round(time.time() - start, 3)
+            if on_epoch is not None:
+                on_epoch(record)
+            self.checkpoint()
+        return record
 
     def train_epoch(self, monitor: Monitor | None) -> dict:
         """One epoch; returns mean train loss and accuracy, the epoch's lr and the skipped (non-finite) steps."""
         cfg, steps = self.cfg, len(self.batches)
         lr = self.optimizer.param_groups[0]["lr"]
-        loss_sum = acc_sum = 0.0
-        done = skipped = 0
+        stats = EpochStats(cfg.max_nan_steps)
         bar = monitor.bar(total=steps, desc=f"epoch {self.epoch + 1}/{cfg.epochs}") if monitor else None
         for i, (x, y) in enumerate(self.batches):
             progress = (self.epoch * steps + i + 1) / (cfg.epochs * steps)  # drop-path schedule (SPEC 5.1)
             r = train_step(self.model, self.optimizer, x, y, grad_clip=cfg.grad_clip, aux_weight=cfg.aux_weight,
                            progress=progress, amp=self.amp)
-            if r.finite:
-                loss_sum, acc_sum, done = loss_sum + r.loss, acc_sum + r.acc, done + 1
-            else:
-                skipped += 1
+            stats.add(r.finite, r.loss, r.acc)
             if bar is not None:
                 bar.update()
                 bar.set_postfix(loss=f"{r.loss:.3f}")
         if bar is not None:
             bar.close()
-        if done == 0:
-            raise NaoWsError(f"training diverged: every step of epoch {self.epoch + 1} had a non-finite loss or "
-                             f"gradient; lower --lr (now {cfg.lr})")
         self.scheduler.step()
         self.epoch += 1
-        return {"epoch": self.epoch, "train_loss": loss_sum / done, "train_acc": acc_sum / done, "lr": lr,
-                "skipped_steps": skipped}
+        means = stats.means()
+        return {"epoch": self.epoch, "train_loss": means["loss"], "train_acc": means["acc"], "lr": lr,
+                "skipped_steps": means["nan_skipped"]}
+
+    def roll_back(self, why: str, monitor: Monitor | None) -> None:
+        """Back to the last checkpoint, the learning rate (and the rest of its schedule) lowered."""
+        rollbacks = next_rollback(self.rollbacks, why)
+        self.restore(self.checkpoints.latest())
+        self.rollbacks = rollbacks
+        for group in self.optimizer.param_groups:
+            group["lr"] *= ROLLBACK_LR_FACTOR
+        self.scheduler.base_lrs = [lr * ROLLBACK_LR_FACTOR for lr in self.scheduler.base_lrs]
+        message = (f"{why}: rolled back to epoch {self.epoch}, "
+                   f"lr lowered to {self.optimizer.param_groups[0]['lr']:g}")
+        if monitor is not None:
+            monitor.write(message)
+        if self.run is not None:
+            self.run.log("WARNING " + message)
 
     def evaluate(self, images) -> dict:
         return evaluate_model(self.model, fixed_batches(images, EVAL_BATCH, self.data.mean, self.data.std,
                                                         self.device), self.amp)
 
+    def checkpoint(self) -> None:
+        self.checkpoints.save({"kind": CHECKPOINT_KIND, "config": config_to_dict(self.cfg),
+                               "arch": format_arch(self.arch), "trainer": self.state_dict(), "rng": rng_state()},
+                              self.epoch, logs=("metrics.jsonl",))
+
+    def restore(self, state: dict) -> None:
+        if state.get("kind") != CHECKPOINT_KIND:
+            where = self.run.path if self.run is not None else "the checkpoint"
+            raise NaoWsError(f"{where} holds a '{state.get('kind')}' checkpoint, not a {CHECKPOINT_KIND} one")
+        self.load_state_dict(state["trainer"])
+        set_rng_state(state["rng"])
+
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "batches": self.batches.state_dict()}
+        return {"epoch": self.epoch, "rollbacks": self.rollbacks, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "batches": self.batches.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         load_model_state(self.model, state["model"], "the checkpoint")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.batches.load_state_dict(state["batches"])
-        self.epoch = state["epoch"]
+        self.epoch, self.rollbacks = state["epoch"], state["rollbacks"]
 
 
 def evaluate_model(model: NASNetwork, batches: list, amp: bool = False) -> dict:
@@ -196,31 +242,26 @@ def train(cfg: Config, run: RunDir, monitor: Monitor, resume: bool) -> dict:
     """Train ``cfg.arch`` on the full training split, checkpointing every epoch; test once at the end."""
     arch, device = _setup(cfg)
     data = load_images(cfg.task, cfg.data_dir, purpose="final")
-    trainer = Trainer(arch, data, cfg, device, cfg.seed)
+    trainer = Trainer(arch, data, cfg, device, cfg.seed, run=run)
     state = run.resume_checkpoint() if resume else None
     if state is not None:
-        if state.get("kind") != CHECKPOINT_KIND:
-            raise NaoWsError(f"{run.path} holds a '{state.get('kind')}' checkpoint, not a {CHECKPOINT_KIND} one")
-        trainer.load_state_dict(state["trainer"])
-        set_rng_state(state["rng"])
+        trainer.restore(state)
         run.restore_logs(state)
         monitor.drop_events_from(trainer.epoch + 1)  # TensorBoard steps are epochs
         run.log(f"resumed after epoch {trainer.epoch}")
     else:
         run.log(f"training {format_arch(arch)} ({arch.space}), N={cfg.layers}, F={cfg.channels}, "
                 f"{parameter_count(trainer.model) / 1e6:.2f}M params, on {device}")
-    while trainer.epoch < cfg.epochs:
-        start = time.time()
-        record = trainer.train_epoch(monitor)
-        record["seconds"] = round(time.time() - start, 3)
+        trainer.checkpoint()  # epoch 0: a divergence in the first epoch has something to roll back to
+
+    def on_epoch(record: dict) -> None:
         run.append_jsonl("metrics.jsonl", record)
         monitor.scalars({"train/loss": record["train_loss"], "train/acc": record["train_acc"], "lr": record["lr"]},
                         trainer.epoch)
-        run.save_checkpoint({"kind": CHECKPOINT_KIND, "config": config_to_dict(cfg), "arch": format_arch(arch),
-                             "trainer": trainer.state_dict(), "rng": rng_state()}, trainer.epoch,
-                            logs=("metrics.jsonl",))
         monitor.write(f"epoch {trainer.epoch}/{cfg.epochs}: train loss {record['train_loss']:.4f} "
                       f"acc {record['train_acc']:.4f} lr {record['lr']:.5f}")
+
+    trainer.fit(monitor, on_epoch)
     test = trainer.evaluate(data.valid)
     last = run.read_jsonl("metrics.jsonl")[-1]
     result = {"task": cfg.task, "space": arch.space, "arch": format_arch(arch), "epochs": trainer.epoch,
@@ -236,15 +277,16 @@ def train(cfg: Config, run: RunDir, monitor: Monitor, resume: bool) -> dict:
 def fit_candidate(arch: CnnArch, data: ImageData, cfg: Config, device: torch.device | str, seed: int,
                   monitor: Monitor | None = None) -> dict:
     """Train one architecture from scratch on ``data.train`` (``cfg``'s recipe, e.g. a CANDIDATE_PRESETS
-    entry) and evaluate it on ``data.valid``; no run folder, no checkpoint. Seeds torch from ``seed``."""
+    entry) and evaluate it on ``data.valid``; no run folder (the last checkpoint is kept in memory). torch
+    runs seeded from ``seed`` on a fork of its generators: the caller's random state is left untouched."""
     check_config(cfg)
-    torch.manual_seed(seed)
+    device = torch.device(device)
     start = time.time()
-    trainer = Trainer(arch, data, cfg, torch.device(device), seed)
-    record = {}
-    while trainer.epoch < cfg.epochs:
-        record = trainer.train_epoch(monitor)
-    valid = trainer.evaluate(data.valid)
+    with seeded(seed, device):
+        trainer = Trainer(arch, data, cfg, device, seed)
+        trainer.checkpoint()
+        record = trainer.fit(monitor)
+        valid = trainer.evaluate(data.valid)
     return {"valid_acc": valid["acc"], "valid_loss": valid["loss"], "train_loss": record["train_loss"],
             "train_acc": record["train_acc"], "params": parameter_count(trainer.model),
             "seconds": time.time() - start}

@@ -7,11 +7,11 @@ Recipe (SPEC 5.2): SGD, switched to averaged SGD (NT-ASGD) once the validation l
 all epochs but the last `asgd_patience`; clipped gradients; variable BPTT with the lr scaled by window length;
 variational and locked dropouts, weight decay, TAR, tied embedding and softmax. The best validation weights
 (the averaged ones once NT-ASGD is on) are kept and measured on the test split once, at the end.
-A non-finite loss rolls back to the last checkpoint and lowers the learning rate.
+Divergence, checkpoint layout and candidate seeding follow `nao_ws.training`'s conventions, as the CNN
+training and the search do.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 import time
@@ -29,10 +29,11 @@ from .errors import NaoWsError
 from .monitor import Monitor
 from .recipes import WIKITEXT2, RnnFinal
 from .runs import RunDir, check_device, resolve_device, rng_state, seed_everything, set_rng_state
+from .training import MAX_NAN_STEPS, ROLLBACK_LR_FACTOR, Checkpoints, Diverged, EpochStats, next_rollback, seeded
 
 REFERENCE_CELL = "0 1 1 1 2 2 1 2 4 1 4 1 4 1 7 1 8 2 1 0 4 1"  # SPEC 5.2 (ref-TF form: node 0 = tanh)
 LOG_EVERY = 50  # training-loss scalars to TensorBoard every this many windows
-MAX_ROLLBACKS = 10  # consecutive non-finite rollbacks before giving up (ours; ref-TF retries forever)
+CHECKPOINT_KIND = "train-rnn"
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Config(RunConfig, RnnFinal):
 
     arch: str = option(REFERENCE_CELL, "RNN cell: 23 or 22 (ref-TF) integers, JSON, or a JSON file (SPEC 7)")
     checkpoint_steps: int = option(0, "also checkpoint every N windows (0 = at epoch ends only)")
-    nan_lr_factor: float = option(0.5, "lr multiplier after a non-finite loss rolls training back")  # ours, not in SPEC
+    max_nan_steps: int = option(MAX_NAN_STEPS, "non-finite losses in a row before rolling back to the last checkpoint")
 
 
 PRESETS = {
@@ -62,13 +63,13 @@ def _check_config(cfg: Config) -> None:
     for name in ("batch_size", "bptt", "emb_size", "eval_batch_size", "test_batch_size"):
         if getattr(cfg, name) < 1:
             raise NaoWsError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-    for name in ("epochs", "asgd_patience", "checkpoint_steps", "bptt_max_extra"):
+    for name in ("epochs", "asgd_patience", "checkpoint_steps", "bptt_max_extra", "max_nan_steps"):
         if getattr(cfg, name) < 0:
             raise NaoWsError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(cfg, name)}")
     if cfg.lr <= 0 or cfg.grad_clip <= 0 or cfg.weight_decay < 0 or cfg.tar < 0 or cfg.bptt_jitter < 0:
         raise NaoWsError("--lr and --grad-clip must be positive; --weight-decay, --tar and --bptt-jitter not negative")
-    if not 0 < cfg.nan_lr_factor < 1 or not 0 <= cfg.bptt_short_prob <= 1:
-        raise NaoWsError("--nan-lr-factor must be in (0, 1) and --bptt-short-prob in [0, 1]")
+    if not 0 <= cfg.bptt_short_prob <= 1:
+        raise NaoWsError(f"--bptt-short-prob {cfg.bptt_short_prob} must be in [0, 1]")
     for name in rnn.DROPOUTS:
         if not 0 <= getattr(cfg, name) < 1:
             raise NaoWsError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(cfg, name)}")
@@ -197,9 +198,9 @@ class Trainer:
         self.history: list[float] = []  # validation losses before the switch to averaged SGD
         self.best_loss = math.inf
         self.best_model: dict | None = None  # on the CPU
-        self.epoch_loss = [0.0, 0]  # sum of window losses and windows in the current epoch
+        self.stats = EpochStats(cfg.max_nan_steps)  # the current epoch's windows
         self.rollbacks = 0
-        self._snapshot: dict | None = None
+        self.checkpoints = Checkpoints(run)
 
     @property
     def lr(self) -> float:
@@ -212,31 +213,33 @@ class Trainer:
             start = time.perf_counter()
             bar = self.monitor.bar(total=len(self.stream), initial=self.stream.position // cfg.bptt,
                                    desc=f"epoch {self.stream.epoch + 1}/{cfg.epochs}")
-            finite = True
-            for window in self.stream:
-                result = rnn.train_step(self.model, self.optimizer, window, self.hidden,
-                                        tar=cfg.tar, grad_clip=cfg.grad_clip)
-                if not result.finite:
-                    finite = False
-                    break
-                self.hidden, self.step = result.hidden, self.step + 1
-                if self.average is not None:
-                    self.average.update()
-                self.epoch_loss = [self.epoch_loss[0] + result.loss, self.epoch_loss[1] + 1]
-                bar.update()
-                if self.step % LOG_EVERY == 0:
-                    self.monitor.scalar("train/loss", result.loss, self.step)
-                    bar.set_postfix(loss=f"{result.loss:.3f}")
-                if cfg.checkpoint_steps and self.step % cfg.checkpoint_steps == 0:
-                    self.checkpoint()
+            try:
+                for window in self.stream:
+                    result = rnn.train_step(self.model, self.optimizer, window, self.hidden,
+                                            tar=cfg.tar, grad_clip=cfg.grad_clip)
+                    self.hidden = result.hidden
+                    self.stats.add(result.finite, result.loss)
+                    if not result.finite:
+                        continue
+                    self.step += 1
+                    if self.average is not None:
+                        self.average.update()
+                    bar.update()
+                    if self.step % LOG_EVERY == 0:
+                        self.monitor.scalar("train/loss", result.loss, self.step)
+                        bar.set_postfix(loss=f"{result.loss:.3f}")
+                    if cfg.checkpoint_steps and self.step % cfg.checkpoint_steps == 0:
+                        self.checkpoint()
+                train_loss = self.stats.means()["loss"]
+            except Diverged as e:
+                bar.close()
+                self._roll_back(str(e))
+                continue
             bar.close()
-            if finite:
-                self._end_epoch(time.perf_counter() - start)
-                self.checkpoint()
-            else:
-                self._roll_back(result.loss)
+            self._end_epoch(train_loss, time.perf_counter() - start)
+            self.checkpoint()
 
-    def _end_epoch(self, seconds: float) -> None:
+    def _end_epoch(self, train_loss: float, seconds: float) -> None:
         cfg = self.cfg
         with self.average.swapped_in() if self.average is not None else nullcontext():
             valid = rnn.evaluate_stream(self.model, self.valid, cfg.bptt)
@@ -249,8 +252,7 @@ class Trainer:
                 self.average = ParamAverage(self.model.parameters())
                 self._log(f"epoch {self.stream.epoch}: validation stopped improving, switching to averaged SGD")
             self.history.append(valid)
-        train_loss = self.epoch_loss[0] / max(1, self.epoch_loss[1])
-        self.epoch_loss = [0.0, 0]
+        self.stats = EpochStats(cfg.max_nan_steps)
         record = {"epoch": self.stream.epoch, "step": self.step, "train_loss": train_loss,
                   "train_ppl": rnn.perplexity(train_loss), "valid_loss": valid, "valid_ppl": rnn.perplexity(valid),
                   "best_valid_ppl": rnn.perplexity(self.best_loss), "lr": self.lr, "averaged": self.average is not None,
@@ -262,18 +264,16 @@ class Trainer:
         if self.run is not None:
             self.run.append_jsonl("metrics.jsonl", record)
 
-    def _roll_back(self, loss: float) -> None:
-        self.rollbacks += 1
-        if self.rollbacks > MAX_ROLLBACKS:
-            raise NaoWsError(f"the loss stayed non-finite after {MAX_ROLLBACKS} rollbacks with lower learning rates; "
-                             "lower --lr or --grad-clip")
-        lr = self.lr * self.cfg.nan_lr_factor
-        failed_at = self.step + 1
-        self.load_state_dict(self.run.load_latest_checkpoint("cpu") if self.run is not None else self._snapshot)
+    def _roll_back(self, why: str) -> None:
+        """Back to the last checkpoint with a lower learning rate (``training``'s divergence policy)."""
+        rollbacks = next_rollback(self.rollbacks, why)
+        failed_at = self.step
+        self.restore(self.checkpoints.latest())
+        self.rollbacks = rollbacks
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self._log(f"non-finite loss ({loss}) at step {failed_at}: rolled back to step {self.step} "
-                  f"(epoch {self.stream.epoch}), lr lowered to {lr:g}")
+            group["lr"] *= ROLLBACK_LR_FACTOR
+        self._log(f"{why} after step {failed_at}: rolled back to step {self.step} (epoch {self.stream.epoch}), "
+                  f"lr lowered to {self.lr:g}")
 
     def _log(self, message: str) -> None:
         self.monitor.write(message)
@@ -289,28 +289,27 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------------------
     def checkpoint(self) -> None:
-        self.rollbacks = 0  # progress since the last rollback
-        state = self.state_dict()
-        if self.run is not None:
-            self.run.save_checkpoint(state, self.step, logs=("metrics.jsonl",))
-        else:
-            self._snapshot = copy.deepcopy(state)
+        self.checkpoints.save({"kind": CHECKPOINT_KIND, "config": config_to_dict(self.cfg),
+                               "arch": format_arch(self.arch), "vocab": self.vocab, "trainer": self.state_dict(),
+                               "rng": rng_state()}, self.step, logs=("metrics.jsonl",))
 
-    def state_dict(self) -> dict:
-        return {"kind": "train-rnn", "config": config_to_dict(self.cfg), "arch": format_arch(self.arch),
-                "vocab": self.vocab, "epoch": self.stream.epoch, "position": self.stream.position, "step": self.step,
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "average": None if self.average is None else self.average.state_dict(),
-                "stream": self.stream.state_dict(), "hidden": self.hidden, "history": self.history,
-                "best_loss": self.best_loss, "best_model": self.best_model, "epoch_loss": self.epoch_loss,
-                "rng": rng_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("kind") != "train-rnn" or parse_arch(state["arch"], "rnn") != self.arch:
+    def restore(self, state: dict) -> None:
+        if state.get("kind") != CHECKPOINT_KIND or parse_arch(state["arch"], "rnn") != self.arch:
             raise NaoWsError("the checkpoint is not one of this RNN training run (kind or architecture differ)")
         if state["vocab"] != self.vocab:
             raise NaoWsError(f"the checkpoint was trained on a {state['vocab']['size']}-word vocabulary, the corpus "
                              f"now has a different one ({self.vocab['size']} words): use the data it was trained on")
+        self.load_state_dict(state["trainer"])
+        set_rng_state(state["rng"])
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.stream.epoch, "step": self.step, "rollbacks": self.rollbacks,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "average": None if self.average is None else self.average.state_dict(),
+                "stream": self.stream.state_dict(), "hidden": self.hidden, "history": self.history,
+                "best_loss": self.best_loss, "best_model": self.best_model, "stats": self.stats.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.average = None
@@ -319,9 +318,9 @@ class Trainer:
             self.average.load_state_dict(state["average"])
         self.stream.load_state_dict(state["stream"])
         self.hidden = state["hidden"].to(self.device)
-        self.step, self.history, self.best_loss = state["step"], list(state["history"]), state["best_loss"]
-        self.best_model, self.epoch_loss = state["best_model"], list(state["epoch_loss"])
-        set_rng_state(state["rng"])
+        self.step, self.rollbacks, self.history = state["step"], state["rollbacks"], list(state["history"])
+        self.best_loss, self.best_model = state["best_loss"], state["best_model"]
+        self.stats.load_state_dict(state["stats"])
 
 
 def train(cfg: Config, run: RunDir, monitor: Monitor, resume: bool) -> dict:
@@ -335,7 +334,7 @@ def train(cfg: Config, run: RunDir, monitor: Monitor, resume: bool) -> dict:
         run.log(f"training {format_arch(arch)} on {corpus.name}: {_params(trainer.model)} parameters, device {device}")
         trainer.checkpoint()  # step 0: a non-finite loss in the first epoch has something to roll back to
     else:
-        trainer.load_state_dict(state)
+        trainer.restore(state)
         run.restore_logs(state)
         monitor.drop_events_from(trainer.step + 1)  # TensorBoard steps are training steps, per-epoch scalars included
         run.log(f"resumed at epoch {trainer.stream.epoch}, step {trainer.step}")
@@ -353,15 +352,14 @@ def fit_candidate(arch: RnnArch | str, corpus: Corpus, cfg: Config, device: torc
                   monitor: Monitor | None = None) -> dict:
     """Train `arch` from scratch with `cfg` (e.g. a few epochs) and return its best validation loss.
 
-    No run folder and no test split; the caller's torch random state is left untouched.
+    No run folder (the last checkpoint is kept in memory) and no test split; torch runs seeded from `seed` on a
+    fork of its generators, so the caller's random state is left untouched.
     """
     arch = parse_arch(arch, "rnn") if isinstance(arch, str) else arch
     device = torch.device(device)
     _check_config(cfg)
     _check_data(cfg, corpus)
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
+    with seeded(seed, device):
         trainer = Trainer(cfg, arch, corpus, device, seed, monitor=monitor)
         trainer.checkpoint()
         trainer.fit()
@@ -370,13 +368,16 @@ def fit_candidate(arch: RnnArch | str, corpus: Corpus, cfg: Config, device: torc
 
 def evaluate(state: dict, device: str, data_dir: str | None) -> dict:
     """Test perplexity of a checkpoint's best validation weights (`nao-ws eval --checkpoint`)."""
+    if state.get("kind") != CHECKPOINT_KIND or "trainer" not in state:
+        raise NaoWsError(f"not a {CHECKPOINT_KIND} checkpoint (kind '{state.get('kind')}')")
     cfg = build_config(Config, state["config"], {"data_dir": data_dir}, where=("checkpoint config", "flags"))
     dev = resolve_device(device)
     corpus = load_corpus(cfg.task, cfg.data_dir)
     _check_vocab(state, corpus, cfg)
     arch = _parse(cfg)
     model = _build(cfg, arch, len(corpus.dictionary)).to(dev)
-    model.load_state_dict(state["best_model"] if state.get("best_model") is not None else state["model"])
+    trainer = state["trainer"]
+    model.load_state_dict(trainer["best_model"] if trainer["best_model"] is not None else trainer["model"])
     test = rnn.evaluate_stream(model, batchify(corpus.test, cfg.test_batch_size).to(dev), cfg.bptt)
-    return {"task": cfg.task, "arch": format_arch(arch), "params": _params(model), "epoch": state["epoch"],
-            "valid_ppl": rnn.perplexity(state["best_loss"]), "test_loss": test, "test_ppl": rnn.perplexity(test)}
+    return {"task": cfg.task, "arch": format_arch(arch), "params": _params(model), "epoch": trainer["epoch"],
+            "valid_ppl": rnn.perplexity(trainer["best_loss"]), "test_loss": test, "test_ppl": rnn.perplexity(test)}

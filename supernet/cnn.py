@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from . import ops, optim
 from .spaces import CELL_INPUTS, NUM_NODES, CnnArch, SpaceError, get_space
+from .steps import StepResult
 
 STEM_MULTIPLIER = 3  # stem conv to 3C channels (SPEC 5.1, ref-PT)
 STEM_PIECES = (0,)  # the stem output is one piece
@@ -243,12 +244,6 @@ def autocast(device: torch.device, amp: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
 
 
-class StepResult(NamedTuple):
-    loss: float
-    acc: float
-    finite: bool  # False: loss or gradient was NaN/inf and no update was made
-
-
 def train_step(model: CellNetwork, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                arch: CnnArch | None = None, *, grad_clip: float, aux_weight: float = 0.0,
                progress: float = 1.0, amp: bool = False, sync: bool = True) -> StepResult:
@@ -273,9 +268,9 @@ def train_step(model: CellNetwork, optimizer: torch.optim.Optimizer, x: torch.Te
     acc = (logits.argmax(1) == y).float().mean()
     optim.step_if_finite(optimizer, finite)
     if not sync:
-        return StepResult(loss.detach(), acc, finite)
+        return StepResult(loss.detach(), finite, acc=acc)
     loss_v, acc_v, ok = optim.host_values(loss, acc, finite)
-    return StepResult(loss_v, acc_v, bool(ok))
+    return StepResult(loss_v, bool(ok), acc=acc_v)
 
 
 class Score(NamedTuple):

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from . import optim, rnn_tensor
 from .spaces import RnnArch, get_space
+from .steps import StepResult
 
 INIT_RANGE = 0.04  # uniform init of every weight (SPEC 3.2)
 ACTIVATIONS = (torch.tanh, torch.relu, torch.sigmoid, lambda x: x)  # SPEC 1.3 order: tanh, relu, sigmoid, identity
@@ -324,13 +325,6 @@ class BatchStream:
         self.rng.bit_generator.state = state["rng"]
 
 
-@dataclass(frozen=True)
-class StepResult:
-    loss: float  # cross-entropy of the window (NaN or inf when not finite)
-    finite: bool  # False: the loss or the gradient was not finite and nothing was updated
-    hidden: torch.Tensor  # detached state for the next window; zeros after a non-finite step
-
-
 def train_step(model: RnnModel, optimizer: torch.optim.Optimizer, window: Window, hidden: torch.Tensor,
                arch: RnnArch | None = None, *, tar: float, grad_clip: float, amp: bool = False,
                sync: bool = True) -> StepResult:
@@ -357,9 +351,9 @@ def train_step(model: RnnModel, optimizer: torch.optim.Optimizer, window: Window
     for group, lr in zip(optimizer.param_groups, base):
         group["lr"] = lr
     if not sync:
-        return StepResult(shown, finite, next_hidden)
+        return StepResult(shown, finite, hidden=next_hidden)
     shown_v, ok = optim.host_values(shown, finite)
-    return StepResult(shown_v, bool(ok), next_hidden)
+    return StepResult(shown_v, bool(ok), hidden=next_hidden)
 
 
 # -- scoring with inherited weights ------------------------------------------------------------------------

@@ -136,7 +136,31 @@ def test_a_checkpoint_of_another_architecture_is_a_one_line_error():
 def test_fit_candidate_trains_without_a_run_folder():
     data = load_images("cifar10-sample", purpose="search")
     cfg = train_cnn.Config(task="cifar10-sample", layers=1, channels=4, epochs=1, batch_size=90, cutout=0)
+    rng = torch.get_rng_state()
     result = train_cnn.fit_candidate(parse_arch(NAONET_B), data, cfg, "cpu", seed=1)
+    assert torch.equal(torch.get_rng_state(), rng)  # a fork of torch's generator, seeded
     assert 0 <= result["valid_acc"] <= 1 and result["valid_loss"] > 0 and result["params"] > 0
     assert result == {**train_cnn.fit_candidate(parse_arch(NAONET_B), data, cfg, "cpu", seed=1),
                       "seconds": result["seconds"]}
+
+
+def test_divergence_rolls_back_to_the_last_checkpoint_with_a_lower_lr(monkeypatch):
+    """More than --max-nan-steps non-finite steps in a row (here the first two of epoch 2) roll back to the
+    checkpoint after epoch 1 (kept in memory without a run folder) and lower the rest of the schedule."""
+    from supernet.steps import StepResult
+
+    data = load_images("cifar10-sample", purpose="search")  # 450 training images: 5 steps per epoch
+    cfg = train_cnn.Config(task="cifar10-sample", layers=1, channels=4, epochs=2, batch_size=90, cutout=0,
+                           max_nan_steps=1)
+    real, calls = train_cnn.train_step, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        return StepResult(float("nan"), False, acc=0.0) if 6 <= len(calls) <= 7 else real(*args, **kwargs)
+
+    monkeypatch.setattr(train_cnn, "train_step", flaky)
+    trainer = train_cnn.Trainer(parse_arch(NAONET_B), data, cfg, torch.device("cpu"), seed=0)
+    trainer.checkpoint()
+    record = trainer.fit(None)
+    assert len(calls) == 12 and trainer.epoch == 2 and trainer.rollbacks == 1
+    assert record["lr"] == pytest.approx(0.025 / 2 * 0.5)  # cosine at mid-training, halved

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from nao_ws import search_tasks
+from nao_ws import training
 from nao_ws.recipes import RnnSupernet
 from supernet import cnn, optim, rnn
 from supernet.spaces import get_space
@@ -78,8 +78,8 @@ def test_amp_step_runs_the_cell_in_float32():
 
 
 def test_steps_are_judged_in_order_in_batches(monkeypatch):
-    monkeypatch.setattr(search_tasks, "SYNC_EVERY", 4)
-    steps = search_tasks._Steps(max_nan_steps=2)
+    monkeypatch.setattr(training, "SYNC_EVERY", 4)
+    steps = training.EpochStats(max_nan_steps=2)
     for _ in range(3):
         steps.add(torch.tensor(True), torch.tensor(2.0), torch.tensor(0.5))
     assert steps.n == 0  # not read yet
@@ -91,7 +91,7 @@ def test_steps_are_judged_in_order_in_batches(monkeypatch):
     for _ in range(2):
         steps.add(torch.tensor(False), torch.tensor(float("nan")))
     steps.add(torch.tensor(False), torch.tensor(float("nan")))
-    with pytest.raises(search_tasks.Diverged, match="3 non-finite"):
+    with pytest.raises(training.Diverged, match="3 non-finite"):
         steps.add(torch.tensor(True), torch.tensor(1.0))
 
 

@@ -46,7 +46,9 @@ def cli_error(args, capsys) -> str:
 
 
 def latest(path):
-    return RunDir(path).load_latest_checkpoint()
+    """The latest checkpoint, its trainer's state (``state["trainer"]``) merged in at the top."""
+    state = RunDir(path).load_latest_checkpoint()
+    return {**state, **state["trainer"]}
 
 
 @pytest.fixture(scope="module")
@@ -165,24 +167,25 @@ def test_param_average_is_the_mean_of_the_iterates():
     assert torch.equal(p, torch.full((3,), 6.0))
 
 
-def test_non_finite_loss_rolls_back_and_lowers_the_lr(tmp_path, monkeypatch):
+def test_non_finite_losses_are_skipped_then_rolled_back_with_a_lower_lr(tmp_path, monkeypatch):
+    """One non-finite step is skipped; more than --max-nan-steps in a row roll back to the last checkpoint."""
     step, calls = rnn.train_step, []
 
-    def nan_at_step_8(model, optimizer, window, hidden, *args, **kwargs):
+    def nan_at_calls_3_and_8_to_10(model, optimizer, window, hidden, *args, **kwargs):
         calls.append(1)
-        if len(calls) == 8:
-            return rnn.StepResult(float("nan"), False, torch.zeros_like(hidden))
+        if len(calls) == 3 or 8 <= len(calls) <= 10:
+            return rnn.StepResult(float("nan"), False, hidden=torch.zeros_like(hidden))
         return step(model, optimizer, window, hidden, *args, **kwargs)
 
-    monkeypatch.setattr(rnn, "train_step", nan_at_step_8)
+    monkeypatch.setattr(rnn, "train_step", nan_at_calls_3_and_8_to_10)
     run = RunDir.create(str(tmp_path / "run"), "train", "ptb")
-    cfg = train_rnn.Config(**SMALL, epochs=1, lr=4.0, checkpoint_steps=5)
+    cfg = train_rnn.Config(**SMALL, epochs=1, lr=4.0, checkpoint_steps=5, max_nan_steps=2)
     trainer = train_rnn.Trainer(cfg, parse_arch(REF_22, "rnn"), small_corpus(), torch.device("cpu"), 0, run=run)
     trainer.checkpoint()
     trainer.fit()
-    assert trainer.step == len(calls) - 3  # steps 6, 7 and 8 redone from the step-5 checkpoint
+    assert trainer.step == len(calls) - 5  # call 3 skipped; calls 7 to 10 undone from the step-5 checkpoint
     log = (run.path / "log.txt").read_text()
-    assert "rolled back to step 5" in log and "lr lowered to 2" in log
+    assert log.count("rolled back") == 1 and "rolled back to step 5" in log and "lr lowered to 2" in log
     assert [r["lr"] for r in run.read_jsonl("metrics.jsonl")] == [2.0]
 
 

@@ -258,7 +258,7 @@ def test_divergence_rolls_back_with_a_lower_lr(tmp_path, monkeypatch, capsys, tb
         # once epoch 1 is logged, more than max_nan_steps (20) non-finite losses in a row, once
         if (out_dir / "metrics.jsonl").exists() and len(nan_steps) < 25:
             nan_steps.append(1)
-            return rnn.StepResult(float("nan"), False, hidden.detach() * 0)
+            return rnn.StepResult(float("nan"), False, hidden=hidden.detach() * 0)
         return real_step(model, optimizer, window, hidden, arch, **kw)
 
     monkeypatch.setattr(rnn, "train_step", flaky_step)
