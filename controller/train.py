@@ -57,10 +57,33 @@ def check_scores(scores: Sequence[float], n: int) -> np.ndarray:
     return y
 
 
-def normalise(scores: np.ndarray) -> np.ndarray:
-    """Min-max to [0, 1], higher = better (SPEC 2.1); equal scores all map to 0.5."""
+def normalise(scores: np.ndarray, how: str = "minmax") -> np.ndarray:
+    """Targets in [0, 1], higher = better: min-max (SPEC 2.1) or quantiles (``"rank"``, ties share their mean
+    rank); equal scores all map to 0.5."""
     lo, hi = scores.min(), scores.max()
-    return (scores - lo) / (hi - lo) if hi > lo else np.full_like(scores, 0.5)
+    if hi == lo:
+        return np.full_like(scores, 0.5)
+    if how == "rank":
+        return (_mean_ranks(scores) - 1) / (len(scores) - 1)
+    return (scores - lo) / (hi - lo)
+
+
+def _mean_ranks(a: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties given the mean of their ranks."""
+    order = np.argsort(a, kind="stable")
+    ranks = np.empty(len(a))
+    ranks[order] = np.arange(1, len(a) + 1)
+    _, inverse, counts = np.unique(a, return_inverse=True, return_counts=True)
+    return (np.bincount(inverse, weights=ranks) / counts)[inverse]
+
+
+def ranking_loss(pred: torch.Tensor, target: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mean pairwise hinge: every pair whose targets differ should be predicted in the same order, ``margin``
+    apart (a ranking loss for the predictor, issue 13)."""
+    sign = torch.sign(target[:, None] - target[None, :])
+    hinge = F.relu(margin - sign * (pred[:, None] - pred[None, :]))
+    pairs = sign.abs()
+    return (hinge * pairs).sum() / pairs.sum().clamp(min=1)
 
 
 def make_optimizer(model: NAO, cfg: TrainConfig) -> torch.optim.Adam:
@@ -92,7 +115,7 @@ def _seeded_torch(seed: int, device: torch.device):
 
 def fit(model: NAO, token_seqs: Sequence[Sequence[int]], scores: Sequence[float], space: TokenSpace,
         cfg: TrainConfig, *, seed: int, optimizer: torch.optim.Optimizer | None = None,
-        progress: Callable[[int, dict], None] | None = None) -> dict:
+        progress: Callable[[int, dict], None] | None = None, unlabeled: Sequence[Sequence[int]] = ()) -> dict:
     """Train ``model`` on (sequence, score) pairs for ``cfg.epochs`` epochs; return metrics.
 
     ``scores``: higher = better (pass -loss for the RNN), any scale; they are min-max normalised over all
@@ -111,6 +134,12 @@ def fit(model: NAO, token_seqs: Sequence[Sequence[int]], scores: Sequence[float]
     model/optimiser state + same data + same seed = same result on CPU, so a crash mid-``fit`` is recovered
     by reloading the last checkpoint and calling ``fit`` again.
 
+    ``unlabeled``: sequences without scores (they cost nothing to sample), trained on the reconstruction
+    loss only, each epoch in batches beside the labeled ones (semi-supervised, issue 13).
+
+    ``cfg.targets`` picks the target scaling (:func:`normalise`); ``cfg.rank_loss`` > 0 adds a pairwise
+    :func:`ranking_loss` on each batch to the MSE term.
+
     ``progress(epoch, {"loss", "mse", "nll"})`` is called after every epoch (epoch means, training set).
 
     Returns ``train_loss``, ``train_mse``, ``train_nll`` (last epoch), the held-out metrics of
@@ -118,7 +147,8 @@ def fit(model: NAO, token_seqs: Sequence[Sequence[int]], scores: Sequence[float]
     ``epochs`` and ``seconds_per_epoch``.
     """
     x = check_sequences(model, token_seqs, space)
-    y = normalise(check_scores(scores, len(x)))
+    y = normalise(check_scores(scores, len(x)), cfg.targets)
+    extra = check_sequences(model, unlabeled, space) if len(unlabeled) else np.zeros((0, x.shape[1]), np.int64)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x))
     n_hold = int(cfg.holdout * len(x))
@@ -128,6 +158,9 @@ def fit(model: NAO, token_seqs: Sequence[Sequence[int]], scores: Sequence[float]
     device = next(model.parameters()).device
     optimizer = make_optimizer(model, cfg) if optimizer is None else optimizer
     train_seqs, train_y = x[train].tolist(), torch.tensor(y[train], dtype=torch.float32, device=device)
+    extra_seqs = extra.tolist()
+    steps = -(-len(train_seqs) // cfg.batch_size)
+    extra_batch = -(-len(extra_seqs) // steps)  # the unlabeled set is spread over the labeled batches
     logs = {"loss": float("nan"), "mse": float("nan"), "nll": float("nan")}
     start = time.perf_counter()
     model.train()
@@ -136,18 +169,25 @@ def fit(model: NAO, token_seqs: Sequence[Sequence[int]], scores: Sequence[float]
             perm = rng.permutation(len(train_seqs))
             seqs = [space.augment_tokens(train_seqs[i], rng) if cfg.augment else train_seqs[i] for i in perm]
             tokens, targets = torch.tensor(seqs, device=device), train_y[torch.from_numpy(perm).to(device)]
+            more = torch.tensor(extra_seqs, dtype=torch.long, device=device)[torch.from_numpy(
+                rng.permutation(len(extra_seqs))).to(device)] if extra_seqs else None
             sums = torch.zeros(3, device=device)
-            for i in range(0, len(seqs), cfg.batch_size):
+            for k, i in enumerate(range(0, len(seqs), cfg.batch_size)):
                 xb, yb = tokens[i: i + cfg.batch_size], targets[i: i + cfg.batch_size]
+                if more is not None:
+                    xb = torch.cat([xb, more[k * extra_batch: (k + 1) * extra_batch]])
                 pred, log_probs = model(xb)
+                pred = pred[: len(yb)]
                 mse = F.mse_loss(pred, yb)
+                if cfg.rank_loss > 0:
+                    mse = mse + cfg.rank_loss * ranking_loss(pred, yb, cfg.rank_margin)
                 nll = F.nll_loss(log_probs.flatten(0, 1), xb.flatten())
                 loss = cfg.trade_off * mse + (1 - cfg.trade_off) * nll  # paper Eq. 1, SPEC 2.1
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
                 optimizer.step()
-                sums += torch.stack([loss, mse, nll]).detach() * len(xb)
+                sums += torch.stack([loss, mse, nll]).detach() * len(yb)
             logs = dict(zip(("loss", "mse", "nll"), (sums / len(seqs)).tolist()))
             if progress is not None:
                 progress(epoch, logs)

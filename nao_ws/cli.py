@@ -13,7 +13,7 @@ import numpy as np
 from .errors import USER_ERRORS, NaoWsError
 
 TASK_CHOICES = ("cifar10", "cifar10-sample", "cifar100", "ptb", "wikitext2")
-SPACE_CHOICES = ("cnn-ws", "cnn", "rnn")
+SPACE_CHOICES = ("cnn-ws", "cnn", "rnn", "nb201")
 # Which module trains the final network of each task; each exposes Config, PRESETS, task_defaults(task),
 # dry_run(cfg), train(cfg, run, monitor, resume) and evaluate(state, device, data_dir).
 TRAINERS = {"cifar10": "nao_ws.train_cnn", "cifar10-sample": "nao_ws.train_cnn", "cifar100": "nao_ws.train_cnn",
@@ -263,22 +263,32 @@ def _with_search_options(fn):
     from .config import config_options
     from .search import CnnSearchConfig, RnnSearchConfig
     from .standalone import Config as StandaloneConfig
+    from .tabular import Config as TabularConfig
 
-    return config_options(CnnSearchConfig, RnnSearchConfig, StandaloneConfig, exclude=("task",))(fn)
+    return config_options(CnnSearchConfig, RnnSearchConfig, StandaloneConfig, TabularConfig, exclude=("task",))(fn)
+
+
+def _check_search(cfg) -> None:
+    from . import search as ws, standalone, tabular
+
+    {"cnn": standalone.check_config, "nb201": tabular.check_config}.get(cfg.space, ws.check_config)(cfg)
 
 
 def _search_kind(task: str, space: str | None):
-    """The weight-sharing search (``nao_ws.search``) or, for ``--space cnn``, the standalone one."""
-    from . import search as ws, standalone
+    """The weight-sharing search (``nao_ws.search``), for ``--space cnn`` the standalone one, for ``--space
+    nb201`` the search on a tabular benchmark (``nao_ws.tabular``)."""
+    from . import search as ws, standalone, tabular
 
     if space == "cnn":
         return standalone.Config, standalone.PRESETS, standalone.task_defaults(task)
+    if space == "nb201":
+        return tabular.Config, tabular.PRESETS, tabular.task_defaults(task)
     return ws.config_class(task), ws.presets(task), ws.task_defaults(task)
 
 
 @cli.command()
-@click.option("--task", type=click.Choice(("cifar10", "cifar10-sample", "ptb", "wikitext2")), default=None,
-              help="cifar10 (CNN cells) or ptb (RNN cells)")
+@click.option("--task", type=click.Choice(("cifar10", "cifar10-sample", "ptb", "wikitext2", "cifar100", "imagenet16")),
+              default=None, help="cifar10 (CNN cells) or ptb (RNN cells); with --space nb201 also cifar100, imagenet16")
 @click.option("--preset", default="paper", show_default=True, help="paper (SPEC numbers) | smoke (tiny, minutes on CPU)")
 @click.option("--config", "config_file", default=None, help="JSON or YAML file of option overrides")
 @click.option("--output", default=None, help="run folder (default runs/search-<task>-<time>)")
@@ -287,10 +297,11 @@ def _search_kind(task: str, space: str | None):
 @click.option("--download", is_flag=True, help="fetch the task's dataset first if it is missing")
 @_with_search_options
 def search(task, preset, config_file, output, resume, progress, download, **flags):
-    """Search cells: NAO on a weight-sharing supernet (cnn-ws, rnn; --strategy random for Random-WS), or the
+    """Search cells: NAO on a weight-sharing supernet (cnn-ws, rnn; --strategy random for Random-WS), the
     standalone 11-op search with --space cnn (every candidate trained from scratch; flags such as --epochs,
-    --layers, --channels then describe each candidate)."""
-    from . import search as ws, standalone
+    --layers, --channels then describe each candidate), or a search on the NAS-Bench-201 table with
+    --space nb201 --benchmark FILE (--strategy nao, random or rea; --budget queries)."""
+    from . import search as ws, standalone, tabular
     from .config import build_config, config_to_dict, load_config_file, resolve
     from .monitor import Monitor
     from .runs import RunDir
@@ -299,29 +310,32 @@ def search(task, preset, config_file, output, resume, progress, download, **flag
         run, saved = _open_for_resume(resume, task, config_file, flags)
         cls, _, _ = _search_kind(saved.get("task", ""), saved.get("space"))
         cfg = build_config(cls, saved, {"device": flags.get("device")}, where=("config.json", "flags"))
-        (standalone.check_config if cfg.space == "cnn" else ws.check_config)(cfg)  # device and --amp too
+        _check_search(cfg)  # device and --amp too
     else:
         if task is None:
             raise NaoWsError("--task is required: cifar10 (CNN cells) or ptb (RNN cells)")
         space = flags.get("space") or load_config_file(config_file).get("space")
         cls, presets, base = _search_kind(task, space)
         cfg = resolve(cls, presets, preset, config_file, {**flags, "task": task}, base=base)
-        (standalone.check_config if cfg.space == "cnn" else ws.check_config)(cfg)  # device and --amp too
-        if download:
-            _ensure_data(cfg.dataset or cfg.task, cfg.data_dir)
-        _require_data(cfg.dataset or cfg.task, cfg.data_dir, getattr(cfg, "data_file", None))
+        _check_search(cfg)
+        if cfg.space != "nb201":  # a tabular search reads its table, checked above, and no dataset
+            if download:
+                _ensure_data(cfg.dataset or cfg.task, cfg.data_dir)
+            _require_data(cfg.dataset or cfg.task, cfg.data_dir, getattr(cfg, "data_file", None))
         run = RunDir.create(output, "search", task)
     try:
         if not resume:
             run.write_config(config_to_dict(cfg))
             click.echo(f"run folder: {run.path}  (watch: tensorboard --logdir {run.path / 'tb'})", err=True)
-        if cfg.space == "cnn":
+        if cfg.space in ("cnn", "nb201"):
             monitor = Monitor(run.path, progress=progress)
             try:
-                result = standalone.run(cfg, run, monitor, resume=bool(resume))
+                result = (standalone if cfg.space == "cnn" else tabular).run(cfg, run, monitor, resume=bool(resume))
             finally:
                 monitor.close()
-            click.echo(json.dumps({"best": result["text"], "score": result["score"], "run": str(run.path)}))
+            score = {"score": result["score"]} if cfg.space == "cnn" else {
+                "valid_accuracy": result["valid_accuracy"], "test_accuracy": result["test_accuracy"]}
+            click.echo(json.dumps({"best": result["text"], **score, "run": str(run.path)}))
             return
         best = ws.run(cfg, run, resume=bool(resume), progress=progress)
     except USER_ERRORS:

@@ -1,4 +1,4 @@
-"""Cell diagrams (normal and reduction cells, or the RNN cell) as PNG files and TensorBoard images.
+"""Cell diagrams (normal and reduction cells, the RNN cell, or a NAS-Bench-201 cell) as PNG files and TensorBoard images.
 
 One drawing serves both: :func:`render` returns an HxWx3 uint8 array, :func:`save` writes it as PNG.
 Nodes are laid out in columns by depth (longest path from the cell inputs); each edge is labelled with
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from supernet.spaces import CnnArch, RnnArch, space_of
+from supernet.spaces import CnnArch, Nb201Arch, RnnArch, space_of
 
 
 def _depths(parents: dict[int, list[int]], sources: list[int]) -> dict[int, int]:
@@ -90,6 +90,14 @@ def _draw_rnn_cell(ax, arch: RnnArch, sp):
     _draw_graph(ax, "recurrent cell", labels, edges, _layout(depth), sp.loose_ends(arch), "mean = h_t")
 
 
+def _draw_nb201_cell(ax, arch: Nb201Arch, sp):
+    """The 4-node DAG; ``none`` edges are left out (they compute zeros), node 3 is the cell output."""
+    pos = {"in": (0.0, 0.5), 1: (1.0, 0.9), 2: (2.0, 0.1), 3: (3.0, 0.5)}  # zig-zag: every edge stays visible
+    labels = {"in": "0 (input)", 1: "1", 2: "2", 3: "3"}
+    edges = [("in" if s == 0 else s, d, sp.ops[op]) for (s, d), op in zip(sp.edges, arch.ops) if sp.ops[op] != "none"]
+    _draw_graph(ax, "NAS-Bench-201 cell", labels, edges, pos, [3], "output")
+
+
 def render(arch, dpi: int = 100) -> np.ndarray:
     """The cell diagram of ``arch`` as an HxWx3 uint8 array."""
     import matplotlib
@@ -102,6 +110,9 @@ def render(arch, dpi: int = 100) -> np.ndarray:
         fig, axes = plt.subplots(1, 2, figsize=(14, 5), dpi=dpi)
         for ax, name, cell in zip(axes, ("normal cell", "reduction cell"), arch.cells()):
             _draw_cnn_cell(ax, name, cell, sp.ops, sp.loose_ends(cell))
+    elif isinstance(arch, Nb201Arch):
+        fig, ax = plt.subplots(1, 1, figsize=(8, 4), dpi=dpi)
+        _draw_nb201_cell(ax, arch, sp)
     else:
         fig, ax = plt.subplots(1, 1, figsize=(10, 5), dpi=dpi)
         _draw_rnn_cell(ax, arch, sp)

@@ -1,9 +1,10 @@
 """Search spaces (SPEC 1): architecture types, sampling, text/JSON forms, tokens, canonical forms.
 
-Three spaces:
+Four spaces:
   * ``cnn-ws`` (SPEC 1.1): ENAS 5-op convolutional cells, weight-sharing search.
   * ``cnn``    (SPEC 1.2): the 11-op NASNet-style space of the standalone search (Algorithm 1).
   * ``rnn``    (SPEC 1.3): the ENAS 12-node recurrent cell.
+  * ``nb201``  (SPEC 8): NAS-Bench-201's cell, whose every member has a trained accuracy in the benchmark.
 
 Each space object also implements the controller's token protocol (``controller.space.TokenSpace``):
 ``vocab_size``, ``length``, ``transition_mask``, ``augment_tokens`` and ``canonical_tokens``, so the
@@ -19,6 +20,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Iterable, Sequence
@@ -507,6 +509,197 @@ class RnnSpace:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# NAS-Bench-201 space
+# ---------------------------------------------------------------------------------------------------------
+
+NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")  # SPEC 8, the benchmark's order
+NB201_EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # (source, target) in the text form's order (SPEC 8)
+_NB201_CELL = re.compile(r"\|([a-z0-9_]+)~([0-9]+)")
+
+
+@dataclass(frozen=True)
+class Nb201Arch:
+    """One NAS-Bench-201 cell: the op of each of the 6 edges, in ``NB201_EDGES`` order (SPEC 8)."""
+
+    space: str
+    ops: tuple  # 6 op ids into NB201_OPS
+
+    def to_list(self) -> list[int]:
+        return list(self.ops)
+
+
+def _nb201_function(ops: Sequence[int]) -> tuple:
+    """What the cell computes, as a sorted tuple of terms summed at node 3 (empty = the zero map).
+
+    A term is ``"x"`` (the cell input) or ``(op, terms)``, an op applied to a node's sum. ``none`` and any op
+    of a zero node give nothing, ``skip_connect`` passes its node's terms on, and sums flatten; so cells that
+    differ only in node numbering (isomorphic) or in edges that cannot reach the output compute the same
+    tuple. An op of a zero map counts as zero, as in the benchmark's own ``to_unique_str(consider_zero=True)``
+    (a trained conv-BN of zeros outputs BN's constant bias; pooling and skip give exact zeros).
+    """
+    nodes = [("x",)]
+    for j in (1, 2, 3):
+        terms = []
+        for (src, dst), op in zip(NB201_EDGES, ops):
+            if dst != j or NB201_OPS[op] == "none" or not nodes[src]:
+                continue
+            if NB201_OPS[op] == "skip_connect":
+                terms.extend(nodes[src])
+            else:
+                terms.append((NB201_OPS[op], nodes[src]))
+        nodes.append(tuple(sorted(terms, key=repr)))
+    return nodes[3]
+
+
+class Nb201Space:
+    """NAS-Bench-201's cell space (SPEC 8): 6 edges of a 4-node DAG, 5 ops each, 5^6 = 15,625 cells.
+
+    Text form: the benchmark's own string, e.g. ``|nor_conv_3x3~0|+|none~0|skip_connect~1|+|...|``; the 6
+    integers of the op ids (in edge order) are read too. Tokens: op o -> o+1 (1..5), 0 = start; 6 tokens,
+    vocabulary 6, every op valid at every position. The canonical form of a cell is the lowest-ordinal cell
+    (``_ordinal``) computing the same
+    function (``_nb201_function``): 4,930 classes. The authors publish 6,466 "unique" cells, counted with
+    their ``to_unique_str``, whose strings keep zero terms and nesting that do not change the function (a
+    skip into a sum, ``none`` edges beside a real one); each of their classes lies inside one of ours (tested).
+    """
+
+    name = "nb201"
+    ops = NB201_OPS
+    edges = NB201_EDGES
+    num_edges = len(NB201_EDGES)
+    vocab_size = len(NB201_OPS) + 1
+    length = len(NB201_EDGES)
+    op_offset = 1
+
+    def make(self, ops: Iterable[int]) -> Nb201Arch:
+        return self.validate(Nb201Arch(self.name, tuple(int(o) for o in ops)))
+
+    def validate(self, arch) -> Nb201Arch:
+        if not isinstance(arch, Nb201Arch) or arch.space != self.name:
+            got = getattr(arch, "space", type(arch).__name__)
+            raise SpaceError(f"expected an nb201 architecture, got {got}")
+        if len(arch.ops) != self.num_edges:
+            raise SpaceError(f"nb201: got {len(arch.ops)} edge ops; expected {self.num_edges}")
+        for (src, dst), op in zip(self.edges, arch.ops):
+            if not 0 <= op < len(self.ops):
+                raise SpaceError(f"nb201: edge {src}->{dst} op {op} is out of range; allowed 0..{len(self.ops) - 1} "
+                                 f"({', '.join(self.ops)})")
+        return arch
+
+    def sample(self, rng: np.random.Generator) -> Nb201Arch:
+        """Uniform over the 15,625 cells (each edge's op drawn independently and uniformly)."""
+        return Nb201Arch(self.name, tuple(int(o) for o in rng.integers(0, len(self.ops), size=self.num_edges)))
+
+    def mutate(self, arch: Nb201Arch, rng: np.random.Generator) -> Nb201Arch:
+        """One edge's op replaced by another (regularised evolution's mutation)."""
+        ops = list(self.validate(arch).ops)
+        edge = int(rng.integers(self.num_edges))
+        ops[edge] = (ops[edge] + int(rng.integers(1, len(self.ops)))) % len(self.ops)
+        return Nb201Arch(self.name, tuple(ops))
+
+    # -- text and JSON ------------------------------------------------------------------------------------
+    def from_list(self, values: Sequence[int]) -> Nb201Arch:
+        if len(values) != self.num_edges:
+            raise SpaceError(f"nb201: got {len(values)} integers; expected {self.num_edges} op ids, one per edge "
+                             "(1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2), or the benchmark's |op~i|+... string")
+        return self.make(values)
+
+    def parse(self, text: str) -> Nb201Arch:
+        """The benchmark's string ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` (SPEC 8)."""
+        parts = text.strip().split("+")
+        if len(parts) != 3:
+            raise SpaceError(f"nb201: '{text.strip()}' is not a NAS-Bench-201 cell string: expected 3 nodes "
+                             "'|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'")
+        ops = []
+        for j, part in enumerate(parts, start=1):
+            found = _NB201_CELL.findall(part)
+            if not part.startswith("|") or not part.endswith("|") or "|".join(f"{o}~{s}" for o, s in found) != part[1:-1]:
+                raise SpaceError(f"nb201: node {j} '{part}' must read '|op~i|...|'")
+            if [int(s) for _, s in found] != list(range(j)):
+                raise SpaceError(f"nb201: node {j} '{part}' must have one edge from each of nodes 0..{j - 1}, in order")
+            for op, _ in found:
+                if op not in self.ops:
+                    raise SpaceError(f"nb201: unknown op '{op}' in node {j}; known: {', '.join(self.ops)}")
+                ops.append(self.ops.index(op))
+        return self.make(ops)
+
+    def format(self, arch: Nb201Arch) -> str:
+        self.validate(arch)
+        nodes = ["|" + "|".join(f"{self.ops[op]}~{src}" for (src, dst), op in zip(self.edges, arch.ops) if dst == j)
+                 + "|" for j in (1, 2, 3)]
+        return "+".join(nodes)
+
+    def to_json(self, arch: Nb201Arch) -> dict:
+        return {"space": self.name, "cell": self.format(arch)}
+
+    def from_json(self, obj: dict) -> Nb201Arch:
+        cell = obj.get("cell")
+        if not isinstance(cell, str):
+            raise SpaceError("nb201: JSON architecture needs 'cell', the benchmark's '|op~0|+...' string")
+        return self.parse(cell)
+
+    def op_name(self, op: int) -> str:
+        return self.ops[op]
+
+    # -- structure and canonical form ---------------------------------------------------------------------
+    def _ordinal(self, arch: Nb201Arch) -> int:
+        """The cell's number when the ops are read as base-5 digits, edge 1<-0 the lowest (not the benchmark's
+        own index, whose order is its file's)."""
+        return sum(op * len(self.ops) ** k for k, op in enumerate(self.validate(arch).ops))
+
+    def _from_ordinal(self, ordinal: int) -> tuple:
+        n = len(self.ops)
+        return tuple(ordinal // n ** k % n for k in range(self.num_edges))
+
+    @cached_property
+    def _representatives(self) -> tuple:
+        """Each cell's (by ordinal) canonical op tuple: the lowest-ordinal cell computing the same function."""
+        rep: dict[tuple, tuple] = {}
+        return tuple(rep.setdefault(_nb201_function(ops), ops)
+                     for ops in map(self._from_ordinal, range(len(self.ops) ** self.num_edges)))
+
+    def canonical(self, arch: Nb201Arch) -> Nb201Arch:
+        return Nb201Arch(self.name, self._representatives[self._ordinal(arch)])
+
+    def num_classes(self) -> int:
+        """Distinct functions among the 15,625 cells: 4,930."""
+        return len(set(self._representatives))
+
+    def all_cells(self) -> list[Nb201Arch]:
+        """The 15,625 cells, by ordinal."""
+        return [Nb201Arch(self.name, self._from_ordinal(i)) for i in range(len(self.ops) ** self.num_edges)]
+
+    def reaches_output(self, arch: Nb201Arch) -> bool:
+        """Whether any path of non-``none`` edges joins the input to the output."""
+        return bool(_nb201_function(self.validate(arch).ops))
+
+    # -- the controller's token protocol --------------------------------------------------------------------
+    def encode(self, arch: Nb201Arch) -> list[int]:
+        return [op + self.op_offset for op in self.validate(arch).ops]
+
+    def decode(self, tokens: Sequence[int]) -> Nb201Arch:
+        tokens = _check_token_seq(self, tokens)
+        _check_tokens_allowed(self, tokens)
+        return self.make(t - self.op_offset for t in tokens)
+
+    @cached_property
+    def transition_mask(self) -> np.ndarray:
+        mask = np.zeros((self.length, self.vocab_size), dtype=bool)
+        mask[:, self.op_offset:] = True
+        return _static_transition_mask(mask, self.vocab_size)
+
+    def augment_tokens(self, tokens: Sequence[int], rng: np.random.Generator) -> list[int]:
+        """No branch symmetry in this space (one op per edge): augmentation is the identity."""
+        return list(tokens)
+
+    def canonical_tokens(self, tokens: Sequence[int]) -> tuple[int, ...]:
+        return tuple(self.encode(self.canonical(self.decode(tokens))))
+
+    def size(self) -> float:
+        return float(len(self.ops) ** self.num_edges)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # helpers and the registry
 # ---------------------------------------------------------------------------------------------------------
 
@@ -542,7 +735,7 @@ def _check_tokens_allowed(space, tokens: list[int]) -> None:
         prev = t
 
 
-SPACES = {"cnn-ws": CnnWsSpace(), "cnn": CnnSpace(), "rnn": RnnSpace()}
+SPACES = {"cnn-ws": CnnWsSpace(), "cnn": CnnSpace(), "rnn": RnnSpace(), "nb201": Nb201Space()}
 
 
 def get_space(name: str):
@@ -555,14 +748,19 @@ def get_space(name: str):
 def parse_arch(text: str, space: str | None = None):
     """Read an architecture from its text form, its JSON form, or a path to a JSON file (SPEC 7).
 
-    ``space`` names the expected space. Without it the JSON's own ``space`` is used, 22 or 23 integers
-    mean ``rnn`` and 40 integers mean ``cnn-ws`` (pass ``space='cnn'`` for the 11-op space).
+    ``space`` names the expected space. Without it the JSON's own ``space`` is used, a string starting with
+    ``|`` is a NAS-Bench-201 cell, 22 or 23 integers mean ``rnn`` and 40 integers mean ``cnn-ws`` (pass
+    ``space='cnn'`` for the 11-op space, ``space='nb201'`` for 6 op ids).
     """
     if not isinstance(text, str) or not text.strip():
         raise SpaceError("empty architecture: give the text form (SPEC 7), a JSON object, or a JSON file path")
     s = text.strip()
     if not s.startswith(("{", "[")) and not s[0].isdigit() and (os.path.isfile(s) or s.endswith(".json") or os.sep in s):
         s = _read_arch_file(s)
+    if s.startswith("|"):  # the NAS-Bench-201 string (SPEC 8)
+        if space not in (None, "nb201"):
+            raise SpaceError(f"'{s}' is a NAS-Bench-201 cell string, but space '{space}' is expected")
+        return get_space("nb201").parse(s)
     if s.startswith(("{", "[")):
         try:
             obj = json.loads(s)
@@ -581,9 +779,9 @@ def parse_arch(text: str, space: str | None = None):
                 obj = obj["arch"]
             json_space = obj.get("space")
             if json_space is None:
-                raise SpaceError("architecture JSON has no 'space' field (cnn-ws, cnn or rnn)")
+                raise SpaceError("architecture JSON has no 'space' field (cnn-ws, cnn, rnn or nb201)")
             if not isinstance(json_space, str):
-                raise SpaceError(f"architecture JSON 'space' must be a name (cnn-ws, cnn or rnn), not {json_space!r}")
+                raise SpaceError(f"architecture JSON 'space' must be a name (cnn-ws, cnn, rnn or nb201), not {json_space!r}")
             if space is not None and json_space != space:
                 raise SpaceError(f"architecture is of space '{json_space}' but '{space}' is expected")
             return get_space(json_space).from_json(obj)
@@ -600,7 +798,8 @@ def parse_arch(text: str, space: str | None = None):
         elif len(values) == 40:
             space = "cnn-ws"
         else:
-            raise SpaceError(f"got {len(values)} integers; a CNN architecture has 40, an RNN one 22 or 23")
+            raise SpaceError(f"got {len(values)} integers; a CNN architecture has 40, an RNN one 22 or 23 "
+                             "(6 op ids with --space nb201)")
     return get_space(space).from_list(values)
 
 
