@@ -179,10 +179,9 @@ def fit(model: NAO, token_seqs: Sequence[Sequence[int]], scores: Sequence[float]
                 pred, log_probs = model(xb)
                 pred = pred[: len(yb)]
                 mse = F.mse_loss(pred, yb)
-                if cfg.rank_loss > 0:
-                    mse = mse + cfg.rank_loss * ranking_loss(pred, yb, cfg.rank_margin)
+                fit_loss = mse + cfg.rank_loss * ranking_loss(pred, yb, cfg.rank_margin) if cfg.rank_loss else mse
                 nll = F.nll_loss(log_probs.flatten(0, 1), xb.flatten())
-                loss = cfg.trade_off * mse + (1 - cfg.trade_off) * nll  # paper Eq. 1, SPEC 2.1
+                loss = cfg.trade_off * fit_loss + (1 - cfg.trade_off) * nll  # paper Eq. 1, SPEC 2.1
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)

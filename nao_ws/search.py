@@ -19,14 +19,10 @@ ends, with ``--deterministic`` on CPU, exactly as an uninterrupted one.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from controller import config as ctrl_config
-from controller.generate import generate
-from controller.model import NAO
-from controller.train import export_state, fit, load_state, make_optimizer
 from supernet.spaces import get_space, parse_arch
 
 from . import plot, recipes
@@ -37,6 +33,7 @@ from .monitor import Monitor
 from .runs import (RunDir, check_device, generator_state, rng_state, seed_everything, set_generator_state,
                    set_rng_state)
 from .search_tasks import make_task
+from .strategies import ControllerDriver, canonical_text, unique_random
 from .training import MAX_NAN_STEPS, ROLLBACK_LR_FACTOR, Diverged, next_rollback
 
 @dataclass(frozen=True)
@@ -155,20 +152,9 @@ class State:
         return dict(self.__dict__)
 
 
-def _canonical_text(space, arch) -> str:
-    return space.format(space.canonical(arch))
-
-
 def _unique_random(space, n: int, known: set, rng: np.random.Generator) -> list:
-    """``n`` random architectures whose canonical forms are not in ``known`` (which is updated)."""
-    out = []
-    while len(out) < n:
-        a = space.sample(rng)
-        key = _canonical_text(space, a)
-        if key not in known:
-            known.add(key)
-            out.append(space.format(a))
-    return out
+    """Text forms of ``n`` random architectures whose canonical forms are not in ``known`` (updated)."""
+    return [space.format(a) for a in unique_random(space, n, known, rng)]
 
 
 LOGS = ("metrics.jsonl", "pool.jsonl")  # the append-only logs; a checkpoint holds their records
@@ -183,11 +169,9 @@ class Search:
         self.space = get_space(cfg.space)
         self.device = check_device(cfg)
         self.task = make_task(cfg, self.device)
-        model_cfg, train_cfg, gen_cfg = ctrl_config.preset(cfg.space)
-        self.ctrl_train_cfg = replace(train_cfg, epochs=cfg.controller_epochs)
-        self.ctrl_gen_cfg = replace(gen_cfg, num_seeds=cfg.seeds, num_new=cfg.new_per_iter)
-        self.controller = NAO(model_cfg, self.space.transition_mask).to(self.device)
-        self.ctrl_optimizer = make_optimizer(self.controller, self.ctrl_train_cfg)
+        self.controller = ControllerDriver.for_space(  # SPEC 2.1, 2.2 presets of the space
+            self.space, self.device, train={"epochs": cfg.controller_epochs},
+            generate_={"num_seeds": cfg.seeds, "num_new": cfg.new_per_iter}, init_seed=cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.state = State()
 
@@ -197,14 +181,14 @@ class Search:
         self.state.checkpoints += 1
         self.run.save_checkpoint({
             "kind": "search", "config": config_to_dict(self.cfg), "state": self.state.to_dict(),
-            "task": self.task.state_dict(), "controller": export_state(self.controller, self.ctrl_optimizer),
+            "task": self.task.state_dict(), "controller": self.controller.state_dict(),
             "rng": rng_state(), "np_rng": generator_state(self.rng),
         }, step=self.state.checkpoints, logs=LOGS)
 
     def restore(self, ckpt: dict) -> None:
         self.state = State(**ckpt["state"])
         self.task.load_state_dict(ckpt["task"])
-        load_state(self.controller, self.ctrl_optimizer, ckpt["controller"])
+        self.controller.load_state_dict(ckpt["controller"])
         set_rng_state(ckpt["rng"])
         set_generator_state(self.rng, ckpt["np_rng"])
         self.run.restore_logs(ckpt)  # the logs as at this checkpoint: later lines go, cut ones come back
@@ -256,7 +240,7 @@ class Search:
         archs = [parse_arch(t, self.cfg.space) for t in s.pool]
         results = self.task.score(archs, self.monitor)
         for text, arch, r in zip(s.pool, archs, results):
-            record = {"arch": text, "canonical": _canonical_text(self.space, arch), "iteration": s.iteration,
+            record = {"arch": text, "canonical": canonical_text(self.space, arch), "iteration": s.iteration,
                       "epoch": s.epoch, "origin": s.origin[text], **r}
             s.scores[text] = record
             self.append("pool.jsonl", record)
@@ -273,12 +257,9 @@ class Search:
         s = self.state
         if self.cfg.strategy == "nao":
             texts = list(s.scores)
-            tokens = [self.space.encode(parse_arch(t, self.cfg.space)) for t in texts]
-            bar = self.monitor.bar(total=self.ctrl_train_cfg.epochs, desc="controller")
-            metrics = fit(self.controller, tokens, [s.scores[t]["score"] for t in texts], self.space,
-                          self.ctrl_train_cfg, seed=self.cfg.seed * 1000 + s.iteration,
-                          optimizer=self.ctrl_optimizer, progress=lambda epoch, logs: bar.update(1))
-            bar.close()
+            metrics = self.controller.fit([parse_arch(t, self.cfg.space) for t in texts],
+                                          [s.scores[t]["score"] for t in texts],
+                                          seed=self.cfg.seed * 1000 + s.iteration, monitor=self.monitor)
             self.log({"phase": "controller", "epoch": s.epoch, "iteration": s.iteration, **metrics})
         s.phase = "generate"
 
@@ -288,12 +269,9 @@ class Search:
         known = {r["canonical"] for r in s.scores.values()}
         new = []
         if cfg.strategy == "nao":
-            tokens = [self.space.encode(parse_arch(t, cfg.space)) for t in s.pool]
-            cands = generate(self.controller, tokens, [s.scores[t]["score"] for t in s.pool], self.space,
-                             self.ctrl_gen_cfg, known={tuple(self.space.encode(parse_arch(k, cfg.space)))
-                                                       for k in known})
-            new = [self.space.format(self.space.decode(c.tokens)) for c in cands]
-            known.update(_canonical_text(self.space, parse_arch(t, cfg.space)) for t in new)
+            cands = self.controller.generate([parse_arch(t, cfg.space) for t in s.pool],
+                                             [s.scores[t]["score"] for t in s.pool], known)
+            new = [self.space.format(c.arch) for c in cands]
             etas = [c.step_size for c in cands] or [float("nan")]
             stats = {"new": len(new), "fraction_new": len(new) / cfg.new_per_iter,
                      "eta_mean": float(np.mean(etas)), "eta_max": float(np.max(etas)),
@@ -325,7 +303,7 @@ class Search:
     def best_record(self, text: str) -> dict:
         arch = parse_arch(text, self.cfg.space)
         rerank = next((r for r in self.state.rerank if r["arch"] == text), None)
-        return {"arch": self.space.to_json(arch), "text": text, "canonical": _canonical_text(self.space, arch),
+        return {"arch": self.space.to_json(arch), "text": text, "canonical": canonical_text(self.space, arch),
                 "inherited": self.state.scores[text], "rerank": rerank, "epoch": self.state.epoch,
                 "strategy": self.cfg.strategy}
 

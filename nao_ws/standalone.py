@@ -27,10 +27,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from controller import config as ctrl_config
-from controller.generate import generate
-from controller.model import NAO
-from controller.train import export_state, fit, load_state, make_optimizer
 from supernet.spaces import get_space, parse_arch
 
 from . import datasets, plot, train_cnn
@@ -38,6 +34,7 @@ from .config import RunConfig, config_to_dict, option, resolve
 from .errors import NaoWsError
 from .executors import Outcome, check_settings, make_executor
 from .monitor import Monitor
+from .strategies import ControllerDriver, canonical_text, unique_random
 from .runs import RunDir, check_device, resolve_device, seed_everything
 
 TASKS = ("cifar10", "cifar10-sample")  # SPEC 4: the search runs on CIFAR-10
@@ -158,11 +155,9 @@ class StandaloneSearch:
         self.cfg, self.run, self.monitor, self.candidate_fn = cfg, run, monitor, candidate_fn
         self.space = get_space(cfg.space)
         self.device = _driver_device(cfg)
-        model_cfg, train_cfg, gen_cfg = ctrl_config.preset(cfg.space)  # SPEC 2.1, 2.2 (paper 4.1 column)
-        self.train_cfg = replace(train_cfg, epochs=cfg.controller_epochs)
-        self.gen_cfg = replace(gen_cfg, num_new=cfg.new_per_round)
-        self.controller = NAO(model_cfg, self.space.transition_mask).to(self.device)
-        self.optimizer = make_optimizer(self.controller, self.train_cfg)
+        self.controller = ControllerDriver.for_space(  # SPEC 2.1, 2.2 (paper 4.1 column)
+            self.space, self.device, train={"epochs": cfg.controller_epochs},
+            generate_={"num_new": cfg.new_per_round}, init_seed=cfg.seed)
         self.recipe = candidate_recipe(cfg)
         self.pools: list[list[dict]] = []  # per round: {"text", "origin", ...} of each candidate
         self.results: dict[str, dict] = {}  # text -> results.jsonl record
@@ -170,10 +165,8 @@ class StandaloneSearch:
     # -- state ---------------------------------------------------------------------------------------------
     def start(self) -> None:
         """Round 0: unique (canonical form) random architectures (Algorithm 1's initial X)."""
-        rng = np.random.default_rng(self.cfg.seed)
         known: set = set()
-        while len(known) < self.cfg.pool_size:
-            known.add(self._canonical(self.space.sample(rng)))
+        unique_random(self.space, self.cfg.pool_size, known, np.random.default_rng(self.cfg.seed))
         self.pools = [[{"text": t, "origin": "random"} for t in sorted(known)]]
         self.decide_round()
 
@@ -181,7 +174,7 @@ class StandaloneSearch:
         if ckpt.get("kind") != CHECKPOINT_KIND:
             raise NaoWsError(f"{self.run.path} holds a '{ckpt.get('kind')}' checkpoint, not a standalone search")
         self.pools = ckpt["pools"]
-        load_state(self.controller, self.optimizer, ckpt["controller"])
+        self.controller.load_state_dict(ckpt["controller"])
         self.results = {r["text"]: r for r in self.run.read_jsonl("results.jsonl")}
         self._sync_logs()
 
@@ -189,7 +182,7 @@ class StandaloneSearch:
         """Checkpoint the newly decided round, then list its candidates in pool.jsonl."""
         round_ = len(self.pools) - 1
         self.run.save_checkpoint({"kind": CHECKPOINT_KIND, "config": config_to_dict(self.cfg), "pools": self.pools,
-                                  "controller": export_state(self.controller, self.optimizer)}, step=round_)
+                                  "controller": self.controller.state_dict()}, step=round_)
         self._write_pool(round_)
 
     def _write_pool(self, round_: int) -> None:
@@ -257,18 +250,14 @@ class StandaloneSearch:
 
     def next_round(self, round_: int, scored: list[dict]) -> dict:
         """Fit the controller on every result, generate the next round from the top-K (Algorithm 1)."""
-        tokens = [self.space.encode(parse_arch(r["text"], self.cfg.space)) for r in scored]
+        archs = [parse_arch(r["text"], self.cfg.space) for r in scored]
         scores = [r["score"] for r in scored]
-        bar = self.monitor.bar(total=self.train_cfg.epochs, desc=f"controller (round {round_ + 1})")
-        fitted = fit(self.controller, tokens, scores, self.space, self.train_cfg,
-                     seed=_derived_seed(self.cfg.seed, round_), optimizer=self.optimizer,
-                     progress=lambda epoch, logs: bar.update(1))
-        bar.close()
+        fitted = self.controller.fit(archs, scores, seed=_derived_seed(self.cfg.seed, round_), monitor=self.monitor,
+                                     desc=f"controller (round {round_ + 1})")
         self.monitor.scalars(fitted, round_, prefix="controller/")
-        known = {tuple(self.space.encode(parse_arch(e["text"], self.cfg.space))) for pool in self.pools for e in pool}
-        gen_cfg = replace(self.gen_cfg, num_seeds=min(self.cfg.seeds, len(scored)))
-        new = generate(self.controller, tokens, scores, self.space, gen_cfg, known=known)
-        self.pools.append([{"text": self._canonical(self.space.decode(c.tokens)), "origin": "nao",
+        known = {e["text"] for pool in self.pools for e in pool}  # canonical texts
+        new = self.controller.generate(archs, scores, known, num_seeds=self.cfg.seeds)
+        self.pools.append([{"text": canonical_text(self.space, c.arch), "origin": "nao",
                             "predicted": float(c.predicted), "eta": float(c.step_size)} for c in new])
         made = {"generated": len(new), "eta_mean": float(np.mean([c.step_size for c in new])) if new else math.nan}
         self.monitor.scalars(made, round_, prefix="generate/")
@@ -292,9 +281,6 @@ class StandaloneSearch:
 
     def planned(self) -> int:
         return self.cfg.pool_size + self.cfg.new_per_round * (self.cfg.rounds - 1)
-
-    def _canonical(self, arch) -> str:
-        return self.space.format(self.space.canonical(arch))
 
 
 def _driver_device(cfg: Config) -> torch.device:

@@ -102,7 +102,7 @@ class ControllerDriver:
         bar = monitor.bar(total=self.train_cfg.epochs * len(self.models), desc=desc) if monitor else None
         metrics = []
         for k, (model, optimizer) in enumerate(zip(self.models, self.optimizers)):
-            metrics.append(fit(model, tokens, scores, self.space, self.train_cfg, seed=seed * 100 + k,
+            metrics.append(fit(model, tokens, scores, self.space, self.train_cfg, seed=seed + 1_000_003 * k,
                                optimizer=optimizer, progress=(lambda epoch, logs: bar.update(1)) if bar else None))
         if bar is not None:
             bar.close()
@@ -216,7 +216,8 @@ class ReaStrategy(RandomStrategy):
 class NaoStrategy(RandomStrategy):
     """Paper Algorithm 1 on a score source: ``initial`` random architectures, then rounds of ``per_round``:
     fit the controller on every scored architecture, move the top ``seeds`` up the predictor's gradient and
-    decode ``candidates`` new ones (SPEC 2.2), and propose the ``per_round`` the controller predicts best.
+    decode ``candidates`` new ones (SPEC 2.2), and propose the ``per_round`` the controller predicts best
+    (a search may ask for more per round: then proportionally more candidates).
     Generation that finds too few is topped up with random architectures (origin ``random``)."""
 
     name = "nao"
@@ -239,7 +240,8 @@ class NaoStrategy(RandomStrategy):
         archs, scores = [a for a, _ in history], [s for _, s in history]
         self.last_fit = self.driver.fit(archs, scores, seed=self.seed * 1000 + self.fits, monitor=self.monitor)
         self.fits += 1
-        cands = self.driver.generate(archs, scores, known, num_new=self.candidates, num_seeds=self.seeds,
+        wanted = max(self.candidates, self.candidates * n // self.batch)  # the same choice in a longer round
+        cands = self.driver.generate(archs, scores, known, num_new=wanted, num_seeds=self.seeds,
                                      by_prediction=self.by_prediction)
         for c in cands[n:]:  # generated but not proposed: free again
             known.discard(canonical_text(self.space, c.arch))

@@ -105,6 +105,7 @@ def _read_csv(p: Path, task: str) -> Table:
             missing = [c for c in ("cellstr", *cols) if c not in header]
             if missing:
                 other = sorted({c.rsplit("_", 1)[0] for c in header if c.endswith("_valid")})
+                other = [t for t in other if f"{t}_test" in header]
                 hint = f" (it has {', '.join(other)}: pick --task from those)" if other else ""
                 raise NaoWsError(f"benchmark file {p} has no column {', '.join(missing)} for --task {task}{hint}")
             valid, test = {}, {}
@@ -168,7 +169,8 @@ class Config(RunConfig):
     strategy: str = option("nao", "nao (Algorithm 1 with the controller), random, or rea (regularised evolution)")
     budget: int = option(150, "queries of distinct canonical cells")
     initial: int = option(20, "nao: random cells queried before the controller takes over")
-    per_round: int = option(5, "nao: cells queried per controller round")
+    per_round: int = option(5, "nao: cells queried per controller round (at least)")
+    round_fraction: float = option(0.1, "nao: a round queries at least this fraction of the cells queried so far")
     seeds: int = option(10, "K: top cells the controller moves to generate new ones")
     candidates: int = option(30, "nao: cells generated per round, of which the per-round best predicted are queried")
     controller_epochs: int = option(50, "controller training epochs per round (warm start)")
@@ -201,8 +203,17 @@ def check_config(cfg: Config) -> None:
     if cfg.budget < 1 or cfg.budget > get_space("nb201").num_classes():
         raise NaoWsError(f"--budget {cfg.budget} must lie between 1 and the "
                          f"{get_space('nb201').num_classes()} distinct cells of NAS-Bench-201")
-    if min(cfg.seeds, cfg.controller_epochs, cfg.population) < 1:
-        raise NaoWsError("--seeds, --controller-epochs and --population must be >= 1")
+    if min(cfg.seeds, cfg.controller_epochs, cfg.population, cfg.ensemble) < 1:
+        raise NaoWsError("--seeds, --controller-epochs, --population and --ensemble must be >= 1")
+    if not 1 <= cfg.tournament <= cfg.population:
+        raise NaoWsError(f"--tournament {cfg.tournament} must lie between 1 and --population {cfg.population}")
+    if cfg.initial < 2 or cfg.per_round < 1 or cfg.candidates < cfg.per_round:
+        raise NaoWsError("nao needs --initial >= 2 random cells to fit on, --per-round >= 1 and "
+                         "--candidates >= --per-round")
+    if not 0 <= cfg.round_fraction <= 1:
+        raise NaoWsError(f"--round-fraction {cfg.round_fraction} must lie in [0, 1]")
+    if cfg.select not in ("predicted", "found"):
+        raise NaoWsError(f"--select {cfg.select} is unknown: use predicted or found")
     if cfg.seed < 0:
         raise NaoWsError(f"--seed {cfg.seed} must be >= 0")
     load_table(cfg.benchmark, cfg.task)
@@ -242,6 +253,8 @@ class TabularSearch:
         """One call of the strategy; every proposal is queried and logged."""
         known = {r["canonical"] for r in self.records}
         n = min(self.strategy.batch, self.cfg.budget - len(self.records))
+        if self.cfg.strategy == "nao":  # rounds grow with the history: late refits are the costly ones
+            n = min(max(n, int(self.cfg.round_fraction * len(self.records))), self.cfg.budget - len(self.records))
         proposals = self.strategy.propose(self.history, n, known, self.rng)
         if not proposals:
             raise NaoWsError(f"strategy {self.cfg.strategy} found no unseen cell after {len(self.records)} queries")

@@ -28,7 +28,8 @@ def test_round_trips_and_validity(name):
         assert sp.from_json(json.loads(json.dumps(sp.to_json(a)))) == a
         assert sp.decode(sp.encode(a)) == a
         assert len(sp.encode(a)) == sp.length
-    assert len(set(archs)) > 0.99 * N  # hashable, and sampling is not degenerate
+    expected = sp.size() * (1 - (1 - 1 / sp.size()) ** N)  # distinct draws of uniform sampling (nb201: ~969)
+    assert len(set(archs)) > 0.99 * expected  # hashable, and sampling is not degenerate
 
 
 @pytest.mark.parametrize("name", list(SPACES))
@@ -39,7 +40,7 @@ def test_canonical_is_invariant_and_idempotent(name):
         c = sp.canonical(a)
         sp.validate(c)
         assert sp.canonical(c) == c
-        assert sp.canonical(sp.swap_branches(a, rng) if name != "rnn" else a) == c
+        assert sp.canonical(sp.swap_branches(a, rng) if hasattr(sp, "swap_branches") else a) == c
         assert sp.canonical_tokens(sp.augment_tokens(sp.encode(a), rng)) == sp.canonical_tokens(sp.encode(a))
 
 
