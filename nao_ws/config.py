@@ -54,7 +54,8 @@ RANGES: dict[str, Range] = {
     **dict.fromkeys(("batch_size", "eval_batch_size", "test_batch_size", "rerank_batch_size", "score_batch",
                      "score_images", "score_windows", "layers", "rerank_layers", "emb_size", "hidden_size", "bptt",
                      "eval_every", "checkpoint_every", "pool_size", "seeds", "controller_epochs", "rounds",
-                     "rerank_epochs", "new_per_iter", "t0", "t_mult", "workers"), AT_LEAST_1),
+                     "rerank_epochs", "new_per_iter", "t0", "t_mult", "workers", "budget", "initial", "per_round",
+                     "candidates", "ensemble", "population", "tournament"), AT_LEAST_1),
     **dict.fromkeys(("channels", "rerank_channels"), Range(2)),
     **dict.fromkeys(("epochs", "rerank_top", "random_per_iter", "new_per_round", "max_nan_steps", "max_retries",
                      "asgd_patience", "checkpoint_steps", "bptt_max_extra", "train_images"), AT_LEAST_0),
@@ -64,7 +65,7 @@ RANGES: dict[str, Range] = {
     **dict.fromkeys(("dropout_out", "dropout_hidden", "dropout_x", "dropout_emb_out", "dropout_emb"), DROP),
     "momentum": Range(0, 1, "hi"),
     "nan_lr_factor": Range(0, 1, "lo hi"),
-    "bptt_short_prob": FRACTION,
+    **dict.fromkeys(("bptt_short_prob", "round_fraction"), FRACTION),
     "cutout": Range(0, 32),  # the CIFAR image side
 }
 

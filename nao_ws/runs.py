@@ -200,11 +200,8 @@ class RunDir:
 
     def truncate_jsonl(self, name: str, n: int) -> None:
         """Keep the first ``n`` records of ``name``: a resumed run drops what was written after its checkpoint."""
-        self.write_jsonl(name, self.read_jsonl(name)[:n])
-
-    def write_jsonl(self, name: str, records: list[dict]) -> None:
-        """Replace ``name`` with ``records`` atomically (a resume restores a log from its checkpoint)."""
-        _fsync_write(self.path / name, "".join(json.dumps(strict_json(r)) + "\n" for r in records).encode())
+        records = self.read_jsonl(name)[:n]
+        _fsync_write(self.path / name, "".join(json.dumps(r) + "\n" for r in records).encode())
 
     def log(self, message: str) -> None:
         stamp = _dt.datetime.now().isoformat(timespec="seconds")

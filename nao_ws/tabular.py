@@ -36,6 +36,7 @@ from .strategies import ControllerDriver, NaoStrategy, RandomStrategy, ReaStrate
 
 TASKS = ("cifar10", "cifar100", "imagenet16")
 CHECKPOINT_KIND = "tabular-search"
+LOGS = ("pool.jsonl", "metrics.jsonl")  # their records so far ride in every checkpoint
 # The official API's dataset names: (validation split, test split) per task (NAS-Bench-201 paper, Sec. 2.3).
 API_DATASETS = {"cifar10": ("cifar10-valid", "cifar10"), "cifar100": ("cifar100", "cifar100"),
                 "imagenet16": ("ImageNet16-120", "ImageNet16-120")}
@@ -200,22 +201,15 @@ def check_config(cfg: Config) -> None:
         raise NaoWsError(f"a tabular search runs the nb201 space, not --space {cfg.space}")
     if cfg.strategy not in ("nao", "random", "rea"):
         raise NaoWsError(f"--strategy {cfg.strategy} is unknown: use nao, random or rea")
-    if cfg.budget < 1 or cfg.budget > get_space("nb201").num_classes():
-        raise NaoWsError(f"--budget {cfg.budget} must lie between 1 and the "
-                         f"{get_space('nb201').num_classes()} distinct cells of NAS-Bench-201")
-    if min(cfg.seeds, cfg.controller_epochs, cfg.population, cfg.ensemble) < 1:
-        raise NaoWsError("--seeds, --controller-epochs, --population and --ensemble must be >= 1")
+    if cfg.budget > get_space("nb201").num_classes():
+        raise NaoWsError(f"--budget {cfg.budget} exceeds the {get_space('nb201').num_classes()} distinct cells "
+                         "of NAS-Bench-201")
     if not 1 <= cfg.tournament <= cfg.population:
         raise NaoWsError(f"--tournament {cfg.tournament} must lie between 1 and --population {cfg.population}")
-    if cfg.initial < 2 or cfg.per_round < 1 or cfg.candidates < cfg.per_round:
-        raise NaoWsError("nao needs --initial >= 2 random cells to fit on, --per-round >= 1 and "
-                         "--candidates >= --per-round")
-    if not 0 <= cfg.round_fraction <= 1:
-        raise NaoWsError(f"--round-fraction {cfg.round_fraction} must lie in [0, 1]")
+    if cfg.initial < 2 or cfg.candidates < cfg.per_round:
+        raise NaoWsError("nao needs --initial >= 2 random cells to fit on and --candidates >= --per-round")
     if cfg.select not in ("predicted", "found"):
         raise NaoWsError(f"--select {cfg.select} is unknown: use predicted or found")
-    if cfg.seed < 0:
-        raise NaoWsError(f"--seed {cfg.seed} must be >= 0")
     load_table(cfg.benchmark, cfg.task)
 
 
@@ -279,19 +273,19 @@ class TabularSearch:
     def checkpoint(self) -> None:
         self.monitor.flush()
         self.run.save_checkpoint({"kind": CHECKPOINT_KIND, "config": config_to_dict(self.cfg), "rounds": self.rounds,
-                                  "records": self.records, "strategy": self.strategy.state_dict(),
-                                  "rng": generator_state(self.rng)}, step=self.rounds)
+                                  "strategy": self.strategy.state_dict(), "rng": generator_state(self.rng)},
+                                 step=self.rounds, logs=LOGS)
 
     def restore(self, ckpt: dict) -> None:
         if ckpt.get("kind") != CHECKPOINT_KIND:
             raise NaoWsError(f"{self.run.path} holds a '{ckpt.get('kind')}' checkpoint, not a tabular search")
-        self.rounds, self.records = ckpt["rounds"], ckpt["records"]
+        self.rounds = ckpt["rounds"]
         self.strategy.load_state_dict(ckpt["strategy"])
         set_generator_state(self.rng, ckpt["rng"])
         # The logs hold exactly what the checkpoint holds: lines a killed run wrote after it are dropped, lines a
-        # cut file lost are written again from the checkpoint.
-        self.run.write_jsonl("pool.jsonl", self.records)
-        self.run.truncate_jsonl("metrics.jsonl", self.rounds)
+        # cut file lost are written again.
+        self.run.restore_logs(ckpt)
+        self.records = list(ckpt["logs"]["pool.jsonl"])
         self.monitor.drop_events_from(len(self.records) + 1)
 
     def finish(self) -> dict:

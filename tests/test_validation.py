@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from nao_ws import config, runs, search, standalone, train_cnn, train_rnn
+from nao_ws import config, runs, search, standalone, tabular, train_cnn, train_rnn
 from nao_ws.cli import main
 from nao_ws.runs import RunDir
 from supernet.spaces import arch_to_json, parse_arch
@@ -129,7 +129,8 @@ def test_search_option_ranges(flags, needle, tmp_path, capsys):
 
 
 def test_every_numeric_option_has_a_range():
-    classes = (search.CnnSearchConfig, search.RnnSearchConfig, standalone.Config, train_cnn.Config, train_rnn.Config)
+    classes = (search.CnnSearchConfig, search.RnnSearchConfig, standalone.Config, train_cnn.Config, train_rnn.Config,
+               tabular.Config)
     for cls in classes:
         for name, t in config._field_types(cls).items():
             if t in (int, float):
