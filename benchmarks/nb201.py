@@ -141,7 +141,7 @@ def main(argv=None) -> None:
     ap.add_argument("--budgets", default="50,100,150,300")
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--workers", type=int, default=2, help="processes running searches in parallel")
-    ap.add_argument("--predictor-seeds", type=int, default=5)
+    ap.add_argument("--predictor-seeds", type=int, default=5, help="0: no predictor figures")
     ap.add_argument("--nao", default="{}", help="JSON overrides of the nao strategy's options (to try variants)")
     ap.add_argument("--quick", action="store_true", help="2 seeds, budgets 20/40, tiny controller: a smoke check")
     args = ap.parse_args(argv)
@@ -160,7 +160,8 @@ def main(argv=None) -> None:
     with ProcessPoolExecutor(args.workers) as pool:
         runs = list(pool.map(one_search, jobs))
     search_figures(runs, budgets, top1)
-    predictor_figures(pred_sizes, pred_seeds, pred_epochs)
+    if pred_seeds:
+        predictor_figures(pred_sizes, pred_seeds, pred_epochs)
 
 
 if __name__ == "__main__":
