@@ -347,7 +347,18 @@ class RnnArch:
         return [self.act0] + [v for node in self.nodes for v in node]
 
 
-class RnnSpace:
+class _NoBranchSymmetry:
+    """Token protocol of spaces without branch symmetry (rnn: SPEC 1.3; nb201: one op per edge)."""
+
+    def augment_tokens(self, tokens: Sequence[int], rng: np.random.Generator) -> list[int]:
+        """Augmentation is the identity."""
+        return list(tokens)
+
+    def canonical_tokens(self, tokens: Sequence[int]) -> tuple[int, ...]:
+        return tuple(self.encode(self.canonical(self.decode(tokens))))
+
+
+class RnnSpace(_NoBranchSymmetry):
     """ENAS 12-node recurrent cell (SPEC 1.3). Tokens: prev p -> p+1 (1..11), act a -> a+12 (12..15);
     0 = start; 23 tokens (node 0's activation first), vocabulary 16.
 
@@ -497,13 +508,6 @@ class RnnSpace:
                 mask[pos, self.act_offset: self.act_offset + len(self.acts)] = True
         return _static_transition_mask(mask, self.vocab_size)
 
-    def augment_tokens(self, tokens: Sequence[int], rng: np.random.Generator) -> list[int]:
-        """No branch symmetry in the RNN space (SPEC 1.3): augmentation is the identity."""
-        return list(tokens)
-
-    def canonical_tokens(self, tokens: Sequence[int]) -> tuple[int, ...]:
-        return tuple(self.encode(self.canonical(self.decode(tokens))))
-
     def size(self) -> float:
         return float(len(self.acts) ** self.num_nodes * np.prod(np.arange(1, self.num_nodes, dtype=float)))
 
@@ -551,7 +555,7 @@ def _nb201_function(ops: Sequence[int]) -> tuple:
     return nodes[3]
 
 
-class Nb201Space:
+class Nb201Space(_NoBranchSymmetry):
     """NAS-Bench-201's cell space (SPEC 8): 6 edges of a 4-node DAG, 5 ops each, 5^6 = 15,625 cells.
 
     Text form: the benchmark's own string, e.g. ``|nor_conv_3x3~0|+|none~0|skip_connect~1|+|...|``; the 6
@@ -687,13 +691,6 @@ class Nb201Space:
         mask = np.zeros((self.length, self.vocab_size), dtype=bool)
         mask[:, self.op_offset:] = True
         return _static_transition_mask(mask, self.vocab_size)
-
-    def augment_tokens(self, tokens: Sequence[int], rng: np.random.Generator) -> list[int]:
-        """No branch symmetry in this space (one op per edge): augmentation is the identity."""
-        return list(tokens)
-
-    def canonical_tokens(self, tokens: Sequence[int]) -> tuple[int, ...]:
-        return tuple(self.encode(self.canonical(self.decode(tokens))))
 
     def size(self) -> float:
         return float(len(self.ops) ** self.num_edges)
