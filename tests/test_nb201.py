@@ -1,6 +1,5 @@
 """The NAS-Bench-201 space and the tabular search on the real table (issue 13): canonical classes, round trips,
 strategies that never spend a query twice, a sealed test column, exact kill-and-resume, one-line errors."""
-import itertools
 import json
 import os
 import signal
@@ -13,24 +12,14 @@ import numpy as np
 import pytest
 
 from nao_ws import tabular
-from nao_ws.cli import main
 from supernet.spaces import NB201_EDGES, NB201_OPS, SpaceError, get_space, parse_arch
+from test_search import cli  # the suite's in-process CLI runner (pytest puts tests/ on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE = REPO.parent / "shared" / "data" / "nb201" / "nb201-cifar10-12epoch.csv"
 SP = get_space("nb201")
 FAST = ["search", "--task", "cifar10", "--space", "nb201", "--benchmark", str(TABLE), "--preset", "smoke",
         "--no-progress"]
-
-
-def cli(args, capsys):
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def lines(path):
