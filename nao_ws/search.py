@@ -49,6 +49,9 @@ class SearchConfig(RunConfig):
     random_per_iter: int = option(50, "random architectures added per pool update on top of the new ones")
     seeds: int = option(100, "K: top architectures the controller moves to generate new ones")  # SPEC 2.2
     controller_epochs: int = option(1000, "controller training epochs per iteration")  # SPEC 2.1
+    controller_data: str = option("pool", "what the controller is fitted on: pool (the current pool, scored by one "
+                                  "supernet state, as both references; SPEC 3.1), all (every architecture scored "
+                                  "so far, each with its latest score), rescore (all of them re-scored now)")
     rerank_top: int = option(5, "re-rank this many top architectures by short standalone training (0: off)")
     rerank_epochs: int = option(10, "epochs of each re-ranking training")  # SPEC 3.1 (ref-PT)
     rerank_batch_size: int = option(128, "batch size of the re-ranking training")
@@ -90,6 +93,9 @@ RNN_PRESETS = {
 }
 
 
+CONTROLLER_DATA = ("pool", "all", "rescore")
+
+
 def config_class(task: str):
     return RnnSearchConfig if task in TEXT_TASKS else CnnSearchConfig
 
@@ -110,6 +116,8 @@ def check_config(cfg: SearchConfig) -> None:
         raise NaoWsError(f"--task {cfg.task} searches the {want} space, not --space {cfg.space}")
     if cfg.strategy not in ("nao", "random"):
         raise NaoWsError(f"--strategy {cfg.strategy} is unknown: use nao or random")
+    if cfg.controller_data not in CONTROLLER_DATA:
+        raise NaoWsError(f"--controller-data {cfg.controller_data} is unknown: use {', '.join(CONTROLLER_DATA)}")
     if cfg.seeds > cfg.pool_size:
         raise NaoWsError(f"--seeds {cfg.seeds} exceeds --pool-size {cfg.pool_size}: the seeds come from the pool")
     if cfg.new_per_iter + cfg.random_per_iter > cfg.pool_size:
@@ -253,15 +261,30 @@ class Search:
         s.phase = "controller" if s.epoch < self.cfg.epochs else "rerank"
 
     def fit_controller(self) -> None:
-        """Train on every architecture scored so far, each with its latest score (SPEC 2.1, issue 6)."""
+        """Train the controller on ``controller_data`` (SPEC 2.1, 3.1)."""
         s = self.state
         if self.cfg.strategy == "nao":
-            texts = list(s.scores)
-            metrics = self.controller.fit([parse_arch(t, self.cfg.space) for t in texts],
-                                          [s.scores[t]["score"] for t in texts],
+            texts, scores = self.controller_data()
+            metrics = self.controller.fit([parse_arch(t, self.cfg.space) for t in texts], scores,
                                           seed=self.cfg.seed * 1000 + s.iteration, monitor=self.monitor)
             self.log({"phase": "controller", "epoch": s.epoch, "iteration": s.iteration, **metrics})
         s.phase = "generate"
+
+    def controller_data(self) -> tuple[list, list]:
+        """Text forms and scores to fit on: the pool, just scored by the current supernet (``pool``, the
+        references' choice, SPEC 3.1); every architecture scored so far with its latest score, older ones from
+        less trained supernets (``all``); or all of them, the pool's scores reused and the others scored again
+        now, so that one supernet state scores everything (``rescore``, at the cost of that scoring)."""
+        s, how = self.state, self.cfg.controller_data
+        texts = list(s.pool) if how == "pool" else list(s.scores)
+        scores = {t: s.scores[t]["score"] for t in texts}
+        if how == "rescore":
+            pool = set(s.pool)
+            old = [t for t in texts if t not in pool]
+            if old:
+                results = self.task.score([parse_arch(t, self.cfg.space) for t in old], self.monitor)
+                scores.update((t, r["score"]) for t, r in zip(old, results))
+        return texts, [scores[t] for t in texts]
 
     def update_pool(self) -> None:
         """New architectures (generated or random) + a random refill + the best of the old pool (SPEC 2.2)."""

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -277,6 +278,7 @@ def test_divergence_rolls_back_with_a_lower_lr(tmp_path, monkeypatch, capsys, tb
     (["--task", "cifar10", "--seeds", "50", "--pool-size", "20"], "exceeds --pool-size"),
     (["--task", "cifar10", "--eval-every", "9", "--epochs", "4"], "--eval-every 9"),
     (["--task", "cifar10", "--strategy", "evolution"], "--strategy evolution"),
+    (["--task", "cifar10", "--controller-data", "latest"], "--controller-data latest is unknown"),
     (["--task", "cifar10", "--emb-size", "8"], "--emb-size does not apply to --task cifar10"),
     (["--task", "cifar10", "--preset", "huge"], "unknown preset 'huge'"),
     (["--resume", "/nonexistent/run"], "not a run folder"),
@@ -286,6 +288,30 @@ def test_bad_options_are_one_line_errors(args, needle, capsys, tmp_path):
     code, _, err = cli(["search", *args, "--output", str(tmp_path / "x")], capsys)
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("how", ["pool", "all", "rescore"])
+def test_controller_data(how):
+    """pool: the pool's current scores; all: every architecture scored, each with its latest score; rescore:
+    every architecture, those outside the pool scored again by the task (the pool was just scored)."""
+    space = get_space("cnn-ws")
+    rng = np.random.default_rng(0)
+    texts = [space.format(space.sample(rng)) for _ in range(6)]
+    scored = []
+
+    class Task:
+        def score(self, archs, monitor):
+            scored.append(archs)
+            return [{"score": 100.0 + i} for i in range(len(archs))]
+
+    search = search_mod.Search.__new__(search_mod.Search)  # the phase's parts only: no supernet, no data
+    search.cfg, search.task, search.monitor = SimpleNamespace(controller_data=how, space="cnn-ws"), Task(), None
+    search.state = search_mod.State(pool=texts[2:], scores={t: {"score": float(i)} for i, t in enumerate(texts)})
+    got = search.controller_data()
+    want = {"pool": (texts[2:], [2.0, 3.0, 4.0, 5.0]), "all": (texts, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]),
+            "rescore": (texts, [100.0, 101.0, 2.0, 3.0, 4.0, 5.0])}[how]
+    assert got == want
+    assert scored == ([[parse_arch(t, "cnn-ws") for t in texts[:2]]] if how == "rescore" else [])
 
 
 def test_resume_rejects_new_options(tmp_path, capsys):
