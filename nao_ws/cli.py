@@ -261,35 +261,39 @@ def train(task, preset, config_file, output, resume, dry_run, as_json, progress,
 
 def _with_search_options(fn):
     from .config import config_options
-    from .search import CnnSearchConfig, RnnSearchConfig
+    from .search import CnnSearchConfig, Nb201SearchConfig, RnnSearchConfig
     from .standalone import Config as StandaloneConfig
     from .tabular import Config as TabularConfig
 
-    return config_options(CnnSearchConfig, RnnSearchConfig, StandaloneConfig, TabularConfig, exclude=("task",))(fn)
+    return config_options(CnnSearchConfig, RnnSearchConfig, Nb201SearchConfig, StandaloneConfig, TabularConfig,
+                          exclude=("task",))(fn)
 
 
 def _check_search(cfg) -> None:
     from . import search as ws, standalone, tabular
 
-    {"cnn": standalone.check_config, "nb201": tabular.check_config}.get(cfg.space, ws.check_config)(cfg)
+    if isinstance(cfg, tabular.Config):
+        tabular.check_config(cfg)
+    else:
+        (standalone.check_config if cfg.space == "cnn" else ws.check_config)(cfg)
 
 
-def _search_kind(task: str, space: str | None):
-    """The weight-sharing search (``nao_ws.search``), for ``--space cnn`` the standalone one, for ``--space
-    nb201`` the search on a tabular benchmark (``nao_ws.tabular``)."""
+def _search_kind(task: str, space: str | None, benchmark: bool = False):
+    """The weight-sharing search (``nao_ws.search``; ``--space nb201`` too), for ``--space cnn`` the
+    standalone one, for ``--space nb201 --benchmark FILE`` the search on a tabular benchmark (``nao_ws.tabular``)."""
     from . import search as ws, standalone, tabular
 
     if space == "cnn":
         return standalone.Config, standalone.PRESETS, standalone.task_defaults(task)
-    if space == "nb201":
+    if space == "nb201" and benchmark:
         return tabular.Config, tabular.PRESETS, tabular.task_defaults(task)
-    return ws.config_class(task), ws.presets(task), ws.task_defaults(task)
+    return ws.config_class(task, space), ws.presets(task, space), ws.task_defaults(task)
 
 
 @cli.command()
 @click.option("--task", type=click.Choice(("cifar10", "cifar10-sample", "ptb", "wikitext2", "cifar100", "imagenet16")),
               default=None, help="cifar10 (CNN cells) or ptb (RNN cells); with --space nb201 also cifar100, imagenet16")
-@click.option("--preset", default="paper", show_default=True, help="paper (SPEC numbers) | smoke (tiny, minutes on CPU)")
+@click.option("--preset", default="paper", show_default=True, help="paper (SPEC numbers) | smoke (tiny, minutes on CPU); nb201 also cpu")
 @click.option("--config", "config_file", default=None, help="JSON or YAML file of option overrides")
 @click.option("--output", default=None, help="run folder (default runs/search-<task>-<time>)")
 @click.option("--resume", default=None, help="continue the search in this run folder from its last checkpoint")
@@ -299,8 +303,9 @@ def _search_kind(task: str, space: str | None):
 def search(task, preset, config_file, output, resume, progress, download, **flags):
     """Search cells: NAO on a weight-sharing supernet (cnn-ws, rnn; --strategy random for Random-WS), the
     standalone 11-op search with --space cnn (every candidate trained from scratch; flags such as --epochs,
-    --layers, --channels then describe each candidate), or a search on the NAS-Bench-201 table with
-    --space nb201 --benchmark FILE (--strategy nao, random or rea; --budget queries)."""
+    --layers, --channels then describe each candidate), NAO on a NAS-Bench-201 supernet with --space nb201
+    (presets paper, cpu, smoke), or a search on the NAS-Bench-201 table with --space nb201 --benchmark FILE
+    (--strategy nao, random or rea; --budget queries)."""
     from . import search as ws, standalone, tabular
     from .config import build_config, config_to_dict, load_config_file, resolve
     from .monitor import Monitor
@@ -308,17 +313,18 @@ def search(task, preset, config_file, output, resume, progress, download, **flag
 
     if resume:
         run, saved = _open_for_resume(resume, task, config_file, flags)
-        cls, _, _ = _search_kind(saved.get("task", ""), saved.get("space"))
+        cls, _, _ = _search_kind(saved.get("task", ""), saved.get("space"), "benchmark" in saved)
         cfg = build_config(cls, saved, {"device": flags.get("device")}, where=("config.json", "flags"))
         _check_search(cfg)  # device and --amp too
     else:
         if task is None:
             raise NaoWsError("--task is required: cifar10 (CNN cells) or ptb (RNN cells)")
-        space = flags.get("space") or load_config_file(config_file).get("space")
-        cls, presets, base = _search_kind(task, space)
+        from_file = load_config_file(config_file)
+        space = flags.get("space") or from_file.get("space")
+        cls, presets, base = _search_kind(task, space, bool(flags.get("benchmark") or from_file.get("benchmark")))
         cfg = resolve(cls, presets, preset, config_file, {**flags, "task": task}, base=base)
         _check_search(cfg)
-        if cfg.space != "nb201":  # a tabular search reads its table, checked above, and no dataset
+        if not isinstance(cfg, tabular.Config):  # a tabular search reads its table, checked above, and no dataset
             if download:
                 _ensure_data(cfg.dataset or cfg.task, cfg.data_dir)
             _require_data(cfg.dataset or cfg.task, cfg.data_dir, getattr(cfg, "data_file", None))
@@ -327,7 +333,7 @@ def search(task, preset, config_file, output, resume, progress, download, **flag
         if not resume:
             run.write_config(config_to_dict(cfg))
             click.echo(f"run folder: {run.path}  (watch: tensorboard --logdir {run.path / 'tb'})", err=True)
-        if cfg.space in ("cnn", "nb201"):
+        if cfg.space == "cnn" or isinstance(cfg, tabular.Config):
             monitor = Monitor(run.path, progress=progress)
             try:
                 result = (standalone if cfg.space == "cnn" else tabular).run(cfg, run, monitor, resume=bool(resume))

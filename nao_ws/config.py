@@ -52,7 +52,7 @@ KEEP, DROP, FRACTION = Range(0, 1, "lo"), Range(0, 1, "hi"), Range(0, 1)
 RANGES: dict[str, Range] = {
     "seed": Range(0, 2**32 - 1),  # NumPy seeds must fit 32 bits unsigned
     **dict.fromkeys(("batch_size", "eval_batch_size", "test_batch_size", "rerank_batch_size", "score_batch",
-                     "score_images", "score_windows", "layers", "rerank_layers", "emb_size", "hidden_size", "bptt",
+                     "score_images", "calib_images", "score_windows", "layers", "rerank_layers", "emb_size", "hidden_size", "bptt",
                      "eval_every", "checkpoint_every", "pool_size", "seeds", "controller_epochs", "rounds",
                      "rerank_epochs", "new_per_iter", "t0", "t_mult", "workers", "budget", "initial", "per_round",
                      "candidates", "ensemble", "population", "tournament"), AT_LEAST_1),

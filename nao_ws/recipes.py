@@ -5,6 +5,7 @@
   RnnSupernet  the PTB supernet, SPEC 3.2
   CnnFinal     final CIFAR training, SPEC 5.1
   RnnFinal     final PTB training, SPEC 5.2; WIKITEXT2 holds the WikiText-2 overrides
+  Nb201Supernet  the NAS-Bench-201 supernet, SPEC 8's network and training recipe
 
 The networks are built from a recipe (``cnn.Supernet.from_recipe``, ``nets.NASNetwork.from_recipe``,
 ``rnn.build_lm``) and the training loops read it; the commands' configs extend one with their run options
@@ -130,3 +131,21 @@ class RnnFinal:
 
 # SPEC 5.2, WikiText-2: embedding 700, weight decay 5e-7, variational dropout 0.15, rest as PTB
 WIKITEXT2 = {"emb_size": 700, "weight_decay": 5e-7, "dropout_hidden": 0.15}
+
+
+@dataclass(frozen=True)
+class Nb201Supernet:
+    """The NAS-Bench-201 supernet's network and optimiser (SPEC 8): the benchmark's network and training
+    recipe, shared weights, one sampled cell per minibatch."""
+
+    layers: int = option(5, "N: cells per stage")  # SPEC 8
+    channels: int = option(16, "C: channels of the first stage")  # SPEC 8
+    batch_size: int = option(256, "supernet batch size")  # SPEC 8
+    lr: float = option(0.1, "max learning rate (cosine over the search's epochs)")  # SPEC 8
+    lr_min: float = option(0.0, "learning rate at the end of the cosine")  # SPEC 8
+    momentum: float = option(0.9, "SGD momentum")  # SPEC 8
+    nesterov: bool = option(True, "Nesterov momentum")  # SPEC 8
+    weight_decay: float = option(5e-4, "weight decay")  # SPEC 8
+    grad_clip: float = option(5.0, "gradient-norm clip")  # as the CNN supernet's
+    score_images: int = option(1000, "fixed dev images every architecture is scored on")  # as the CNN supernet's
+    score_batch: int = option(500, "scoring batch size")  # as the CNN supernet's

@@ -60,13 +60,34 @@ class SearchConfig(RunConfig):
     amp: bool = option(False, "bf16 autocast (CUDA only; the RNN cell itself stays float32)")
     dataset: str = option("", "image data: '' = the task's own, cifar10-sample = the bundled real sample")
     data_file: str | None = option(None, "an .npz of CIFAR images (x, y) to search on instead (last 500 = dev)")
+    # Issue 15 (benchmarks/ws_ranking.py decides them): the references' behaviour vs ours before it.
+    unsampled: str = option("skip", "weights off a step's sampled path: skip (left alone) or decay (weight decay "
+                                    "and momentum reach every weight at every step, as in both references)")
+    sampling: str = option("uniform", "architecture of each minibatch: uniform over the pool, or balanced "
+                                      "(probability proportional to its parameter count, the NAO authors' later code)")
 
 
 @dataclass(frozen=True)
-class CnnSearchConfig(SearchConfig, recipes.CnnSupernet):
+class BnScoring:
+    """How BNs normalise while the pool is scored (issue 15)."""
+
+    score_bn: str = option("batch", "BN while scoring: batch (statistics of each fixed scoring batch) or recalibrate "
+                                    "(each architecture's statistics measured on --calib-images training images)")
+    calib_images: int = option(500, "training images (un-augmented, the same for every architecture) that "
+                                    "--score-bn recalibrate measures BN statistics on")
+
+
+@dataclass(frozen=True)
+class CnnSearchConfig(SearchConfig, recipes.CnnSupernet, BnScoring):
     """The loop's options and the CIFAR-10 supernet recipe (SPEC 3.1, `paper` column)."""
 
     channels_last: bool = option(False, "channels-last memory format (CUDA only; CPU runs always are)")
+
+
+@dataclass(frozen=True)
+class Nb201SearchConfig(SearchConfig, recipes.Nb201Supernet, BnScoring):
+    """The loop's options and the NAS-Bench-201 supernet recipe (SPEC 8); ``--space nb201`` without
+    ``--benchmark`` (with it, the search reads the table instead: ``nao_ws.tabular``)."""
 
 
 @dataclass(frozen=True)
@@ -91,16 +112,38 @@ RNN_PRESETS = {
               "new_per_iter": 8, "random_per_iter": 2, "seeds": 8, "controller_epochs": 30,
               "score_windows": 16, "rerank_top": 2, "rerank_epochs": 1, "rerank_batch_size": 16},
 }
+# SPEC 8's network (C = 16, N = 5) and training recipe (the Nb201Supernet defaults) in the SPEC 3.1 loop: 150
+# epochs, the pool scored every 30. Not in the SPEC: a pool sized for a space of 4,930 distinct cells, and K = 10
+# seeds as the nb201 controller preset (controller/config.py). Re-ranking: the top 5 (SPEC 3.1) trained alone at
+# the search's sizes.
+NB201_PAPER = {"pool_size": 200, "new_per_iter": 100, "random_per_iter": 10, "seeds": 10, "rerank_batch_size": 256}
+NB201_PRESETS = {
+    "paper": NB201_PAPER,
+    # 2 CPU cores, --data-file ../shared/data/cifar10/cifar10-train4000.npz (3,500 train, 500 dev images):
+    # minutes, for benchmarks/ws_ranking.py (issue 15).
+    "cpu": {**NB201_PAPER, "layers": 1, "channels": 8, "batch_size": 64, "epochs": 8, "eval_every": 2,
+            "pool_size": 40, "new_per_iter": 20, "random_per_iter": 4, "controller_epochs": 100,
+            "score_images": 250, "score_batch": 250, "calib_images": 250, "rerank_top": 0},
+    # tests: seconds on the bundled sample
+    "smoke": {"dataset": "cifar10-sample", "layers": 1, "channels": 4, "batch_size": 32, "epochs": 2,
+              "eval_every": 1, "pool_size": 10, "new_per_iter": 4, "random_per_iter": 1, "seeds": 4,
+              "controller_epochs": 10, "score_images": 50, "score_batch": 50, "calib_images": 32, "rerank_top": 1,
+              "rerank_epochs": 1, "rerank_batch_size": 32},
+}
 
 
 CONTROLLER_DATA = ("pool", "all", "rescore")
 
 
-def config_class(task: str):
+def config_class(task: str, space: str | None = None):
+    if space == "nb201":
+        return Nb201SearchConfig
     return RnnSearchConfig if task in TEXT_TASKS else CnnSearchConfig
 
 
-def presets(task: str) -> dict:
+def presets(task: str, space: str | None = None) -> dict:
+    if space == "nb201":
+        return NB201_PRESETS
     return RNN_PRESETS if task in TEXT_TASKS else CNN_PRESETS
 
 
@@ -108,12 +151,22 @@ def task_defaults(task: str) -> dict:
     return {"space": "rnn"} if task in TEXT_TASKS else {"space": "cnn-ws"}
 
 
+CHOICES = {"unsampled": ("skip", "decay"), "sampling": ("uniform", "balanced"), "score_bn": ("batch", "recalibrate")}
+
+
 def check_config(cfg: SearchConfig) -> None:
     """Impossible option combinations, as one-line errors."""
     image = cfg.task in IMAGE_TASKS
-    if (image and cfg.space != "cnn-ws") or (not image and cfg.space != "rnn"):
-        want = "cnn-ws (or cnn for the standalone search)" if image else "rnn"
+    if (image and cfg.space not in ("cnn-ws", "nb201")) or (not image and cfg.space != "rnn"):
+        want = "cnn-ws or nb201 (or cnn for the standalone search)" if image else "rnn"
         raise NaoWsError(f"--task {cfg.task} searches the {want} space, not --space {cfg.space}")
+    for name, allowed in CHOICES.items():
+        value = getattr(cfg, name, allowed[0])
+        if value not in allowed:
+            raise NaoWsError(f"--{name.replace('_', '-')} {value} is unknown: use {' or '.join(allowed)}")
+    if cfg.sampling == "balanced" and cfg.space == "rnn":
+        raise NaoWsError("--sampling balanced weighs architectures by parameter count, which every rnn cell "
+                         "shares: use --sampling uniform")
     if cfg.strategy not in ("nao", "random"):
         raise NaoWsError(f"--strategy {cfg.strategy} is unknown: use nao or random")
     if cfg.controller_data not in CONTROLLER_DATA:
@@ -132,7 +185,7 @@ def check_config(cfg: SearchConfig) -> None:
     if cfg.dataset and cfg.dataset not in IMAGE_TASKS:
         raise NaoWsError(f"--dataset {cfg.dataset} is not an image dataset ({', '.join(IMAGE_TASKS)})")
     check_device(cfg)
-    for name in ("channels", "rerank_channels"):
+    for name in ("channels", "rerank_channels") if cfg.space == "cnn-ws" else ():
         if getattr(cfg, name, 0) % 2:
             raise NaoWsError(f"--{name.replace('_', '-')} {getattr(cfg, name)} must be even (factorized reduce halves it)")
     if getattr(cfg, "lr_min", 0) > cfg.lr:
@@ -179,9 +232,11 @@ class Search:
         self.task = make_task(cfg, self.device)
         self.controller = ControllerDriver.for_space(  # SPEC 2.1, 2.2 presets of the space
             self.space, self.device, train={"epochs": cfg.controller_epochs},
-            generate_={"num_seeds": cfg.seeds, "num_new": cfg.new_per_iter}, init_seed=cfg.seed)
+            generate_={"num_seeds": cfg.seeds, "num_new": cfg.new_per_iter}, init_seed=cfg.seed,
+            canonical_inputs=cfg.space == "nb201")  # nb201: measured better (issue 13)
         self.rng = np.random.default_rng(cfg.seed)
         self.state = State()
+        self.sizes: dict = {}  # text -> parameter count, for --sampling balanced
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def checkpoint(self) -> None:
@@ -236,7 +291,12 @@ class Search:
 
     def train_epoch(self) -> None:
         s, pool = self.state, [parse_arch(t, self.cfg.space) for t in self.state.pool]
-        pick = lambda: pool[int(self.rng.integers(len(pool)))]  # noqa: E731  uniform over the pool (SPEC 3.1)
+        if self.cfg.sampling == "balanced":  # ~ parameter count (ref-PT's later child_sample_policy "params")
+            sizes = np.array([self.sizes.setdefault(t, self.task.arch_size(a)) for t, a in zip(s.pool, pool)], float)
+            p = sizes / sizes.sum()
+            pick = lambda: pool[int(self.rng.choice(len(pool), p=p))]  # noqa: E731
+        else:
+            pick = lambda: pool[int(self.rng.integers(len(pool)))]  # noqa: E731  uniform over the pool (SPEC 3.1)
         metrics = self.task.train_epoch(s.epoch, pick, s.lr_scale, self.monitor)
         s.epoch += 1
         self.log({"phase": "train", "epoch": s.epoch, **metrics})

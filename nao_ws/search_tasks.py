@@ -1,24 +1,25 @@
 """What the NAO-WS loop needs from each task: a supernet with its data, one training epoch, scoring of a
 list of architectures with inherited weights, and short standalone training for the final re-ranking.
 
-``CnnSearch`` (CIFAR-10, ``cnn-ws`` space, SPEC 3.1) and ``RnnSearch`` (PTB, ``rnn`` space, SPEC 3.2)
-share one interface, so ``nao_ws.search`` is the same loop for both. Every score is "higher is better":
+``CnnSearch`` (CIFAR-10, ``cnn-ws`` space, SPEC 3.1), ``Nb201Search`` (CIFAR-10, ``nb201`` space, SPEC 8)
+and ``RnnSearch`` (PTB, ``rnn`` space, SPEC 3.2) share one interface, so ``nao_ws.search`` is the same loop for both. Every score is "higher is better":
 accuracy for images, minus the validation loss for language models.
 """
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable
 
 import torch
 
-from supernet import cnn, optim, rnn
+from supernet import cnn, nb201, nets, optim, rnn
 
 from . import datasets, train_cnn, train_rnn
 from .config import resolve
 from .monitor import Monitor
 from .runs import load_model_state
-from .training import EpochStats
+from .training import EpochStats, seeded
 
 SCORE_CHUNK = 25  # architectures per progress-bar update while scoring
 
@@ -42,21 +43,35 @@ class CnnSearch:
                                              train=True, device=device, generator_seed=cfg.seed)
         self.dev = datasets.fixed_batches(self.data.valid, cfg.score_batch, self.data.mean, self.data.std, device,
                                           limit=cfg.score_images)
-        self.model = cnn.Supernet.from_recipe(cfg.space, cfg, self.data.num_classes).to(device)
-        if cfg.channels_last:
-            self.model.use_channels_last()
-        self.optimizer = optim.sgd(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay)
+        # --score-bn recalibrate: the first training images, un-augmented, the same for every architecture
+        self.calibration = datasets.fixed_batches(self.data.train, cfg.score_batch, self.data.mean, self.data.std,
+                                                  device, limit=cfg.calib_images) if cfg.score_bn == "recalibrate" else None
+        self.model = self.build_model().to(device)
+        self.optimizer = self.build_optimizer()
+
+    def build_model(self):
+        model = cnn.Supernet.from_recipe(self.cfg.space, self.cfg, self.data.num_classes)
+        return model.use_channels_last() if self.cfg.channels_last else model
+
+    def build_optimizer(self):
+        cfg = self.cfg
+        return optim.sgd(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+    def lr(self, epoch: int) -> float:
+        cfg = self.cfg
+        return sgdr_lr(epoch, cfg.lr, cfg.lr_min, cfg.t0, cfg.t_mult)
 
     def train_epoch(self, epoch: int, pick: Callable, lr_scale: float, monitor: Monitor) -> dict:
         cfg = self.cfg
-        lr = lr_scale * sgdr_lr(epoch, cfg.lr, cfg.lr_min, cfg.t0, cfg.t_mult)
+        lr = lr_scale * self.lr(epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         steps = EpochStats(cfg.max_nan_steps)
+        aux_weight = getattr(cfg, "aux_weight", 0.0)
         for x, y in monitor.bar(self.batches, total=len(self.batches), desc=f"epoch {epoch + 1}"):
-            r = cnn.train_step(self.model, self.optimizer, x, y, pick(), aux_weight=cfg.aux_weight,
-                               grad_clip=cfg.grad_clip, progress=epoch / cfg.epochs, amp=cfg.amp, sync=False)
+            r = cnn.train_step(self.model, self.optimizer, x, y, pick(), aux_weight=aux_weight,
+                               grad_clip=cfg.grad_clip, progress=epoch / cfg.epochs, amp=cfg.amp, sync=False,
+                               unsampled=cfg.unsampled)
             steps.add(r.finite, r.loss, r.acc)
         return {**steps.means(), "lr": lr}
 
@@ -66,9 +81,15 @@ class CnnSearch:
             for i in range(0, len(archs), SCORE_CHUNK):
                 chunk = archs[i:i + SCORE_CHUNK]
                 out += [{"score": s.acc, "valid_acc": s.acc, "valid_loss": s.loss}
-                        for s in cnn.score(self.model, chunk, self.dev, amp=self.cfg.amp)]
+                        for s in cnn.score(self.model, chunk, self.dev, amp=self.cfg.amp, calibration=self.calibration)]
                 bar.update(len(chunk))
         return out
+
+    def arch_size(self, arch) -> int:
+        """Parameters of ``arch``'s network at the supernet's sizes (for ``--sampling balanced``)."""
+        with torch.device("meta"):
+            net = nets.NASNetwork(arch, self.cfg.layers, self.cfg.channels, self.data.num_classes)
+        return nets.parameter_count(net)
 
     def rerank(self, arch, seed: int, monitor: Monitor) -> dict:
         """Short standalone training on the train split, scored on the dev split (SPEC 3.1, end of search)."""
@@ -87,6 +108,48 @@ class CnnSearch:
         load_model_state(self.model, state["model"], "the checkpoint's supernet")
         self.optimizer.load_state_dict(state["optimizer"])
         self.batches.load_state_dict(state["batches"])
+
+
+class Nb201Search(CnnSearch):
+    """The NAS-Bench-201 weight-sharing supernet (SPEC 8), its optimiser and data: the CIFAR search with the
+    benchmark's network, Nesterov SGD and one cosine over the search's epochs (SPEC 8)."""
+
+    def build_model(self):
+        return nb201.Supernet.from_recipe(self.cfg, self.data.num_classes)
+
+    def build_optimizer(self):
+        cfg = self.cfg
+        return optim.sgd(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                         nesterov=cfg.nesterov)
+
+    def lr(self, epoch: int) -> float:
+        return sgdr_lr(epoch, self.cfg.lr, self.cfg.lr_min, self.cfg.epochs, 1)
+
+    def arch_size(self, arch) -> int:
+        return self.model.arch_parameters(arch)
+
+    def rerank(self, arch, seed: int, monitor: Monitor) -> dict:
+        """The cell's standalone network at the search's sizes, trained from scratch on the train split with the
+        supernet's recipe for ``rerank_epochs`` (one cosine), scored on the dev split with running statistics."""
+        cfg, data = self.cfg, self.data
+        start = time.time()
+        with seeded(seed, self.device):
+            net = nb201.Nb201Network(arch, cfg.layers, cfg.channels, data.num_classes).to(self.device)
+            opt = optim.sgd(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                            nesterov=cfg.nesterov)
+            batches = datasets.ImageBatches(data.train, cfg.rerank_batch_size, data.mean, data.std, train=True,
+                                            device=self.device, generator_seed=seed)
+            steps = EpochStats(cfg.max_nan_steps)
+            for epoch in range(cfg.rerank_epochs):
+                for group in opt.param_groups:
+                    group["lr"] = sgdr_lr(epoch, cfg.lr, cfg.lr_min, cfg.rerank_epochs, 1)
+                for x, y in monitor.bar(batches, total=len(batches), desc=f"re-rank epoch {epoch + 1}"):
+                    r = cnn.train_step(net, opt, x, y, grad_clip=cfg.grad_clip, amp=cfg.amp, sync=False)
+                    steps.add(r.finite, r.loss, r.acc)
+            valid = cnn.score(net, [arch], self.dev, amp=cfg.amp)[0]
+        train = steps.means()
+        return {"score": valid.acc, "valid_acc": valid.acc, "valid_loss": valid.loss, "train_loss": train["loss"],
+                "train_acc": train["acc"], "params": nets.parameter_count(net), "seconds": time.time() - start}
 
 
 class RnnSearch:
@@ -109,7 +172,7 @@ class RnnSearch:
         steps = EpochStats(cfg.max_nan_steps)
         for window in monitor.bar(self.stream, total=len(self.stream), desc=f"epoch {epoch + 1}"):
             r = rnn.train_step(self.model, self.optimizer, window, self.hidden, pick(), tar=cfg.tar,
-                               grad_clip=cfg.grad_clip, amp=cfg.amp, sync=False)
+                               grad_clip=cfg.grad_clip, amp=cfg.amp, sync=False, unsampled=cfg.unsampled)
             self.hidden = r.hidden
             steps.add(r.finite, r.loss)
         means = steps.means()
@@ -155,4 +218,4 @@ def _recipe(trainer, cfg, **overrides):
 
 
 def make_task(cfg, device: torch.device):
-    return (RnnSearch if cfg.space == "rnn" else CnnSearch)(cfg, device)
+    return {"rnn": RnnSearch, "nb201": Nb201Search}.get(cfg.space, CnnSearch)(cfg, device)

@@ -33,6 +33,7 @@ that way. On CUDA it is opt-in (``use_channels_last``, the ``--channels-last`` f
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
@@ -246,16 +247,19 @@ def autocast(device: torch.device, amp: bool):
 
 def train_step(model: CellNetwork, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                arch: CnnArch | None = None, *, grad_clip: float, aux_weight: float = 0.0,
-               progress: float = 1.0, amp: bool = False, sync: bool = True) -> StepResult:
+               progress: float = 1.0, amp: bool = False, sync: bool = True, unsampled: str = "skip") -> StepResult:
     """One SGD step on a batch: cross-entropy (+ ``aux_weight`` x the aux head's), gradient-norm clip,
-    update. ``arch``: the sampled architecture (supernet); None for a final network. Parameters off the
-    sampled path get no gradient (None), so the optimiser leaves them, momentum included, untouched.
+    update. ``arch``: the sampled architecture (supernet); None for a final network. ``unsampled``
+    (``optim.zero_grads``): ``skip`` gives parameters off the sampled path no gradient (None), so the
+    optimiser leaves them, momentum included, untouched; ``decay`` gives them zero gradients, so weight
+    decay and momentum reach them (SPEC 3.1). Any network whose ``forward(x, arch, progress)`` returns
+    ``(logits, aux_logits or None)`` fits (``nb201.Network`` too).
     A non-finite loss or gradient skips the update and gives ``finite=False``; with a fused optimiser
     (``optim.sgd``) that is decided on the device. ``sync=False`` returns the loss, accuracy and flag as
     device tensors instead of numbers, so the step never waits for the device."""
     if not model.training:
         model.train()
-    optimizer.zero_grad(set_to_none=True)
+    optim.zero_grads(optimizer, unsampled)
     with autocast(x.device, amp):
         logits, aux = model(x, progress=progress) if arch is None else model(x, arch, progress=progress)
     loss = F.cross_entropy(logits.float(), y)
@@ -266,7 +270,7 @@ def train_step(model: CellNetwork, optimizer: torch.optim.Optimizer, x: torch.Te
     grad_norm = nn.utils.clip_grad_norm_(params, grad_clip)
     finite = torch.isfinite(total) & torch.isfinite(grad_norm)
     acc = (logits.argmax(1) == y).float().mean()
-    optim.step_if_finite(optimizer, finite)
+    optim.step_if_finite(optimizer, finite, keep_grads=unsampled == "decay")
     if not sync:
         return StepResult(loss.detach(), finite, acc=acc)
     loss_v, acc_v, ok = optim.host_values(loss, acc, finite)
@@ -278,25 +282,66 @@ class Score(NamedTuple):
     loss: float  # mean cross-entropy per image
 
 
-def score(model: Supernet, archs: Sequence[CnnArch], batches: Sequence[tuple], *, amp: bool = False) -> list[Score]:
+SCORE_BN = ("batch", "recalibrate")  # how BNs normalise while scoring (see `score`)
+
+
+def score(model: nn.Module, archs: Sequence, batches: Sequence[tuple], *, amp: bool = False,
+          calibration: Sequence[tuple] | None = None) -> list[Score]:
     """Accuracy and loss of every architecture on the same fixed batches, with inherited weights.
 
     ``batches``: ``(x, y)`` pairs already on the model's device (``datasets.fixed_batches``). Inference
-    mode, no dropout, drop-path or aux head; BN normalises with each batch's own statistics (the supernet
-    keeps no running statistics), so no parameter or buffer changes. One device sync for the whole list.
+    mode, no dropout, drop-path or aux head. BN: without ``calibration`` each BN normalises with each
+    batch's own statistics (the supernet keeps no running statistics); with it, each architecture's BN
+    statistics are first measured on the ``calibration`` batches and the batches are then scored with
+    them (:func:`recalibrated_bn`), so the score of an architecture depends neither on the other images
+    of its batch nor on the order of ``archs``. No parameter or buffer changes either way. One device sync
+    for the whole list. Any network with ``forward(x, arch)`` -> ``(logits, ...)`` fits.
     """
     was_training = model.training
     model.eval()
     device = batches[0][0].device
     n_images = sum(len(y) for _, y in batches)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)] if calibration else []
     try:
         with torch.inference_mode(), autocast(device, amp):
             sums = torch.zeros(len(archs), 2, device=device)
             for a, arch in enumerate(archs):
-                for x, y in batches:
-                    logits = model(x, arch)[0].float()
-                    sums[a, 0] += (logits.argmax(1) == y).sum()
-                    sums[a, 1] += F.cross_entropy(logits, y, reduction="sum")
+                with recalibrated_bn(model, arch, bns, calibration):
+                    for x, y in batches:
+                        logits = model(x, arch)[0].float()
+                        sums[a, 0] += (logits.argmax(1) == y).sum()
+                        sums[a, 1] += F.cross_entropy(logits, y, reduction="sum")
     finally:
         model.train(was_training)
     return [Score(acc, loss) for acc, loss in (sums / n_images).tolist()]
+
+
+@contextmanager
+def recalibrated_bn(model: nn.Module, arch, bns: Sequence[nn.BatchNorm2d], calibration: Sequence[tuple] | None):
+    """Within the block, the BNs ``bns`` of ``model`` (in eval mode) normalise with ``arch``'s statistics,
+    the exact mean of the per-batch statistics of the ``calibration`` images: fresh running buffers, a
+    cumulative average (momentum None) over one pass. After it they are as before (a supernet's keep no
+    statistics). No-op without ``calibration``."""
+    if not calibration:
+        yield
+        return
+    keys = ("momentum", "track_running_stats", "running_mean", "running_var", "num_batches_tracked")
+    saved = [{k: getattr(bn, k) for k in keys} for bn in bns]
+    try:
+        for bn in bns:
+            device = bn.weight.device
+            bn.running_mean = torch.zeros(bn.num_features, device=device)
+            bn.running_var = torch.ones(bn.num_features, device=device)
+            bn.num_batches_tracked = torch.zeros((), dtype=torch.long, device=device)
+            bn.momentum, bn.track_running_stats = None, True
+            bn.train()
+        for x, _ in calibration:
+            model(x, arch)
+        for bn in bns:
+            bn.eval()
+        yield
+    finally:
+        for bn, attrs in zip(bns, saved):
+            for k, v in attrs.items():
+                setattr(bn, k, v)
+            bn.train(model.training)

@@ -11,9 +11,29 @@ from typing import Iterable
 import torch
 
 
-def sgd(params: Iterable[torch.Tensor], lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> torch.optim.SGD:
+UNSAMPLED = ("skip", "decay")  # what a step does to weights off the sampled path (see `zero_grads`)
+
+
+def sgd(params: Iterable[torch.Tensor], lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+        nesterov: bool = False) -> torch.optim.SGD:
     """Fused SGD: one kernel per update, skippable on the device (`step_if_finite`)."""
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=True)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
+                           fused=True)
+
+
+def zero_grads(optimizer: torch.optim.Optimizer, unsampled: str) -> None:
+    """Before a supernet step. ``skip``: drop every gradient, so weights off the sampled path get none and
+    the update leaves them alone, weight decay and momentum included. ``decay``: every parameter holds a
+    zero gradient, so the update reaches them all: weight decay and momentum on every weight at every step,
+    as in both reference code bases (SPEC 3.1). The zeroed gradients stay allocated between steps."""
+    if unsampled not in UNSAMPLED:
+        raise ValueError(f"unsampled must be one of {UNSAMPLED}, got {unsampled!r}")
+    optimizer.zero_grad(set_to_none=unsampled == "skip")
+    if unsampled == "decay":
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
 
 
 def _momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
@@ -27,8 +47,9 @@ def _momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
                 optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
 
 
-def step_if_finite(optimizer: torch.optim.Optimizer, finite: torch.Tensor) -> None:
-    """``optimizer.step()`` where ``finite`` (a bool tensor) holds, then drop every gradient.
+def step_if_finite(optimizer: torch.optim.Optimizer, finite: torch.Tensor, keep_grads: bool = False) -> None:
+    """``optimizer.step()`` where ``finite`` (a bool tensor) holds, then drop every gradient (zero them
+    with ``keep_grads``, see `zero_grads`).
 
     Parameters without a gradient are left alone either way (weight decay and momentum included)."""
     if all(group.get("fused") for group in optimizer.param_groups):
@@ -40,7 +61,7 @@ def step_if_finite(optimizer: torch.optim.Optimizer, finite: torch.Tensor) -> No
             del optimizer.found_inf
     elif finite:  # a host sync: only optimisers built without `sgd`
         optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad(set_to_none=not keep_grads)
 
 
 def host_values(*tensors: torch.Tensor) -> list[float]:

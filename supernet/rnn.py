@@ -327,13 +327,14 @@ class BatchStream:
 
 def train_step(model: RnnModel, optimizer: torch.optim.Optimizer, window: Window, hidden: torch.Tensor,
                arch: RnnArch | None = None, *, tar: float, grad_clip: float, amp: bool = False,
-               sync: bool = True) -> StepResult:
+               sync: bool = True, unsampled: str = "skip") -> StepResult:
     """One SGD step on one window with one architecture: cross-entropy + TAR, clipped gradient norm, the lr
     scaled by the window's length (SPEC 3.2, 5.2). A non-finite loss or gradient norm skips the update, on
     the device with a fused optimiser (`make_optimizer`). `amp`: bf16 autocast (the cell itself stays in
-    float32). `sync=False` returns the loss and the flag as device tensors, so the step never waits."""
+    float32). `sync=False` returns the loss and the flag as device tensors, so the step never waits.
+    `unsampled`: what the step does to weights off the path (`optim.zero_grads`)."""
     model.train()
-    optimizer.zero_grad(set_to_none=True)
+    optim.zero_grads(optimizer, unsampled)
     with torch.autocast(window.inputs.device.type, dtype=torch.bfloat16, enabled=amp):
         logits, last, raw = model(window.inputs, hidden, arch)
     ce = F.cross_entropy(logits.float().flatten(0, 1), window.targets.flatten())
@@ -347,7 +348,7 @@ def train_step(model: RnnModel, optimizer: torch.optim.Optimizer, window: Window
     base = [group["lr"] for group in optimizer.param_groups]
     for group in optimizer.param_groups:
         group["lr"] = group["lr"] * window.lr_scale
-    optim.step_if_finite(optimizer, finite)
+    optim.step_if_finite(optimizer, finite, keep_grads=unsampled == "decay")
     for group, lr in zip(optimizer.param_groups, base):
         group["lr"] = lr
     if not sync:

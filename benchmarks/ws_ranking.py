@@ -1,0 +1,177 @@
+"""Weight sharing against ground truth (issue 15): the NAS-Bench-201 supernet's inherited-weight ranking
+against the table, and NAO-WS against Random-WS, on the ``cpu`` preset.
+
+Each search is ``nao-ws search --task cifar10 --space nb201 --preset cpu --data-file FILE`` (no table: the
+weight-sharing search never reads it) with the strategy, seed and ``--set`` overrides. A finished run
+folder is reused, a killed one resumed. Then one JSON line per figure:
+
+  * ``tau``: for every run folder and BN scoring mode, Kendall tau and Spearman rho between the run's
+    final inherited-weight scores and the table's validation column, on ``--cells`` cells spread over the
+    space (one random member of each of as many canonical classes, drawn uniformly, fixed seed); the same
+    two figures for the #params proxy (the benchmark's network, C = 16, N = 5) and a random ranking, on the
+    same cells;
+  * ``search``: per search, the table's validation and test accuracy of its ``best.json`` cell (the test
+    column only to report), and its wall time;
+  * ``search_mean``: per strategy, the means over seeds.
+
+Run from the repository root, e.g. ``python -m benchmarks.ws_ranking --searches 3`` (NAO-WS and Random-WS,
+3 seeds each), ``python -m benchmarks.ws_ranking --searches 1 --strategies random --set unsampled=decay``
+(one supernet of a variant), or ``--run DIR`` for the tau of finished runs. ``--dry`` checks the options
+and prints the plan.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+TABLE = SHARED / "nb201" / "nb201-cifar10-12epoch.csv"
+DATA = SHARED / "cifar10" / "cifar10-train4000.npz"
+PAPER_SIZES = (5, 16)  # the benchmark's network, N and C (SPEC 8): what the #params proxy counts
+
+
+def emit(**fields) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def spread_cells(n: int, seed: int) -> list:
+    """One random member of each of ``n`` canonical classes drawn uniformly (without replacement)."""
+    from supernet.spaces import get_space
+
+    sp = get_space("nb201")
+    classes: dict = {}
+    for cell in sp.all_cells():
+        classes.setdefault(sp.canonical(cell).ops, []).append(cell)
+    keys = sorted(classes)
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(keys), size=min(n, len(keys)), replace=False)
+    return [classes[keys[i]][int(rng.integers(len(classes[keys[i]])))] for i in picked]
+
+
+def run_search(out: Path, strategy: str, seed: int, data_file: Path, overrides: dict) -> float:
+    """The search in ``out`` (started, resumed or already done); its wall time in this call."""
+    from nao_ws.cli import main
+
+    if (out / "best.json").is_file() and _done(out):
+        return 0.0
+    args = ["search", "--resume", str(out)] if (out / "config.json").is_file() else [
+        "search", "--task", "cifar10", "--space", "nb201", "--preset", "cpu", "--data-file", str(data_file),
+        "--strategy", strategy, "--seed", str(seed), "--output", str(out), "--device", "cpu",
+        *[a for k, v in overrides.items() for a in (f"--{k.replace('_', '-')}", v)]]
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(args + ["--no-progress"])
+        except SystemExit as e:
+            if e.code:
+                raise RuntimeError(f"search {out} exited with {e.code}") from None
+    return time.perf_counter() - start
+
+
+def _done(out: Path) -> bool:
+    from nao_ws.runs import RunDir
+
+    ckpt = RunDir(out).load_latest_checkpoint()
+    return ckpt is not None and ckpt["state"]["phase"] == "done"
+
+
+def final_task(out: Path, score_bn: str):
+    """The run's last supernet, as ``nao_ws.search_tasks.Nb201Search`` with ``score_bn``."""
+    import torch
+
+    from nao_ws.config import build_config
+    from nao_ws.runs import RunDir
+    from nao_ws.search import Nb201SearchConfig
+    from nao_ws.search_tasks import make_task
+
+    run = RunDir(out)
+    cfg = build_config(Nb201SearchConfig, run.read_config())
+    task = make_task(dataclasses.replace(cfg, score_bn=score_bn, device="cpu"), torch.device("cpu"))
+    task.load_state_dict(run.load_latest_checkpoint()["task"])
+    return task
+
+
+def rank_figures(inherited, table_valid, params, seed: int) -> dict:
+    from controller.metrics import kendall_tau, spearman_rho
+
+    rand = np.random.default_rng(seed).permutation(len(table_valid)).astype(float)
+    return {name: {"kendall_tau": kendall_tau(pred, table_valid), "spearman": spearman_rho(pred, table_valid)}
+            for name, pred in (("inherited", inherited), ("params", params), ("random", rand))}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="runs/ws_ranking", help="folder of the searches (reused when run again)")
+    ap.add_argument("--run", action="append", default=[], help="a finished nb201 run folder: its tau only")
+    ap.add_argument("--searches", type=int, default=3, help="seeds per strategy")
+    ap.add_argument("--strategies", default="nao,random")
+    ap.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                    help="a search option for every search, e.g. unsampled=decay, sampling=balanced")
+    ap.add_argument("--score-bn", default="batch,recalibrate", help="BN scoring modes the tau is measured with")
+    ap.add_argument("--cells", type=int, default=300)
+    ap.add_argument("--cell-seed", type=int, default=0)
+    ap.add_argument("--table", default=str(TABLE))
+    ap.add_argument("--data-file", default=str(DATA))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dry", action="store_true", help="check the options, print the plan, run nothing")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from nao_ws.monitor import Monitor
+    from nao_ws.tabular import load_table
+    from supernet import nb201
+
+    overrides = dict(s.split("=", 1) for s in args.set)
+    variant = ",".join(f"{k}={v}" for k, v in sorted(overrides.items())) or "default"
+    strategies = [s for s in args.strategies.split(",") if s]
+    jobs = [(s, seed, Path(args.out) / f"{variant}-{s}-s{seed}") for seed in range(args.searches) for s in strategies]
+    if args.dry:
+        emit(figure="plan", variant=variant, searches=[str(p) for *_, p in jobs], runs=args.run, cells=args.cells)
+        return
+    table = load_table(args.table, "cifar10")
+    searches = []
+    for strategy, seed, out in jobs:
+        seconds = run_search(out, strategy, seed, Path(args.data_file), overrides)
+        best = json.loads((out / "best.json").read_text())
+        from supernet.spaces import parse_arch
+
+        arch = parse_arch(best["text"], "nb201")
+        searches.append({"strategy": strategy, "seed": seed, "valid": table.score(arch),
+                         "test": table.test_accuracy(arch)})
+        emit(figure="search", variant=variant, run=str(out), best=best["text"], inherited=best["inherited"]["score"],
+             seconds=round(seconds, 1), **searches[-1])
+    for strategy in strategies:
+        mine = [s for s in searches if s["strategy"] == strategy]
+        if mine:
+            emit(figure="search_mean", variant=variant, strategy=strategy, n=len(mine),
+                 valid_mean=float(np.mean([s["valid"] for s in mine])),
+                 test_mean=float(np.mean([s["test"] for s in mine])))
+
+    cells = spread_cells(args.cells, args.cell_seed)
+    valid = np.array([table.score(c) for c in cells])
+    with torch.device("meta"):
+        counter = nb201.Supernet(*PAPER_SIZES)
+    params = np.array([counter.arch_parameters(c) for c in cells], dtype=float)
+    runs = [Path(r) for r in args.run] + [out for strategy, _, out in jobs if strategy == "random"]
+    for out in runs:
+        for mode in args.score_bn.split(","):
+            task = final_task(out, mode)
+            start = time.perf_counter()
+            inherited = np.array([r["score"] for r in task.score(cells, Monitor(None, progress=False))])
+            figs = rank_figures(inherited, valid, params, args.cell_seed)
+            emit(figure="tau", variant=variant, run=str(out), score_bn=mode, cells=len(cells),
+                 score_images=sum(len(y) for _, y in task.dev), seconds=round(time.perf_counter() - start, 1),
+                 **{f"{k}_{m}": round(v, 4) for k, f in figs.items() for m, v in f.items()})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""The NAS-Bench-201 weight-sharing supernet (issue 15): it computes the sampled cell and trains only that
+path, weight decay and momentum on unsampled weights as chosen, the BN scoring modes, and the search on it
+(smoke run, exact resume, one-line errors)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nao_ws import datasets, search as search_mod
+from nao_ws.cli import main
+from supernet import cnn, nb201, optim
+from supernet.spaces import get_space
+from test_search import cli, read_jsonl, strip_timing  # the suite's helpers (pytest puts tests/ on sys.path)
+
+SP = get_space("nb201")
+# conv 3x3, conv 1x1, pool, skip, none; node 2 a zero node (both its edges none)
+CELLS = ["|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|",
+         "|nor_conv_1x1~0|+|none~0|none~1|+|nor_conv_3x3~0|skip_connect~1|nor_conv_3x3~2|",
+         "|avg_pool_3x3~0|+|skip_connect~0|nor_conv_3x3~1|+|none~0|avg_pool_3x3~1|nor_conv_1x1~2|"]
+FAST = ["search", "--task", "cifar10", "--space", "nb201", "--preset", "smoke", "--pool-size", "6",
+        "--new-per-iter", "3", "--random-per-iter", "1", "--seeds", "3", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def images():
+    """Real CIFAR-10 images (the bundled sample), normalised: (train batches, dev batches)."""
+    data = datasets.load_images("cifar10-sample", purpose="search")
+    train = datasets.fixed_batches(data.train, 16, data.mean, data.std, "cpu", limit=32)
+    dev = datasets.fixed_batches(data.valid, 20, data.mean, data.std, "cpu", limit=40)
+    return train, dev
+
+
+def supernet(seed=0):
+    torch.manual_seed(seed)
+    return nb201.Supernet(layers=1, channels=4)
+
+
+def test_supernet_computes_the_standalone_network_of_the_sampled_cell(images):
+    (x, _), _ = images[0]
+    model = supernet()
+    for text in CELLS:
+        arch = SP.parse(text)
+        net = nb201.Nb201Network.from_supernet(model, arch)
+        assert set(dict(net.named_parameters())) < set(dict(model.named_parameters()))
+        assert model.arch_parameters(arch) == sum(p.numel() for p in net.parameters())
+        net.train()  # batch statistics in both
+        torch.testing.assert_close(model(x, arch)[0], net(x)[0], rtol=0, atol=0)
+
+
+def test_a_step_trains_only_the_sampled_ops(images):
+    (x, y), _ = images[0]
+    model, arch = supernet(), SP.parse(CELLS[2])  # every edge of it reaches the output
+    used = set(dict(nb201.Nb201Network.from_supernet(model, arch).named_parameters()))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = optim.sgd(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    r = cnn.train_step(model, opt, x, y, arch, grad_clip=5.0)
+    assert r.finite
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == used  # every weight of the path moves, nothing else does
+    assert "cells.0.edges.2.nor_conv_3x3.0.weight" in changed and "cells.0.edges.2.nor_conv_1x1.0.weight" not in changed
+
+
+@pytest.mark.parametrize("unsampled", ["skip", "decay"])
+def test_unsampled_weights_decay_only_when_asked(images, unsampled):
+    """skip: weights off the path keep their values and get no momentum; decay: every step shrinks them by
+    lr x weight decay (SPEC 3.1, as both references) and keeps a momentum buffer; a non-finite step changes
+    nothing either way (fused SGD skips it on the device)."""
+    (x, y), _ = images[0]
+    model = supernet()
+    off = dict(model.named_parameters())["cells.0.edges.5.nor_conv_3x3.0.weight"]  # CELLS[0] has none on edge 5
+    lr, wd = 0.1, 0.01
+    opt = optim.sgd(model.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
+    start = off.detach().clone()
+    cnn.train_step(model, opt, x, y, SP.parse(CELLS[0]), grad_clip=5.0, unsampled=unsampled)
+    if unsampled == "skip":
+        assert torch.equal(off, start) and off not in opt.state and off.grad is None
+    else:
+        torch.testing.assert_close(off.detach(), start * (1 - lr * wd))
+        assert torch.equal(opt.state[off]["momentum_buffer"], wd * start)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r = cnn.train_step(model, opt, x * float("nan"), y, SP.parse(CELLS[0]), grad_clip=5.0, unsampled=unsampled)
+    assert not r.finite
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_batch_scoring_uses_the_scoring_batch_statistics(images):
+    _, dev = images
+    model, arch = supernet(), SP.parse(CELLS[1])
+    got = cnn.score(model, [arch], dev)[0]
+    model.train()  # the supernet's BNs always use batch statistics; no dropout or drop-path here
+    with torch.no_grad():
+        correct = sum((model(x, arch)[0].argmax(1) == y).sum().item() for x, y in dev)
+    assert got.acc == pytest.approx(correct / 40)
+    halves = [(x[:10], y[:10]) for x, y in dev] + [(x[10:], y[10:]) for x, y in dev]
+    assert cnn.score(model, [arch], halves)[0].loss != pytest.approx(got.loss)  # other batches, other statistics
+
+
+def test_recalibrated_scoring_measures_each_cell_and_leaves_nothing_behind(images):
+    calib, dev = images
+    model = supernet()
+    for _ in range(3):  # a little training, so that BN statistics matter
+        opt = optim.sgd(model.parameters(), lr=0.1, momentum=0.9)
+        for text in CELLS:
+            cnn.train_step(model, opt, *calib[0], SP.parse(text), grad_clip=5.0)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    archs = [SP.parse(t) for t in CELLS]
+    scores = cnn.score(model, archs, dev, calibration=calib)
+    assert cnn.score(model, archs[::-1], dev, calibration=calib) == scores[::-1]  # independent of the order
+    assert {k: v for k, v in model.state_dict().items()}.keys() == state.keys()
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    halves = [(x[:10], y[:10]) for x, y in dev] + [(x[10:], y[10:]) for x, y in dev]
+    # per image, not per batch
+    np.testing.assert_allclose(cnn.score(model, archs, halves, calibration=calib), scores, rtol=1e-5)
+    assert scores != cnn.score(model, archs, dev)
+    for arch, s in zip(archs, scores):  # = the standalone network with running statistics of the calibration images
+        net = nb201.Nb201Network.from_supernet(model, arch)
+        for bn in net.modules():
+            if isinstance(bn, torch.nn.BatchNorm2d):
+                bn.momentum = None
+        with torch.no_grad():
+            for x, _ in calib:
+                net(x)
+        assert cnn.score(net, [arch], dev)[0].loss == pytest.approx(s.loss, rel=1e-5)
+
+
+def test_search_smoke_resumes_exactly(tmp_path, monkeypatch, capsys):
+    """A NAO-WS smoke search on the nb201 supernet, and the same search dying after its first controller fit
+    and resumed: the same pool, metrics and best cell."""
+    flags = ["--deterministic", "--seed", "1", "--score-bn", "recalibrate", "--unsampled", "decay",
+             "--sampling", "balanced"]
+    ref = tmp_path / "ref"
+    code, out, err = cli(FAST + flags + ["--output", str(ref)], capsys)
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["best"] == json.loads((ref / "best.json").read_text())["text"]
+    pool = read_jsonl(ref / "pool.jsonl")
+    assert {r["origin"] for r in pool} >= {"seed", "nao"} and all(SP.parse(r["arch"]) for r in pool)
+    assert json.loads((ref / "best.json").read_text())["rerank"]["params"] > 0
+
+    class Died(Exception):
+        pass
+
+    real, died = search_mod.PHASES["controller"], []
+
+    def fit_then_die(self):
+        real(self)
+        if not died:
+            died.append(True)
+            raise Died
+
+    monkeypatch.setitem(search_mod.PHASES, "controller", fit_then_die)
+    run = tmp_path / "killed"
+    with pytest.raises(Died):
+        main(FAST + flags + ["--output", str(run)])
+    code, _, err = cli(["search", "--resume", str(run), "--no-progress"], capsys)
+    assert code == 0, err
+    assert read_jsonl(run / "pool.jsonl") == pool
+    assert strip_timing(read_jsonl(run / "metrics.jsonl")) == strip_timing(read_jsonl(ref / "metrics.jsonl"))
+    assert strip_timing(json.loads((run / "best.json").read_text())) == \
+        strip_timing(json.loads((ref / "best.json").read_text()))
+
+
+def test_balanced_sampling_follows_parameter_counts():
+    model = supernet()
+    archs = [SP.make([3] * 6), SP.parse(CELLS[0]), SP.parse(CELLS[2]), SP.make([0] * 6)]
+    sizes = [model.arch_parameters(a) for a in archs]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 4  # six 3x3 > two 3x3 + a 1x1 > ... > none
+    assert sizes[-1] == sum(p.numel() for p in nb201.Nb201Network(archs[-1], 1, 4).parameters())
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--task", "cifar10", "--space", "nb201", "--score-bn", "running"], "--score-bn running is unknown"),
+    (["--task", "cifar10", "--space", "nb201", "--unsampled", "sometimes"], "--unsampled sometimes is unknown"),
+    (["--task", "cifar10", "--sampling", "params"], "--sampling params is unknown"),
+    (["--task", "ptb", "--sampling", "balanced"], "every rnn cell"),
+    (["--task", "cifar10", "--space", "nb201", "--aux-weight", "0.4"], "--aux-weight does not apply"),
+    (["--task", "ptb", "--space", "nb201"], "searches the rnn space"),
+])
+def test_bad_options_are_one_line_errors(args, needle, capsys, tmp_path):
+    code, _, err = cli(["search", *args, "--output", str(tmp_path / "x")], capsys)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_presets_follow_the_spec():
+    paper = search_mod.Nb201SearchConfig(task="cifar10", space="nb201", **search_mod.NB201_PRESETS["paper"])
+    assert (paper.layers, paper.channels, paper.batch_size, paper.lr, paper.weight_decay, paper.nesterov,
+            paper.epochs, paper.eval_every) == (5, 16, 256, 0.1, 5e-4, True, 150, 30)
