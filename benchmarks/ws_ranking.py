@@ -106,71 +106,107 @@ def rank_figures(inherited, table_valid, params, seed: int) -> dict:
             for name, pred in (("inherited", inherited), ("params", params), ("random", rand))}
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="runs/ws_ranking", help="folder of the searches (reused when run again)")
-    ap.add_argument("--run", action="append", default=[], help="a finished nb201 run folder: its tau only")
-    ap.add_argument("--searches", type=int, default=3, help="seeds per strategy")
-    ap.add_argument("--strategies", default="nao,random")
-    ap.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
-                    help="a search option for every search, e.g. unsampled=decay, sampling=balanced")
-    ap.add_argument("--score-bn", default="batch,recalibrate", help="BN scoring modes the tau is measured with")
-    ap.add_argument("--cells", type=int, default=300)
-    ap.add_argument("--cell-seed", type=int, default=0)
-    ap.add_argument("--table", default=str(TABLE))
-    ap.add_argument("--data-file", default=str(DATA))
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--dry", action="store_true", help="check the options, print the plan, run nothing")
-    args = ap.parse_args(argv)
-
+def _one_thread() -> None:
     import torch
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)
+
+
+def search_job(job: tuple) -> float:
+    """(folder, strategy, seed, data file, overrides) -> wall seconds; in a worker process, one thread."""
+    _one_thread()
+    out, strategy, seed, data_file, overrides = job
+    return run_search(Path(out), strategy, seed, Path(data_file), overrides)
+
+
+def tau_job(job: tuple) -> list:
+    """(folder, BN modes, cells, table file, cell seed) -> one figure dict per BN mode."""
+    _one_thread()
     from nao_ws.monitor import Monitor
     from nao_ws.tabular import load_table
     from supernet import nb201
+    import torch
 
-    overrides = dict(s.split("=", 1) for s in args.set)
-    variant = ",".join(f"{k}={v}" for k, v in sorted(overrides.items())) or "default"
-    strategies = [s for s in args.strategies.split(",") if s]
-    jobs = [(s, seed, Path(args.out) / f"{variant}-{s}-s{seed}") for seed in range(args.searches) for s in strategies]
-    if args.dry:
-        emit(figure="plan", variant=variant, searches=[str(p) for *_, p in jobs], runs=args.run, cells=args.cells)
-        return
-    table = load_table(args.table, "cifar10")
-    searches = []
-    for strategy, seed, out in jobs:
-        seconds = run_search(out, strategy, seed, Path(args.data_file), overrides)
-        best = json.loads((out / "best.json").read_text())
-        from supernet.spaces import parse_arch
-
-        arch = parse_arch(best["text"], "nb201")
-        searches.append({"strategy": strategy, "seed": seed, "valid": table.score(arch),
-                         "test": table.test_accuracy(arch)})
-        emit(figure="search", variant=variant, run=str(out), best=best["text"], inherited=best["inherited"]["score"],
-             seconds=round(seconds, 1), **searches[-1])
-    for strategy in strategies:
-        mine = [s for s in searches if s["strategy"] == strategy]
-        if mine:
-            emit(figure="search_mean", variant=variant, strategy=strategy, n=len(mine),
-                 valid_mean=float(np.mean([s["valid"] for s in mine])),
-                 test_mean=float(np.mean([s["test"] for s in mine])))
-
-    cells = spread_cells(args.cells, args.cell_seed)
+    out, modes, cells, table_path, cell_seed = job
+    table = load_table(table_path, "cifar10")
     valid = np.array([table.score(c) for c in cells])
     with torch.device("meta"):
         counter = nb201.Supernet(*PAPER_SIZES)
     params = np.array([counter.arch_parameters(c) for c in cells], dtype=float)
-    runs = [Path(r) for r in args.run] + [out for strategy, _, out in jobs if strategy == "random"]
-    for out in runs:
-        for mode in args.score_bn.split(","):
-            task = final_task(out, mode)
-            start = time.perf_counter()
-            inherited = np.array([r["score"] for r in task.score(cells, Monitor(None, progress=False))])
-            figs = rank_figures(inherited, valid, params, args.cell_seed)
-            emit(figure="tau", variant=variant, run=str(out), score_bn=mode, cells=len(cells),
-                 score_images=sum(len(y) for _, y in task.dev), seconds=round(time.perf_counter() - start, 1),
-                 **{f"{k}_{m}": round(v, 4) for k, f in figs.items() for m, v in f.items()})
+    figures = []
+    for mode in modes:
+        task = final_task(Path(out), mode)
+        start = time.perf_counter()
+        inherited = np.array([r["score"] for r in task.score(cells, Monitor(None, progress=False))])
+        figs = rank_figures(inherited, valid, params, cell_seed)
+        figures.append({"run": str(out), "score_bn": mode, "cells": len(cells),
+                        "score_images": sum(len(y) for _, y in task.dev),
+                        "seconds": round(time.perf_counter() - start, 1),
+                        **{f"{k}_{m}": round(v, 4) for k, f in figs.items() for m, v in f.items()}})
+    return figures
+
+
+def parse_variant(text: str) -> dict:
+    """'default' or 'option=value,option=value' -> overrides."""
+    if text in ("", "default"):
+        return {}
+    return dict(kv.split("=", 1) for kv in text.split(","))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="runs/ws_ranking", help="folder of the searches (reused when run again)")
+    ap.add_argument("--run", action="append", default=[], help="a finished nb201 run folder: its tau only")
+    ap.add_argument("--variants", default="default",
+                    help="';'-separated search option sets, e.g. 'default;unsampled=decay;sampling=balanced'")
+    ap.add_argument("--searches", type=int, default=3, help="seeds per strategy and variant")
+    ap.add_argument("--strategies", default="nao,random")
+    ap.add_argument("--tau-strategies", default="random", help="whose runs' final supernets the tau is measured on")
+    ap.add_argument("--score-bn", default="batch,recalibrate", help="BN scoring modes the tau is measured with")
+    ap.add_argument("--cells", type=int, default=200)
+    ap.add_argument("--cell-seed", type=int, default=0)
+    ap.add_argument("--table", default=str(TABLE))
+    ap.add_argument("--data-file", default=str(DATA))
+    ap.add_argument("--workers", type=int, default=2, help="processes (one thread each)")
+    ap.add_argument("--dry", action="store_true", help="check the options, print the plan, run nothing")
+    args = ap.parse_args(argv)
+
+    from concurrent.futures import ProcessPoolExecutor
+
+    from nao_ws.tabular import load_table
+    from supernet.spaces import parse_arch
+
+    variants = [(v or "default", parse_variant(v)) for v in args.variants.split(";")]
+    strategies = [s for s in args.strategies.split(",") if s]
+    jobs = [(name, s, seed, Path(args.out) / f"{name}-{s}-s{seed}", overrides)
+            for name, overrides in variants for seed in range(args.searches) for s in strategies]
+    tau_runs = [Path(r) for r in args.run] + [out for _, s, _, out, _ in jobs if s in args.tau_strategies.split(",")]
+    if args.dry:
+        emit(figure="plan", searches=[str(j[3]) for j in jobs], tau_runs=[str(r) for r in tau_runs], cells=args.cells)
+        return
+    table = load_table(args.table, "cifar10")
+    with ProcessPoolExecutor(max(1, args.workers)) as pool:
+        seconds = list(pool.map(search_job, [(str(out), s, seed, args.data_file, ov) for _, s, seed, out, ov in jobs]))
+        searches = []
+        for (name, strategy, seed, out, _), secs in zip(jobs, seconds):
+            best = json.loads((out / "best.json").read_text())
+            arch = parse_arch(best["text"], "nb201")
+            searches.append({"variant": name, "strategy": strategy, "seed": seed, "valid": table.score(arch),
+                             "test": table.test_accuracy(arch)})
+            emit(figure="search", run=str(out), best=best["text"], inherited=best["inherited"]["score"],
+                 seconds=round(secs, 1), **searches[-1])
+        for name, _ in variants:
+            for strategy in strategies:
+                mine = [s for s in searches if s["strategy"] == strategy and s["variant"] == name]
+                if mine:
+                    emit(figure="search_mean", variant=name, strategy=strategy, n=len(mine),
+                         valid_mean=round(float(np.mean([s["valid"] for s in mine])), 3),
+                         test_mean=round(float(np.mean([s["test"] for s in mine])), 3))
+        cells = spread_cells(args.cells, args.cell_seed)
+        modes = args.score_bn.split(",")
+        for figures in pool.map(tau_job, [(str(r), modes, cells, args.table, args.cell_seed) for r in tau_runs]):
+            for f in figures:
+                emit(figure="tau", **f)
 
 
 if __name__ == "__main__":

@@ -121,8 +121,8 @@ NB201_PRESETS = {
     "paper": NB201_PAPER,
     # 2 CPU cores, --data-file ../shared/data/cifar10/cifar10-train4000.npz (3,500 train, 500 dev images):
     # minutes, for benchmarks/ws_ranking.py (issue 15).
-    "cpu": {**NB201_PAPER, "layers": 1, "channels": 8, "batch_size": 64, "epochs": 8, "eval_every": 2,
-            "pool_size": 40, "new_per_iter": 20, "random_per_iter": 4, "controller_epochs": 100,
+    "cpu": {**NB201_PAPER, "layers": 1, "channels": 8, "batch_size": 64, "epochs": 6, "eval_every": 2,
+            "pool_size": 30, "new_per_iter": 15, "random_per_iter": 3, "controller_epochs": 100,
             "score_images": 250, "score_batch": 250, "calib_images": 250, "rerank_top": 0},
     # tests: seconds on the bundled sample
     "smoke": {"dataset": "cifar10-sample", "layers": 1, "channels": 4, "batch_size": 32, "epochs": 2,
