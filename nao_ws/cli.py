@@ -351,6 +351,35 @@ def search(task, preset, config_file, output, resume, progress, download, **flag
                            "rerank": best["rerank"] and best["rerank"]["score"]}))
 
 
+@cli.command("score")
+@click.option("--run", "run_path", required=True, help="the folder of a weight-sharing search (finished or not)")
+@click.option("--archs", "archs_file", required=True, help="text file: one architecture's text form a line")
+@click.option("--device", default=None, help="auto | cpu | cuda[:N] (default: the run's)")
+@click.option("--data-dir", default=None, help="dataset root (default: the one the run used)")
+@click.option("--output", default=None, help="also write the JSON lines to this file")
+@click.option("--progress/--no-progress", default=True, help="tqdm progress bars")
+def score_cmd(run_path, archs_file, device, data_dir, output, progress):
+    """Score the architectures of ARCHS with the inherited weights of the search in RUN (its latest
+    checkpoint), as the search scores its pool; print one JSON line per architecture (arch, score, ...)."""
+    from . import scoring
+    from .config import build_config
+    from .runs import io_error, strict_json
+
+    run, ckpt = scoring.open_run(run_path)  # a weight-sharing search's checkpoint
+    saved = run.read_config()
+    cls, _, _ = _search_kind(saved.get("task", ""), saved.get("space"))
+    cfg = build_config(cls, saved, {"device": device, "data_dir": data_dir}, where=("config.json", "flags"))
+    archs = scoring.read_archs(archs_file, cfg.space, run.path)
+    _require_data(cfg.dataset or cfg.task, cfg.data_dir, getattr(cfg, "data_file", None))
+    lines = [json.dumps(strict_json(r)) for r in scoring.score(cfg, ckpt, archs, progress)]
+    if output:
+        try:
+            Path(output).write_text("".join(line + "\n" for line in lines))
+        except OSError as e:
+            raise io_error(e, f"writing --output {output}") from None
+    click.echo("\n".join(lines))
+
+
 @cli.command("plot")
 @click.argument("arch_text", metavar="ARCH")
 @click.option("--space", type=click.Choice(SPACE_CHOICES), default=None, help="expected space")

@@ -236,8 +236,9 @@ class RunDir:
         """Newest first."""
         return sorted(self.checkpoints.glob(CHECKPOINT_GLOB), reverse=True)
 
-    def load_latest_checkpoint(self, map_location="cpu") -> dict | None:
-        """The newest checkpoint that passes its checksum and loads; None if the run has none yet."""
+    def load_latest_checkpoint(self, map_location="cpu", record: bool = True) -> dict | None:
+        """The newest checkpoint that passes its checksum and loads; None if the run has none yet.
+        ``record=False`` leaves the folder untouched: a fallback is only warned about, not also logged."""
         paths = self.list_checkpoints()
         for path in paths:
             problem = checkpoint_problem(path)
@@ -248,7 +249,8 @@ class RunDir:
                     problem = f"cannot be loaded ({e.__class__.__name__})"
             msg = f"checkpoint {path} {problem}; falling back to an earlier one"
             warnings.warn(msg, stacklevel=2)
-            self.log("WARNING " + msg)
+            if record:
+                self.log("WARNING " + msg)
         if paths:
             raise NaoWsError(f"no usable checkpoint in {self.checkpoints}: every one is corrupt; start a new run")
         return None

@@ -335,3 +335,75 @@ def test_paper_presets_follow_the_spec():
     rnn_cfg = search_mod.RnnSearchConfig(task="ptb", **search_mod.RNN_PRESETS["paper"])
     assert (rnn_cfg.emb_size, rnn_cfg.batch_size, rnn_cfg.bptt, rnn_cfg.lr, rnn_cfg.epochs, rnn_cfg.eval_every,
             rnn_cfg.new_per_iter) == (300, 256, 35, 0.25, 1000, 200, 300)
+
+
+# -- nao-ws score ------------------------------------------------------------------------------------------------
+
+def _folder_bytes(path: Path) -> dict:
+    return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _score_lines(run, pool, tmp_path, capsys):
+    """``nao-ws score`` on ``pool``'s architectures (with a comment and a blank line) -> its JSON records."""
+    archs = tmp_path / "archs.txt"
+    archs.write_text("# the pool\n\n" + "".join(r["arch"] + "\n" for r in pool))
+    before = _folder_bytes(run)
+    code, out, err = cli(["score", "--run", str(run), "--archs", str(archs), "--output", str(tmp_path / "scores.jsonl"),
+                          "--no-progress"], capsys)
+    assert code == 0, err
+    assert _folder_bytes(run) == before  # the run folder is only read
+    assert (tmp_path / "scores.jsonl").read_text().splitlines() == out.splitlines()
+    return [json.loads(line) for line in out.splitlines()]
+
+
+@pytest.mark.parametrize("task, strategy", [("cifar10", "nao"), ("ptb", "random")])
+def test_score_equals_the_pool_scores_of_the_same_supernet(task, strategy, smoke_runs, tmp_path, capsys):
+    """A finished run: its last checkpoint's supernet is the one that scored the last pool."""
+    run = smoke_runs(task, strategy)[0]
+    last = [r for r in read_jsonl(run / "pool.jsonl") if r["epoch"] == 2]
+    got = _score_lines(run, last, tmp_path, capsys)
+    assert [r["line"] for r in got] == list(range(3, 3 + len(last)))
+    for r, want in zip(got, last):
+        assert (r["arch"], r["canonical"], r["epoch"]) == (want["arch"], want["canonical"], 2)
+        assert r["score"] == pytest.approx(want["score"], rel=1e-6, abs=1e-9)
+        assert r["valid_loss"] == pytest.approx(want["valid_loss"], rel=1e-6)
+
+
+def test_score_on_a_killed_run(tmp_path, capsys):
+    """Killed after its first controller fit: the newest valid checkpoint holds the supernet of epoch 1, which
+    scored the first pool."""
+    run = tmp_path / "killed"
+    p = _spawn(FAST_CNN + ["--strategy", "nao", "--epochs", "3", "--output", str(run), "--no-progress"])
+    assert _kill_when(p, lambda: any(m["phase"] == "controller" for m in _lines(run / "metrics.jsonl")))
+    first = [r for r in read_jsonl(run / "pool.jsonl") if r["epoch"] == 1]
+    got = _score_lines(run, first, tmp_path, capsys)
+    assert len(got) == len(first) == 10 and {r["epoch"] for r in got} == {1}
+    assert [r["score"] for r in got] == pytest.approx([r["score"] for r in first], rel=1e-6)
+
+
+def test_score_errors_are_one_line(smoke_runs, tmp_path, capsys):
+    run = smoke_runs("cifar10", "nao")[0]
+    cnn_arch = read_jsonl(run / "pool.jsonl")[0]["arch"]
+    rnn_arch = get_space("rnn").format(get_space("rnn").sample(np.random.default_rng(0)))
+    no_ckpt = tmp_path / "fresh"
+    no_ckpt.mkdir()
+    (no_ckpt / "config.json").write_text((run / "config.json").read_text())
+
+    def error(run_dir, lines, *needles):
+        archs = tmp_path / "archs.txt"
+        if lines is not None:
+            archs.write_text("".join(line + "\n" for line in lines))
+        code, out, err = cli(["score", "--run", str(run_dir), "--archs", str(archs), "--no-progress"], capsys)
+        assert code == 2 and not out and len(err.strip().splitlines()) == 1, err
+        for needle in needles:
+            assert str(needle) in err, err
+        archs.unlink(missing_ok=True)
+
+    error(run, [cnn_arch, "# an rnn cell", rnn_arch], "line 3 is an architecture of space rnn", "searched the cnn-ws space")
+    error(run, [cnn_arch, "0 1 2 3"], "line 2", "got 4 integers; expected 40")
+    error(run, [cnn_arch.replace("0", "x", 1)], "line 1", "'x' is not an integer")
+    error(run, ["cells.json"], "line 1", "not an architecture's text form")
+    error(run, ["# nothing", ""], "holds no architecture")
+    error(run, None, "does not exist")
+    error(tmp_path / "nowhere", [cnn_arch], "not a run folder")
+    error(no_ckpt, [cnn_arch], "holds no checkpoint")

@@ -1,0 +1,85 @@
+"""``nao-ws score``: any architectures scored with the inherited weights of a weight-sharing search.
+
+    nao-ws score --run runs/search-cifar10-... --archs cells.txt
+
+The run may have finished or been interrupted: its newest valid checkpoint holds the supernet. The task is
+built from the run's ``config.json`` (``search_tasks.make_task``, so every weight-sharing space works), the
+checkpoint's supernet state is loaded, and each architecture is scored exactly as the search scores its
+pool (``task.score``: the same fixed dev data). The run folder is only read.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from supernet.spaces import SpaceError, get_space, parse_arch
+
+from .errors import NaoWsError
+from .monitor import Monitor
+from .runs import RunDir, check_device
+from .search_tasks import make_task
+from .strategies import canonical_text
+
+ARCH_STARTS = tuple("0123456789{[|")  # a line's first character: integers, one-line JSON, an nb201 string
+
+
+def read_archs(path: str | Path, space: str, run: Path) -> list[tuple[int, object]]:
+    """(line number, architecture) for each line of ``path`` that is not blank or a ``#`` comment."""
+    p = Path(path)
+    if not p.is_file():
+        what = "is a folder, not a file" if p.is_dir() else "does not exist"
+        raise NaoWsError(f"--archs {p} {what}: give a text file with one architecture a line")
+    try:
+        lines = p.read_bytes().decode("utf-8").splitlines()
+    except OSError as e:
+        raise NaoWsError(f"--archs {p} cannot be read ({e.strerror}): check its permissions") from None
+    except UnicodeDecodeError:
+        raise NaoWsError(f"--archs {p} is not text (not UTF-8): give one architecture's text form a line") from None
+    out = []
+    for n, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        if not text.startswith(ARCH_STARTS):  # never a file path: parse_arch would read the file it names
+            raise NaoWsError(f"{p} line {n}: '{text[:40]}' is not an architecture's text form (SPEC 7)")
+        try:
+            out.append((n, parse_arch(text, space)))
+        except SpaceError as e:
+            try:
+                other = parse_arch(text).space
+            except SpaceError:
+                other = space
+            if other != space:
+                raise NaoWsError(f"{p} line {n} is an architecture of space {other}, but {run} searched the "
+                                 f"{space} space: give {space} architectures") from None
+            raise NaoWsError(f"{p} line {n}: {e}") from None
+    if not out:
+        raise NaoWsError(f"--archs {p} holds no architecture (blank lines and # comments only)")
+    return out
+
+
+def open_run(path: str | Path) -> tuple[RunDir, dict]:
+    """The run folder and its newest valid search checkpoint; nothing in the folder is written."""
+    run = RunDir(path)
+    if not (run.path / "config.json").is_file():
+        raise NaoWsError(f"--run {run.path} is not a run folder (no config.json): pass the folder a search wrote")
+    ckpt = run.load_latest_checkpoint(record=False)
+    if ckpt is None:
+        raise NaoWsError(f"--run {run.path} holds no checkpoint yet: its supernet was never saved")
+    if ckpt.get("kind") != "search":
+        raise NaoWsError(f"--run {run.path} holds a '{ckpt.get('kind')}' checkpoint: score takes a weight-sharing "
+                         "search (nao-ws search on cnn-ws, rnn or nb201)")
+    return run, ckpt
+
+
+def score(cfg, ckpt: dict, archs: list[tuple[int, object]], progress: bool = True) -> Iterator[dict]:
+    """One record per architecture: its line, text and canonical forms, the supernet's epoch, the task's
+    score and metrics (``score``: higher is better)."""
+    device = check_device(cfg)
+    task = make_task(cfg, device)
+    task.load_state_dict(ckpt["task"])
+    space = get_space(cfg.space)
+    results = task.score([a for _, a in archs], Monitor(None, progress=progress))
+    epoch = ckpt["state"]["epoch"]
+    for (n, arch), r in zip(archs, results):
+        yield {"line": n, "arch": space.format(arch), "canonical": canonical_text(space, arch), "epoch": epoch, **r}
