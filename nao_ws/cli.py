@@ -131,7 +131,8 @@ def data_download(task, data_dir):
 
 def _defaults_from_arch(flags: dict, task: str | None) -> str | None:
     """``--arch RUN/best.json``: the space comes from the JSON and, without ``--task``, the task (and the
-    data, e.g. the bundled sample of a smoke search) from the search's ``config.json`` beside it."""
+    data, e.g. the bundled sample of a smoke search) from the search's ``config.json`` beside it; an RNN
+    cell keeps the search's ``cell_output`` unless ``--cell-output`` is given."""
     arch = flags.get("arch")
     if not arch or not Path(arch).is_file():
         return task
@@ -146,12 +147,15 @@ def _defaults_from_arch(flags: dict, task: str | None) -> str | None:
     if space in ("cnn-ws", "cnn") and flags.get("space") is None:
         flags["space"] = space
     run_cfg = Path(arch).parent / "config.json"
-    if task is None and run_cfg.is_file():
+    if run_cfg.is_file() and (task is None or space == "rnn"):
         from .runs import RunDir
 
         saved = RunDir(run_cfg.parent).read_config()
-        task = saved.get("dataset") or saved.get("task")
-        task = task if task in TRAINERS else None
+        if task is None:
+            task = saved.get("dataset") or saved.get("task")
+            task = task if task in TRAINERS else None
+        if space == "rnn" and flags.get("cell_output") is None and "cell_output" in saved:
+            flags["cell_output"] = saved["cell_output"]  # the cell as its search scored it (SPEC 1.3)
     return task
 
 

@@ -66,6 +66,8 @@ class RnnSupernet:
     dropout_x: float = option(0.75, "variational dropout on the cell input")  # SPEC 3.2
     dropout_emb_out: float = option(0.2, "locked dropout on the embedding output")  # SPEC 3.2
     dropout_emb: float = option(0.0, "embedding (word) dropout")  # SPEC 3.2
+    cell_output: str = option("loose", "cell output: the mean of the loose-end nodes (loose, ENAS) or of nodes "
+                                       "1..11 (all, ref-TF's final cell)")  # SPEC 1.3 (ENAS)
     score_windows: int = option(256, "fixed validation windows spread over the whole validation set")  # ours
 
     @property
@@ -120,6 +122,8 @@ class RnnFinal:
     dropout_x: float = option(0.75, "variational dropout on the cell input")  # SPEC 5.2
     dropout_emb_out: float = option(0.2, "locked dropout on the embedding output")  # SPEC 5.2
     dropout_emb: float = option(0.0, "embedding (word) dropout")  # SPEC 5.2
+    cell_output: str = option("all", "cell output: the mean of nodes 1..11 (all, ref-TF's final cell, the paper's "
+                                     "56.6-perplexity network) or of the loose-end nodes (loose, ENAS)")  # SPEC 5.2 (ref-TF)
     eval_batch_size: int = option(10, "validation batch size")  # SPEC 5.2 (ref-TF)
     test_batch_size: int = option(1, "test batch size")  # SPEC 5.2 (ref-TF)
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from supernet import rnn
 from supernet.spaces import get_space, parse_arch
 
 from . import plot, recipes
@@ -169,6 +170,8 @@ def check_config(cfg: SearchConfig) -> None:
                          "shares: use --sampling uniform")
     if cfg.strategy not in ("nao", "random"):
         raise NaoWsError(f"--strategy {cfg.strategy} is unknown: use nao or random")
+    if getattr(cfg, "cell_output", "loose") not in rnn.CELL_OUTPUTS:
+        raise NaoWsError(f"--cell-output {cfg.cell_output} is unknown: use {' or '.join(rnn.CELL_OUTPUTS)}")
     if cfg.controller_data not in CONTROLLER_DATA:
         raise NaoWsError(f"--controller-data {cfg.controller_data} is unknown: use {', '.join(CONTROLLER_DATA)}")
     if cfg.seeds > cfg.pool_size:

@@ -190,10 +190,11 @@ class RnnSearch:
         return out
 
     def rerank(self, arch, seed: int, monitor: Monitor) -> dict:
-        """Short standalone training of the cell at the search size, scored by validation loss."""
+        """Short standalone training of the cell at the search size and with its output (as the search
+        scores it), scored by validation loss."""
         cfg = self.cfg
         recipe = _recipe(train_rnn, cfg, emb_size=cfg.emb_size, epochs=cfg.rerank_epochs,
-                         batch_size=cfg.rerank_batch_size, bptt=cfg.bptt)
+                         batch_size=cfg.rerank_batch_size, bptt=cfg.bptt, cell_output=cfg.cell_output)
         result = train_rnn.fit_candidate(arch, self.corpus, recipe, self.device, seed, monitor=monitor)
         return {"score": -result["valid_loss"], **result}
 

@@ -73,6 +73,8 @@ def _check_config(cfg: Config) -> None:
     for name in rnn.DROPOUTS:
         if not 0 <= getattr(cfg, name) < 1:
             raise NaoWsError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(cfg, name)}")
+    if cfg.cell_output not in rnn.CELL_OUTPUTS:
+        raise NaoWsError(f"--cell-output {cfg.cell_output} is unknown: use {' or '.join(rnn.CELL_OUTPUTS)}")
 
 
 def _parse(cfg: Config) -> RnnArch:
@@ -131,7 +133,7 @@ def dry_run(cfg: Config) -> dict:
     with torch.device("meta"):
         model = _build(cfg, arch, len(corpus.dictionary))
     return {"task": cfg.task, "arch": format_arch(arch), "params": _params(model), "vocab": len(corpus.dictionary),
-            "emb_size": cfg.emb_size, "hidden_size": cfg.hidden_size,
+            "emb_size": cfg.emb_size, "hidden_size": cfg.hidden_size, "cell_output": cfg.cell_output,
             "loose_ends": list(rnn.cell_plan(arch)[1]), "train_tokens": corpus.train.numel()}
 
 

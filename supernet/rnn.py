@@ -4,8 +4,8 @@ One cell implementation serves both uses (`RnnCell.forward`):
   * `SharedCell`, the supernet cell: node k keeps one weight per (previous node, activation) (SPEC 3.2) and
     an architecture picks which of them run;
   * `FixedCell`, the final cell of one architecture: one weight per node (SPEC 5.2).
-The cell output is the mean of the loose-end nodes (`RnnSpace.loose_ends`), in search and final models
-alike (SPEC 1.3). `RnnModel` wraps a cell into the language model: embedding tied with the softmax,
+The cell output is the mean of the loose-end nodes (`RnnSpace.loose_ends`; ENAS, SPEC 1.3) or, as in
+ref-TF's final model, of nodes 1..11 (SPEC 1.3, 5.2): a recipe's `cell_output` picks one. `RnnModel` wraps a cell into the language model: embedding tied with the softmax,
 variational and locked dropouts, temporal activation regularisation (TAR); `build_lm` builds it from a
 recipe (`nao_ws.recipes.RnnSupernet` or `RnnFinal`).
 
@@ -33,6 +33,7 @@ from .steps import StepResult
 INIT_RANGE = 0.04  # uniform init of every weight (SPEC 3.2)
 ACTIVATIONS = (torch.tanh, torch.relu, torch.sigmoid, lambda x: x)  # SPEC 1.3 order: tanh, relu, sigmoid, identity
 NUM_NODES = get_space("rnn").num_nodes  # 12 (SPEC 1.3)
+CELL_OUTPUTS = ("loose", "all")  # the mean of the loose ends (ENAS) or of nodes 1..11 (ref-TF's final cell)
 
 
 # -- dropouts -----------------------------------------------------------------------------------------------
@@ -98,11 +99,13 @@ class RnnCell(nn.Module):
 
     Node 0: [c0, h0] = [x, h] W0, s0 = h + sigmoid(c0) * (act0(h0) - h).
     Node k: [c, h] = s_prev W(k), s = s_prev + sigmoid(c) * (act(h) - s_prev).
-    Output: the mean of the loose-end nodes. W0 is shared by every choice of node 0's activation.
+    Output: the mean of the loose-end nodes, or with `output = "all"` of nodes 1..11 (`build_lm` sets it
+    from the recipe's `cell_output`). W0 is shared by every choice of node 0's activation.
     """
 
     arch: RnnArch | None = None  # the one architecture a fixed cell computes
     step = "tensor"  # "tensor": supernet.rnn_tensor, depth by depth (default); "per-node": `per_node`
+    output = "loose"  # one of CELL_OUTPUTS
 
     def __init__(self, emb_size: int, hidden_size: int):
         super().__init__()
@@ -134,13 +137,14 @@ class RnnCell(nn.Module):
             x_proj = (x.reshape(steps * batch, -1) @ self.w0[: self.emb_size]).view(steps, batch, -1)
             w0_h = self.w0[self.emb_size:]
             if self.step == "tensor":
-                return rnn_tensor.cell_sequence(x_proj, h, w0_h, self.node_weight, h_mask, arch)
+                return rnn_tensor.cell_sequence(x_proj, h, w0_h, self.node_weight, h_mask, arch, self.output)
             return self.per_node(x_proj, h, w0_h, h_mask, arch)
 
     def per_node(self, x_proj: torch.Tensor, h: torch.Tensor, w0_h: torch.Tensor, h_mask: torch.Tensor | None,
                  arch: RnnArch) -> torch.Tensor:
         """The reference step: one time step and one group of nodes sharing a parent at a time."""
         groups, loose = cell_plan(arch)
+        mean = loose if self.output == "loose" else range(1, NUM_NODES)
         size = self.hidden_size
         steps, batch = x_proj.shape[:2]
         # Once per sequence: each group's weights side by side, [c of every child | h of every child].
@@ -164,7 +168,7 @@ class RnnCell(nn.Module):
                     f = torch.cat([ACTIVATIONS[a](hh[:, i:j]) for a, i, j in g.runs], dim=1)
                 s = torch.lerp(s_prev.unsqueeze(1), f, torch.sigmoid(c))
                 states.update((k, s[:, i]) for i, k in enumerate(g.children))
-            h = torch.stack([states[k] for k in loose]).mean(0)
+            h = torch.stack([states[k] for k in mean]).mean(0)
             outputs.append(h)
         return torch.stack(outputs)
 
@@ -256,6 +260,9 @@ def build_lm(vocab_size: int, recipe, arch: RnnArch | None = None) -> RnnModel:
     """The supernet (arch None) or the final model of `arch`, at the recipe's sizes and with its dropouts."""
     sizes = recipe.emb_size, recipe.hidden_size
     cell = SharedCell(*sizes) if arch is None else FixedCell(arch, *sizes)
+    if recipe.cell_output not in CELL_OUTPUTS:
+        raise ValueError(f"cell_output = {recipe.cell_output!r} must be one of {CELL_OUTPUTS}")
+    cell.output = recipe.cell_output
     return RnnModel(vocab_size, cell, recipe)
 
 

@@ -41,11 +41,12 @@ class Plan:
 
     order: tuple[int, ...]
     levels: tuple[Level, ...]
-    loose: tuple[int, ...]  # slots of the loose ends, whose mean is the cell output
+    loose: tuple[int, ...]  # slots of the loose ends
+    mean: tuple[int, ...]  # slots whose mean is the cell output: the loose ends, or nodes 1..11 (`rnn.CELL_OUTPUTS`)
 
 
 @lru_cache(maxsize=4096)
-def plan(arch: RnnArch) -> Plan:
+def plan(arch: RnnArch, output: str = "loose") -> Plan:
     depth = [0]
     for prev, _ in arch.nodes:
         depth.append(depth[prev] + 1)
@@ -68,15 +69,15 @@ def plan(arch: RnnArch) -> Plan:
                             tuple(tuple(r) for r in runs)))
         i = j
     loose = tuple(slot[k] for k in get_space("rnn").loose_ends(arch))
-    return Plan(tuple(order), tuple(levels), loose)
+    return Plan(tuple(order), tuple(levels), loose, loose if output == "loose" else tuple(range(1, 1 + len(order))))
 
 
 @lru_cache(maxsize=4096)
 def _device_indices(p: Plan, device: torch.device, dtype: torch.dtype):
-    """The plan's index tensors and loose-end weights on `device`, made once (a copy to the GPU waits)."""
+    """The plan's index tensors and output weights on `device`, made once (a copy to the GPU waits)."""
     parents = tuple(torch.tensor(lv.parents, device=device) for lv in p.levels)
     weights = torch.zeros(1 + len(p.order), 1, 1, dtype=dtype)
-    weights[list(p.loose)] = 1.0 / len(p.loose)
+    weights[list(p.mean)] = 1.0 / len(p.mean)
     return parents, torch.tensor(p.loose, device=device), weights.to(device)
 
 
@@ -224,9 +225,10 @@ def _factors(f: torch.Tensor, par: torch.Tensor, g: torch.Tensor, runs) -> dict:
 
 
 def cell_sequence(x_proj: torch.Tensor, h: torch.Tensor, w0h: torch.Tensor, node_weight,
-                  mask: torch.Tensor | None, arch: RnnArch) -> torch.Tensor:
-    """The cell's outputs [T, B, H]; `node_weight(k, prev, act)` gives node k's weight. Only the weights
-    the architecture uses are stacked, so the others get no gradient (and no update, weight decay included)."""
-    p = plan(arch)
+                  mask: torch.Tensor | None, arch: RnnArch, output: str = "loose") -> torch.Tensor:
+    """The cell's outputs [T, B, H]; `node_weight(k, prev, act)` gives node k's weight; `output` as
+    `rnn.RnnCell.output`. Only the weights the architecture uses are stacked, so the others get no gradient
+    (and no update, weight decay included)."""
+    p = plan(arch, output)
     wn = torch.stack([node_weight(k, *arch.nodes[k - 1]) for k in p.order])
     return CellSequence.apply(x_proj, h, w0h, wn, mask, p, arch.act0)

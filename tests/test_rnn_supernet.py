@@ -27,8 +27,9 @@ def archs(n, seed=0):
     return [SPACE.sample(rng) for _ in range(n)]
 
 
-def reference_cell(cell, x, h, arch):
-    """SPEC 1.3 transcribed literally, one node and one time step at a time."""
+def reference_cell(cell, x, h, arch, output="loose"):
+    """SPEC 1.3 transcribed literally, one node and one time step at a time; the output is the mean of the
+    loose ends or (``all``) of nodes 1..11."""
     outputs = []
     for t in range(x.size(0)):
         c0, h0 = (torch.cat([x[t], h], 1) @ cell.w0).chunk(2, 1)
@@ -36,8 +37,8 @@ def reference_cell(cell, x, h, arch):
         for k, (prev, act) in enumerate(arch.nodes, start=1):
             c, hh = (s[prev] @ cell.node_weight(k, prev, act)).chunk(2, 1)
             s.append(s[prev] + torch.sigmoid(c) * (rnn.ACTIVATIONS[act](hh) - s[prev]))
-        loose = SPACE.loose_ends(arch)
-        h = sum(s[k] for k in loose) / len(loose)
+        mean = SPACE.loose_ends(arch) if output == "loose" else range(1, 12)
+        h = sum(s[k] for k in mean) / len(mean)
         outputs.append(h)
     return torch.stack(outputs)
 
@@ -48,6 +49,32 @@ def test_cell_matches_the_spec_formulas():
     x, h = torch.randn(4, 3, 6), torch.randn(3, 6)
     for arch in archs(8):
         torch.testing.assert_close(cell(x, h, arch), reference_cell(cell, x, h, arch), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("step", ["tensor", "per-node"])
+def test_cell_output_all_is_the_mean_of_nodes_1_to_11(step):
+    torch.manual_seed(0)
+    cell = rnn.SharedCell(6, 6)
+    cell.step = step
+    x, h = torch.randn(4, 3, 6), torch.randn(3, 6)
+    for arch in archs(8):
+        out = {}
+        for output in rnn.CELL_OUTPUTS:
+            cell.output = output
+            out[output] = cell(x, h, arch)
+            torch.testing.assert_close(out[output], reference_cell(cell, x, h, arch, output), rtol=1e-5, atol=1e-6)
+        assert (out["all"] - out["loose"]).abs().max() > 1e-3
+
+
+def test_recipes_choose_the_cell_output():
+    """Search: the mean of the loose ends (ENAS); final training: ref-TF's final cell, nodes 1..11."""
+    from nao_ws import search, train_rnn
+
+    arch = parse_arch(REF_22, "rnn")
+    assert rnn.build_lm(20, search.RnnSearchConfig(task="ptb", emb_size=8)).cell.output == "loose"
+    assert rnn.build_lm(20, train_rnn.Config(task="ptb", emb_size=8), arch).cell.output == "all"
+    with pytest.raises(ValueError, match="cell_output"):
+        rnn.build_lm(20, RnnSupernet(emb_size=8, cell_output="last"))
 
 
 def test_fixed_cell_with_inherited_weights_equals_supernet():

@@ -21,10 +21,12 @@ def run_cell(cell, step, x, h, arch, x_mask, h_mask):
     return y.detach(), x.grad, h.grad, grads
 
 
-def test_tensor_step_equals_the_per_node_step_on_20_architectures():
+@pytest.mark.parametrize("output", rnn.CELL_OUTPUTS)
+def test_tensor_step_equals_the_per_node_step_on_20_architectures(output):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     cell = rnn.SharedCell(6, 6).double()
+    cell.output = output
     depths = set()
     for i in range(20):
         arch = SPACE.sample(rng)
@@ -42,10 +44,11 @@ def test_tensor_step_equals_the_per_node_step_on_20_architectures():
     assert len(depths) >= 3  # shallow and deep cells alike
 
 
-def test_tensor_step_without_gradients_and_in_float32():
+@pytest.mark.parametrize("output", rnn.CELL_OUTPUTS)
+def test_tensor_step_without_gradients_and_in_float32(output):
     """Inference (scoring) keeps one time step of buffers; float32 agrees up to rounding."""
     torch.manual_seed(1)
-    model = rnn.build_lm(40, RnnSupernet(emb_size=8, **dict.fromkeys(rnn.DROPOUTS, 0.0)))
+    model = rnn.build_lm(40, RnnSupernet(emb_size=8, cell_output=output, **dict.fromkeys(rnn.DROPOUTS, 0.0)))
     tokens = torch.randint(0, 40, (9, 3))
     for arch in [SPACE.sample(np.random.default_rng(s)) for s in range(4)]:
         out = {}

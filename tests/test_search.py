@@ -140,6 +140,17 @@ def test_best_json_feeds_train(smoke_runs, capsys):
     assert "best/cells" in tags["images"]
 
 
+def test_best_json_of_an_rnn_search_keeps_its_cell_output(smoke_runs, capsys):
+    """The searched cell trains as its search scored it; a cell given as text gets the final recipe's output."""
+    best = smoke_runs("ptb", "random")[0] / "best.json"
+    dry = ["train", "--task", "ptb", "--data-dir", PTB_TINY, "--preset", "smoke", "--dry-run", "--json"]
+    for arch, flags, want in ((str(best), [], "loose"), (str(best), ["--cell-output", "all"], "all"),
+                              (json.loads(best.read_text())["text"], [], "all")):
+        code, out, err = cli(dry + ["--arch", arch] + flags, capsys)
+        assert code == 0, err
+        assert json.loads(out)["cell_output"] == want
+
+
 def _spawn(args):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "nao_ws.cli", *args], cwd=REPO, env=env,
@@ -279,6 +290,7 @@ def test_divergence_rolls_back_with_a_lower_lr(tmp_path, monkeypatch, capsys, tb
     (["--task", "cifar10", "--eval-every", "9", "--epochs", "4"], "--eval-every 9"),
     (["--task", "cifar10", "--strategy", "evolution"], "--strategy evolution"),
     (["--task", "cifar10", "--controller-data", "latest"], "--controller-data latest is unknown"),
+    (["--task", "ptb", "--cell-output", "last"], "--cell-output last is unknown"),
     (["--task", "cifar10", "--emb-size", "8"], "--emb-size does not apply to --task cifar10"),
     (["--task", "cifar10", "--preset", "huge"], "unknown preset 'huge'"),
     (["--resume", "/nonexistent/run"], "not a run folder"),
