@@ -371,7 +371,7 @@ def score_cmd(run_path, archs_file, device, data_dir, output, progress):
 
     run, ckpt = scoring.open_run(run_path)  # a weight-sharing search's checkpoint
     saved = run.read_config()
-    cls, _, _ = _search_kind(saved.get("task", ""), saved.get("space"))
+    cls, _, _ = _search_kind(saved.get("task", ""), saved.get("space"), "benchmark" in saved)
     cfg = build_config(cls, saved, {"device": device, "data_dir": data_dir}, where=("config.json", "flags"))
     archs = scoring.read_archs(archs_file, cfg.space, run.path)
     _require_data(cfg.dataset or cfg.task, cfg.data_dir, getattr(cfg, "data_file", None))

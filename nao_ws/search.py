@@ -152,7 +152,8 @@ def task_defaults(task: str) -> dict:
     return {"space": "rnn"} if task in TEXT_TASKS else {"space": "cnn-ws"}
 
 
-CHOICES = {"unsampled": ("skip", "decay"), "sampling": ("uniform", "balanced"), "score_bn": ("batch", "recalibrate")}
+CHOICES = {"unsampled": ("skip", "decay"), "sampling": ("uniform", "balanced"), "score_bn": ("batch", "recalibrate"),
+           "controller_data": CONTROLLER_DATA, "cell_output": rnn.CELL_OUTPUTS}
 
 
 def check_config(cfg: SearchConfig) -> None:
@@ -170,10 +171,6 @@ def check_config(cfg: SearchConfig) -> None:
                          "shares: use --sampling uniform")
     if cfg.strategy not in ("nao", "random"):
         raise NaoWsError(f"--strategy {cfg.strategy} is unknown: use nao or random")
-    if getattr(cfg, "cell_output", "loose") not in rnn.CELL_OUTPUTS:
-        raise NaoWsError(f"--cell-output {cfg.cell_output} is unknown: use {' or '.join(rnn.CELL_OUTPUTS)}")
-    if cfg.controller_data not in CONTROLLER_DATA:
-        raise NaoWsError(f"--controller-data {cfg.controller_data} is unknown: use {', '.join(CONTROLLER_DATA)}")
     if cfg.seeds > cfg.pool_size:
         raise NaoWsError(f"--seeds {cfg.seeds} exceeds --pool-size {cfg.pool_size}: the seeds come from the pool")
     if cfg.new_per_iter + cfg.random_per_iter > cfg.pool_size:

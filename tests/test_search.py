@@ -55,7 +55,9 @@ def strip_timing(obj):
     return obj
 
 
-SMOKE = {"cifar10": (FAST_CNN, "cnn-ws"), "ptb": (FAST_PTB, "rnn")}
+FAST_NB201 = ["search", "--task", "cifar10", "--space", "nb201", "--preset", "smoke", "--pool-size", "6",
+              "--new-per-iter", "3", "--random-per-iter", "1", "--seeds", "3"]
+SMOKE = {"cifar10": (FAST_CNN, "cnn-ws"), "ptb": (FAST_PTB, "rnn"), "nb201": (FAST_NB201, "nb201")}
 # The cifar10 NAO run doubles as the uninterrupted reference of the kill-and-resume test, hence these flags.
 REFERENCE_FLAGS = ["--deterministic", "--seed", "3"]
 
@@ -368,7 +370,7 @@ def _score_lines(run, pool, tmp_path, capsys):
     return [json.loads(line) for line in out.splitlines()]
 
 
-@pytest.mark.parametrize("task, strategy", [("cifar10", "nao"), ("ptb", "random")])
+@pytest.mark.parametrize("task, strategy", [("cifar10", "nao"), ("ptb", "random"), ("nb201", "random")])
 def test_score_equals_the_pool_scores_of_the_same_supernet(task, strategy, smoke_runs, tmp_path, capsys):
     """A finished run: its last checkpoint's supernet is the one that scored the last pool."""
     run = smoke_runs(task, strategy)[0]
