@@ -46,7 +46,7 @@ def main(argv=None):
         e.show()
         sys.exit(e.exit_code)
     except USER_ERRORS as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo("error: " + " ".join(str(e).splitlines()), err=True)  # one line, whatever the input held
         sys.exit(2)
     except OSError as e:  # a read or write no code path above turned into a NaoWsError (e.g. a full disk)
         from .runs import io_error
