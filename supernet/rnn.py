@@ -270,7 +270,7 @@ def build_lm(vocab_size: int, recipe, arch: RnnArch | None = None) -> RnnModel:
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.SGD:
     """Plain SGD (SPEC 3.2, 5.2), fused (`optim.sgd`). Weights the minibatch's architecture does not use get
-    no gradient and so no update, weight decay included."""
+    no gradient and so no update, weight decay included, unless `train_step(unsampled="decay")`."""
     return optim.sgd(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
