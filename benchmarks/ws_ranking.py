@@ -2,8 +2,9 @@
 against the table, and NAO-WS against Random-WS, on the ``cpu`` preset.
 
 Each search is ``nao-ws search --task cifar10 --space nb201 --preset cpu --data-file FILE`` (no table: the
-weight-sharing search never reads it) with the strategy, seed and ``--set`` overrides. A finished run
-folder is reused, a killed one resumed. Then one JSON line per figure:
+weight-sharing search never reads it) with the strategy, seed and a variant's options (``--variants``), in
+``--out/<variant>-<strategy>-s<seed>``; a finished run folder is reused, a killed one resumed. Searches and
+tau scorings run in ``--workers`` processes of one thread each. Then one JSON line per figure:
 
   * ``tau``: for every run folder and BN scoring mode, Kendall tau and Spearman rho between the run's
     final inherited-weight scores and the table's validation column, on ``--cells`` cells spread over the
@@ -15,9 +16,9 @@ folder is reused, a killed one resumed. Then one JSON line per figure:
   * ``search_mean``: per strategy, the means over seeds.
 
 Run from the repository root, e.g. ``python -m benchmarks.ws_ranking --searches 3`` (NAO-WS and Random-WS,
-3 seeds each), ``python -m benchmarks.ws_ranking --searches 1 --strategies random --set unsampled=decay``
-(one supernet of a variant), or ``--run DIR`` for the tau of finished runs. ``--dry`` checks the options
-and prints the plan.
+3 seeds each, with the preset's options), ``--variants 'unsampled=skip;unsampled=decay' --searches 1
+--strategies random`` (one supernet per variant), or ``--run DIR --searches 0`` for the tau of finished runs.
+``--dry`` prints the plan.
 """
 from __future__ import annotations
 
