@@ -64,6 +64,7 @@ RANGES: dict[str, Range] = {
     **dict.fromkeys(("head_keep", "drop_path_keep"), KEEP),
     **dict.fromkeys(("dropout_out", "dropout_hidden", "dropout_x", "dropout_emb_out", "dropout_emb"), DROP),
     "momentum": Range(0, 1, "hi"),
+    "controller_holdout": DROP,  # controller.config.TrainConfig.holdout's range
     "nan_lr_factor": Range(0, 1, "lo hi"),
     **dict.fromkeys(("bptt_short_prob", "round_fraction"), FRACTION),
     "cutout": Range(0, 32),  # the CIFAR image side

@@ -50,6 +50,8 @@ class SearchConfig(RunConfig):
     random_per_iter: int = option(50, "random architectures added per pool update on top of the new ones")
     seeds: int = option(100, "K: top architectures the controller moves to generate new ones")  # SPEC 2.2
     controller_epochs: int = option(1000, "controller training epochs per iteration")  # SPEC 2.1
+    controller_holdout: float = option(0.0, "fraction of the controller's data held out of its training for metrics "
+                                       "(0: none; the metrics on each round's new architectures cost no data)")
     controller_data: str = option("pool", "what the controller is fitted on: pool (the current pool, scored by one "
                                   "supernet state, as both references; SPEC 3.1), all (every architecture scored "
                                   "so far, each with its latest score), rescore (all of them re-scored now)")
@@ -216,6 +218,7 @@ class State:
     origin: dict = field(default_factory=dict)  # text -> seed | nao | random
     scores: dict = field(default_factory=dict)  # text -> latest record (score, metrics, iteration, ...)
     rerank: list = field(default_factory=list)  # re-ranking results so far
+    fresh: list = field(default_factory=list)  # text forms the last pool update added: no controller fit saw them
     checkpoints: int = 0  # checkpoints written: their file names count up with it
 
     def to_dict(self) -> dict:
@@ -240,7 +243,7 @@ class Search:
         self.device = check_device(cfg)
         self.task = make_task(cfg, self.device)
         self.controller = ControllerDriver.for_space(  # SPEC 2.1, 2.2 presets of the space
-            self.space, self.device, train={"epochs": cfg.controller_epochs},
+            self.space, self.device, train={"epochs": cfg.controller_epochs, "holdout": cfg.controller_holdout},
             generate_={"num_seeds": cfg.seeds, "num_new": cfg.new_per_iter}, init_seed=cfg.seed,
             canonical_inputs=cfg.space == "nb201")  # nb201: measured better (issue 13)
         self.rng = np.random.default_rng(cfg.seed)
@@ -330,13 +333,25 @@ class Search:
         s.phase = "controller" if s.epoch < self.cfg.epochs else "rerank"
 
     def fit_controller(self) -> None:
-        """Train the controller on ``controller_data`` (SPEC 2.1, 3.1)."""
-        s = self.state
+        """Train the controller on ``controller_data`` (SPEC 2.1, 3.1) and log metrics that cost no training
+        data (SPEC 2.3 asks for held-out ones): before the fit, the last fit's predictor and decoder on the
+        architectures new in this pool (``new_*``: none was fitted on, SPEC 2.3's held-out split for free);
+        after it, the fit on its training set (``train_*``)."""
+        s, space = self.state, self.cfg.space
         if self.cfg.strategy == "nao":
             texts, scores = self.controller_data()
-            metrics = self.controller.fit([parse_arch(t, self.cfg.space) for t in texts], scores,
-                                          seed=self.cfg.seed * 1000 + s.iteration, monitor=self.monitor)
-            self.log({"phase": "controller", "epoch": s.epoch, "iteration": s.iteration, **metrics})
+            archs = [parse_arch(t, space) for t in texts]
+            free = {}
+            if s.iteration > 0 and len(s.fresh) >= 2:
+                new = self.controller.evaluate([parse_arch(t, space) for t in s.fresh],
+                                               [s.scores[t]["score"] for t in s.fresh])
+                free = {"n_new": len(s.fresh), **{f"new_{k}": v for k, v in new.items()}}
+            metrics = self.controller.fit(archs, scores, seed=self.cfg.seed * 1000 + s.iteration, monitor=self.monitor)
+            fitted = self.controller.evaluate(archs, scores)
+            if not metrics["n_holdout"]:  # held-out metrics of no architecture
+                metrics = {k: v for k, v in metrics.items() if k not in fitted}
+            free.update({f"train_{k}": v for k, v in fitted.items()})
+            self.log({"phase": "controller", "epoch": s.epoch, "iteration": s.iteration, **metrics, **free})
         s.phase = "generate"
 
     def controller_data(self) -> tuple[list, list]:
@@ -374,7 +389,7 @@ class Search:
         extra = _unique_random(self.space, cfg.new_per_iter - len(new) + cfg.random_per_iter, known, self.rng)
         origin.update(dict.fromkeys(extra, "random"))
         keep = sorted(s.pool, key=lambda t: -s.scores[t]["score"])[: cfg.pool_size - len(origin)]
-        s.pool = keep + list(origin)
+        s.pool, s.fresh = keep + list(origin), list(origin)
         s.origin = {**{t: s.origin[t] for t in keep}, **origin}
         s.iteration += 1
         s.phase = "train"

@@ -22,7 +22,7 @@ import torch
 from controller import config as ctrl_config
 from controller.generate import generate, predict
 from controller.model import NAO
-from controller.train import export_state, fit, load_state, make_optimizer
+from controller.train import evaluate, export_state, fit, load_state, make_optimizer
 
 from supernet.spaces import parse_arch
 
@@ -107,6 +107,11 @@ class ControllerDriver:
         if bar is not None:
             bar.close()
         return metrics[0]
+
+    def evaluate(self, archs: Sequence, scores: Sequence[float]) -> dict:
+        """The first member's predictor and decoder metrics on scored architectures, as ``fit`` reports them
+        (``controller.train.evaluate``)."""
+        return evaluate(self.models[0], self.tokens(archs), scores, self.space, k=self.train_cfg.precision_k)
 
     def predict(self, archs: Sequence) -> np.ndarray:
         """The members' mean prediction for each architecture."""

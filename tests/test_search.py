@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from nao_ws import search as search_mod
 from nao_ws.cli import main
@@ -135,8 +136,8 @@ def test_best_json_feeds_train(smoke_runs, capsys):
     acc.Reload()
     tags = acc.Tags()
     for tag in ("supernet/loss", "supernet/lr", "pool/mean", "pool/max", "pool/top10_mean",
-                "best/inherited_score", "controller/pairwise_accuracy", "controller/kendall_tau",
-                "controller/hamming", "generate/fraction_new", "generate/eta_mean"):
+                "best/inherited_score", "controller/train_pairwise_accuracy", "controller/train_kendall_tau",
+                "controller/train_hamming", "generate/fraction_new", "generate/eta_mean"):
         assert tag in tags["scalars"], tag
     assert [e.step for e in acc.Scalars("pool/max")] == [1, 2]
     assert "best/cells" in tags["images"]
@@ -326,6 +327,36 @@ def test_controller_data(how):
             "rescore": (texts, [100.0, 101.0, 2.0, 3.0, 4.0, 5.0])}[how]
     assert got == want
     assert scored == ([[parse_arch(t, "cnn-ws") for t in texts[:2]]] if how == "rescore" else [])
+
+
+@pytest.mark.parametrize("holdout", [0.0, 0.25])
+def test_controller_metrics_cost_no_training_data(holdout):
+    """Before a fit, the last fit's metrics on the architectures new in the pool (never fitted on); after it,
+    the fit on its training set. Held-out metrics only with a holdout."""
+    from nao_ws.strategies import ControllerDriver
+
+    space = get_space("cnn-ws")
+    rng = np.random.default_rng(0)
+    texts = [space.format(space.sample(rng)) for _ in range(12)]
+    scores = {t: {"score": float(rng.random())} for t in texts}
+    driver = ControllerDriver.for_space(space, torch.device("cpu"), train={"epochs": 3, "holdout": holdout})
+    search = search_mod.Search.__new__(search_mod.Search)  # the phase's parts only: no supernet, no data
+    search.cfg = SimpleNamespace(strategy="nao", controller_data="pool", space="cnn-ws", seed=0)
+    search.controller, search.monitor, records = driver, None, []
+    search.log = records.append
+    archs = [parse_arch(t, "cnn-ws") for t in texts]
+    fresh = texts[8:]
+    search.state = search_mod.State(pool=texts, scores=scores, fresh=fresh, iteration=0)
+    search.fit_controller()  # iteration 0: no earlier fit to measure
+    assert not any(k.startswith("new_") for k in records[0])
+    want_new = driver.evaluate([parse_arch(t, "cnn-ws") for t in fresh], [scores[t]["score"] for t in fresh])
+    search.state.phase, search.state.iteration = "controller", 1
+    search.fit_controller()
+    got = records[1]
+    assert got["n_new"] == 4 and {k: got[f"new_{k}"] for k in want_new} == want_new
+    assert {k: got[f"train_{k}"] for k in want_new} == driver.evaluate(archs, [scores[t]["score"] for t in texts])
+    assert got["train_kendall_tau"] != got["new_kendall_tau"]
+    assert ("kendall_tau" in got) == (holdout > 0) and got["n_holdout"] == int(holdout * 12)
 
 
 def test_resume_rejects_new_options(tmp_path, capsys):
