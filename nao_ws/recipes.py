@@ -1,7 +1,7 @@
 """The training recipes of the paper, one frozen dataclass each, every value declared here once (SPEC 3, 5).
 
   CnnSupernet  the CIFAR-10 supernet, SPEC 3.1's `paper` column (ref-TF, the 7-hour run);
-               CNN_REF_PT holds its ref-PT column as overrides
+               CNN_REF_PT holds its ref-PT column as overrides, CNN_RERANK the re-ranking's of CnnFinal
   RnnSupernet  the PTB supernet, SPEC 3.2
   CnnFinal     final CIFAR training, SPEC 5.1
   RnnFinal     final PTB training, SPEC 5.2; WIKITEXT2 holds the WikiText-2 overrides
@@ -47,6 +47,14 @@ class CnnSupernet:
 # weight decay 3e-4, no aux head or dropout, drop-path keep 0.9
 CNN_REF_PT = {"layers": 3, "batch_size": 64, "lr": 0.025, "lr_min": 0.001, "t0": 150, "t_mult": 1,
               "weight_decay": 3e-4, "aux_weight": 0.0, "head_keep": 1.0, "drop_path_keep": 0.9}
+
+
+# SPEC 3.1, end of search: ref-PT's re-ranking (train_search.py, train_and_evaluate_top_on_cifar10) as overrides of
+# CnnFinal, at N = 3, C = 20 (rerank_layers, rerank_channels) for 10 epochs in batches of 64 (the search's
+# rerank_epochs, rerank_batch_size): cosine 0.025 -> 0.001, no cutout, and no drop-path: ref-PT's keep 0.8 is
+# scheduled over the steps of the whole 150-epoch search, so in 10 epochs it never falls below 0.987.
+# Aux head 0.4, head keep 0.6, weight decay 3e-4 and grad clip 5 are CnnFinal's already.
+CNN_RERANK = {"lr_min": 0.001, "cutout": 0, "drop_path_keep": 1.0}
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ class SearchConfig(RunConfig):
                                   "so far, each with its latest score), rescore (all of them re-scored now)")
     rerank_top: int = option(5, "re-rank this many top architectures by short standalone training (0: off)")
     rerank_epochs: int = option(10, "epochs of each re-ranking training")  # SPEC 3.1 (ref-PT)
-    rerank_batch_size: int = option(128, "batch size of the re-ranking training")
+    rerank_batch_size: int = option(64, "batch size of the re-ranking training")  # SPEC 3.1 (ref-PT)
     checkpoint_every: int = option(1, "supernet epochs between checkpoints (phase ends always checkpoint)")
     max_nan_steps: int = option(MAX_NAN_STEPS, "non-finite losses in a row before rolling back to the last checkpoint")
     amp: bool = option(False, "bf16 autocast (CUDA only; the RNN cell itself stays float32)")

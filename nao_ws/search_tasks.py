@@ -15,7 +15,7 @@ import torch
 
 from supernet import cnn, nb201, nets, optim, rnn
 
-from . import datasets, train_cnn, train_rnn
+from . import datasets, recipes, train_cnn, train_rnn
 from .config import resolve
 from .monitor import Monitor
 from .runs import load_model_state
@@ -92,11 +92,12 @@ class CnnSearch:
         return nets.parameter_count(net)
 
     def rerank(self, arch, seed: int, monitor: Monitor) -> dict:
-        """Short standalone training on the train split, scored on the dev split (SPEC 3.1, end of search)."""
+        """Short standalone training on the train split, scored on the dev split: ref-PT's recipe (SPEC 3.1,
+        end of search; ``recipes.CNN_RERANK``)."""
         cfg = self.cfg
-        recipe = _recipe(train_cnn, cfg, layers=cfg.rerank_layers, channels=cfg.rerank_channels,
-                         epochs=cfg.rerank_epochs, batch_size=cfg.rerank_batch_size, space=cfg.space, amp=cfg.amp,
-                         channels_last=cfg.channels_last)
+        recipe = _recipe(train_cnn, cfg, **recipes.CNN_RERANK, layers=cfg.rerank_layers,
+                         channels=cfg.rerank_channels, epochs=cfg.rerank_epochs, batch_size=cfg.rerank_batch_size,
+                         space=cfg.space, amp=cfg.amp, channels_last=cfg.channels_last)
         result = train_cnn.fit_candidate(arch, self.data, recipe, self.device, seed, monitor=monitor)
         return {"score": result["valid_acc"], **result}
 

@@ -373,6 +373,27 @@ def test_sgdr_restarts():
     assert sgdr_lr(30, 0.05, 5e-4, 10, 2) == pytest.approx(0.05)
 
 
+def test_rerank_uses_ref_pts_recipe(monkeypatch):
+    """SPEC 3.1, end of search: ref-PT's re-ranking trains N = 3, C = 20 for 10 epochs in batches of 64, cosine
+    0.025 -> 0.001, aux head 0.4, head keep 0.6, weight decay 3e-4, no cutout and (in effect) no drop-path."""
+    from nao_ws import search_tasks, train_cnn
+
+    got = {}
+
+    def fit_candidate(arch, data, recipe, device, seed, monitor=None):
+        got["recipe"] = recipe
+        return {"valid_acc": 0.5}
+
+    monkeypatch.setattr(train_cnn, "fit_candidate", fit_candidate)
+    task = search_tasks.CnnSearch.__new__(search_tasks.CnnSearch)  # no supernet, no data
+    task.cfg, task.data, task.device = search_mod.CnnSearchConfig(task="cifar10"), None, "cpu"
+    assert task.rerank(get_space("cnn-ws").sample(np.random.default_rng(0)), 0, None)["score"] == 0.5
+    r = got["recipe"]
+    assert (r.layers, r.channels, r.epochs, r.batch_size, r.lr, r.lr_min, r.momentum, r.decay(), r.grad_clip,
+            r.aux_weight, r.head_keep, r.cutout, r.drop_path_keep) == \
+        (3, 20, 10, 64, 0.025, 0.001, 0.9, 3e-4, 5.0, 0.4, 0.6, 0, 1.0)
+
+
 def test_paper_presets_follow_the_spec():
     cnn = search_mod.CnnSearchConfig(task="cifar10")
     assert (cnn.layers, cnn.channels, cnn.batch_size, cnn.epochs, cnn.pool_size, cnn.new_per_iter,
