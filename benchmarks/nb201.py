@@ -138,6 +138,8 @@ def predictor_figures(sizes: list[int], seeds: int, epochs: int | None) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds run from here: tune variants on other seeds than the reported ones")
     ap.add_argument("--budgets", default="50,100,150,300")
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--workers", type=int, default=2, help="processes running searches in parallel")
@@ -156,7 +158,7 @@ def main(argv=None) -> None:
     table = tabular.load_table(TABLE, "cifar10")
     top1 = float(np.sort(list(table.valid.values()))[::-1][len(table) // 100 - 1])
     jobs = [(s, seed, max(budgets), TABLE, nao if s == "nao" else {})
-            for s in args.strategies.split(",") for seed in range(seeds)]
+            for s in args.strategies.split(",") for seed in range(args.first_seed, args.first_seed + seeds)]
     with ProcessPoolExecutor(args.workers) as pool:
         runs = list(pool.map(one_search, jobs))
     search_figures(runs, budgets, top1)
