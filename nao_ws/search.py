@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from controller import config as ctrl_config
 from supernet import rnn
 from supernet.spaces import get_space, parse_arch
 
@@ -37,6 +38,10 @@ from .search_tasks import make_task
 from .strategies import ControllerDriver, canonical_text, unique_random
 from .training import MAX_NAN_STEPS, ROLLBACK_LR_FACTOR, Diverged, next_rollback
 
+# SPEC 2.1, 2.2: K and the controller epochs are the controller's (controller/config.py; cnn-ws and rnn alike)
+_, CTRL_TRAIN, CTRL_GENERATE = ctrl_config.preset("cnn-ws")
+
+
 @dataclass(frozen=True)
 class SearchConfig(RunConfig):
     """Options of the loop itself, shared by both tasks."""
@@ -48,8 +53,8 @@ class SearchConfig(RunConfig):
     pool_size: int = option(1000, "architectures in the pool")  # SPEC 3.1 (ref-TF)
     new_per_iter: int = option(500, "new architectures per pool update (generated, or random for --strategy random)")
     random_per_iter: int = option(50, "random architectures added per pool update on top of the new ones")
-    seeds: int = option(100, "K: top architectures the controller moves to generate new ones")  # SPEC 2.2
-    controller_epochs: int = option(1000, "controller training epochs per iteration")  # SPEC 2.1
+    seeds: int = option(CTRL_GENERATE.num_seeds, "K: top architectures the controller moves to generate new ones")
+    controller_epochs: int = option(CTRL_TRAIN.epochs, "controller training epochs per iteration")
     controller_holdout: float = option(0.0, "fraction of the controller's data held out of its training for metrics "
                                        "(0: none; the metrics on each round's new architectures cost no data)")
     controller_data: str = option("pool", "what the controller is fitted on: pool (the current pool, scored by one "
@@ -108,8 +113,10 @@ WS_CHOICES = {"unsampled": "decay", "sampling": "balanced"}
 
 CNN_PRESETS = {
     "paper": WS_CHOICES,
-    # SPEC 3.1, ref-PT column: its supernet recipe, a pool of 600 with 300 new and no random ones per update
-    "ref-pt": {**recipes.CNN_REF_PT, "pool_size": 600, "new_per_iter": 300, "random_per_iter": 0, **WS_CHOICES},
+    # SPEC 3.1, ref-PT column: its supernet recipe, a pool of 600 with 300 new (the controller's cnn-ws
+    # preset, SPEC 2.2) and no random ones per update
+    "ref-pt": {**recipes.CNN_REF_PT, "pool_size": 600, "new_per_iter": CTRL_GENERATE.num_new, "random_per_iter": 0,
+               **WS_CHOICES},
     # Same code path, tiny sizes: a few minutes at most on 2 CPU cores with the bundled sample.
     "smoke": {"dataset": "cifar10-sample", "layers": 1, "channels": 8, "batch_size": 32, "epochs": 4,
               "eval_every": 2, "pool_size": 16, "new_per_iter": 8, "random_per_iter": 2, "seeds": 8,

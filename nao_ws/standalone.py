@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from controller import config as ctrl_config
 from supernet.spaces import get_space, parse_arch
 
 from . import datasets, plot, train_cnn
@@ -39,8 +40,9 @@ from .runs import RunDir, check_device, resolve_device, seed_everything
 
 TASKS = ("cifar10", "cifar10-sample")  # SPEC 4: the search runs on CIFAR-10
 CHECKPOINT_KIND = "standalone-search"
-
-
+# SPEC 2.1, 2.2 (paper 4.1): K, the new architectures per round and the controller epochs are the
+# controller's cnn preset (controller/config.py)
+_, CTRL_TRAIN, CTRL_GENERATE = ctrl_config.preset("cnn")
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,10 @@ class Config(RunConfig):
     amp: bool = option(False, "bf16 autocast while training candidates (CUDA only)")
     channels_last: bool = option(False, "channels-last memory format (CUDA only; CPU runs always are)")
     pool_size: int = option(600, "random architectures of the first round")  # SPEC 4
-    new_per_round: int = option(200, "architectures the controller generates for each later round")  # SPEC 4
+    new_per_round: int = option(CTRL_GENERATE.num_new, "architectures the controller generates for each later round")
     rounds: int = option(3, "L: rounds of candidate training (the first on the random pool)")  # SPEC 4
-    seeds: int = option(200, "K: top architectures the controller moves to generate new ones")  # paper 4.1
-    controller_epochs: int = option(1000, "controller training epochs per round")  # SPEC 2.1
+    seeds: int = option(CTRL_GENERATE.num_seeds, "K: top architectures the controller moves to generate new ones")
+    controller_epochs: int = option(CTRL_TRAIN.epochs, "controller training epochs per round")
     epochs: int = option(25, "training epochs of each candidate")  # SPEC 4
     layers: int = option(3, "N: cells per stage of each candidate")  # SPEC 4
     channels: int = option(32, "F: channels of the first stage of each candidate")  # SPEC 4
