@@ -4,10 +4,13 @@ A run folder is self-describing (DESIGN.md): ``config.json`` holds the resolved 
 ``--resume RUN_DIR`` needs nothing else. Checkpoints are plain dicts of tensors and Python scalars
 (loadable with ``torch.load(weights_only=True)``), written to a temporary file, fsynced, then renamed,
 with a SHA-256 sidecar; the previous checkpoint is deleted only after the new one is complete, and a
-corrupt or truncated latest checkpoint falls back to the previous one with a warning.
+corrupt or truncated latest checkpoint falls back to the previous one with a warning. A large checkpoint
+can be written off the training thread (``save_checkpoint(background=True)``).
 """
 from __future__ import annotations
 
+import collections
+import copy
 import datetime as _dt
 import errno
 import hashlib
@@ -17,6 +20,7 @@ import math
 import os
 import random
 import shutil
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -86,6 +90,8 @@ class RunDir:
         self._records: dict[str, list] = {}  # append-only log -> the records this process knows it holds
         self._fresh = False  # made by ``create`` in this process: ``discard`` may remove it
         self._made: Path | None = None  # the outermost folder ``create`` made (None: ``path`` was an empty one)
+        self._writer: threading.Thread | None = None  # a checkpoint being written in the background
+        self._writer_error: BaseException | None = None  # what it raised, for ``wait`` to raise again
 
     @classmethod
     def create(cls, output: str | None, command: str, task: str) -> "RunDir":
@@ -115,7 +121,8 @@ class RunDir:
     def discard(self) -> None:
         """Remove what ``create`` made, unless a checkpoint was written: a start that failed leaves nothing
         behind, so the corrected command can use the same --output."""
-        if not self._fresh or self.list_checkpoints():
+        self._join_writer()
+        if not self._fresh or self._checkpoint_files():
             return
         if self._made is not None:
             shutil.rmtree(self._made, ignore_errors=True)
@@ -158,19 +165,22 @@ class RunDir:
         except OSError as e:
             raise io_error(e, f"writing {self.path / name}", self.path) from None
 
-    def append_jsonl(self, name: str, record: dict) -> None:
-        """Append one line and fsync: a finished result survives the process dying right after."""
+    def append_jsonl(self, name: str, *records: dict) -> None:
+        """Append lines with one write and one fsync (a scored pool: 1,000 records): finished results
+        survive the process dying right after. A background checkpoint's failure is raised here once known."""
+        if self._writer is not None and not self._writer.is_alive():
+            self.wait()
         if name not in self._records:  # a log of an earlier process: what the file holds
             self._records[name] = self.read_jsonl(name)
-        line = json.dumps(strict_json(record))
+        lines = [json.dumps(strict_json(r)) for r in records]
         try:
             with open(self.path / name, "a") as fh:
-                fh.write(line + "\n")
+                fh.write("".join(line + "\n" for line in lines))
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as e:
             raise io_error(e, f"appending to {self.path / name}", self.path) from None
-        self._records[name].append(json.loads(line))  # plain JSON values: what the file holds
+        self._records[name] += [json.loads(line) for line in lines]  # plain JSON values: what the file holds
 
     def read_jsonl(self, name: str) -> list[dict]:
         """Every complete line; a torn line (the process died mid-write) is dropped."""
@@ -209,31 +219,68 @@ class RunDir:
             fh.write(f"{stamp} {message}\n")
 
     # -- checkpoints ---------------------------------------------------------------------------------------
-    def save_checkpoint(self, state: dict, step: int, keep: int = 2, logs: tuple[str, ...] = ()) -> Path:
+    def save_checkpoint(self, state: dict, step: int, keep: int = 2, logs: tuple[str, ...] = (),
+                        background: bool = False) -> Path:
         """Write ``state`` as ``checkpoints/ckpt-<step>.pt`` atomically, with a SHA-256 sidecar.
 
         ``logs`` names append-only logs whose records so far the checkpoint holds too (``restore_logs``).
+        ``background``: take a host copy of ``state`` now (``host_copy``: the caller may go on changing its
+        tensors and containers), then serialise, hash, write and fsync it on a writer thread while training
+        goes on. One write at a time: the next checkpoint, ``wait`` and every read of the checkpoints wait
+        for it first, and raise its error on the calling thread. Until it is complete the previous checkpoint
+        is the latest, as when a process dies mid-write, so resuming is guaranteed the same.
         """
+        self.wait()
         if logs:
             state = {**state, "logs": {name: list(self._records.get(name, [])) for name in logs}}
+        path = self.checkpoints / f"ckpt-{step:010d}.pt"
+        if not background:
+            self._write_checkpoint(state, path, keep)
+            return path
+        self._writer = threading.Thread(target=self._write_in_background, args=(host_copy(state), path, keep),
+                                        name="checkpoint-writer")
+        self._writer.start()
+        return path
+
+    def _write_checkpoint(self, state: dict, path: Path, keep: int) -> None:
         buf = io.BytesIO()
         torch.save(state, buf)
         data = buf.getvalue()
-        path = self.checkpoints / f"ckpt-{step:010d}.pt"
         try:
             _fsync_write(path, data)
             _fsync_write(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
         except OSError as e:  # e.g. the disk is full: no half checkpoint, the previous ones stay
             path.unlink(missing_ok=True)
-            resumable = self.path if self.list_checkpoints() else None  # else the command starts over
+            resumable = self.path if self._checkpoint_files() else None  # else the command starts over
             raise io_error(e, f"writing checkpoint {path}", resumable) from None
-        for old in self.list_checkpoints()[keep:]:
+        for old in self._checkpoint_files()[keep:]:
             old.unlink(missing_ok=True)
             old.with_suffix(".sha256").unlink(missing_ok=True)
-        return path
+
+    def _write_in_background(self, state: dict, path: Path, keep: int) -> None:
+        try:
+            self._write_checkpoint(state, path, keep)
+        except BaseException as e:  # noqa: BLE001 - raised again on the training thread by ``wait``
+            self._writer_error = e
+
+    def _join_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+
+    def wait(self) -> None:
+        """Until a background checkpoint write is complete; what it raised, if anything, is raised here."""
+        self._join_writer()
+        error, self._writer_error = self._writer_error, None
+        if error is not None:
+            raise error
 
     def list_checkpoints(self) -> list[Path]:
-        """Newest first."""
+        """Newest first, once a background write is complete."""
+        self.wait()
+        return self._checkpoint_files()
+
+    def _checkpoint_files(self) -> list[Path]:
         return sorted(self.checkpoints.glob(CHECKPOINT_GLOB), reverse=True)
 
     def load_latest_checkpoint(self, map_location="cpu", record: bool = True) -> dict | None:
@@ -265,6 +312,24 @@ class RunDir:
         if not self.list_checkpoints():
             raise NaoWsError(f"{self.path} holds no checkpoint to continue from: start over with the original "
                              f"command and a new --output (or delete {self.path} first)")
+
+
+def host_copy(obj: Any) -> Any:
+    """``obj`` with every tensor copied to host memory and every dict, list and tuple rebuilt: a snapshot
+    that later in-place updates (training steps, appended records) do not reach."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        out = {k: host_copy(v) for k, v in obj.items()}
+        if hasattr(obj, "_metadata"):  # a module state dict's version record, which load_state_dict reads
+            out = collections.OrderedDict(out)
+            out._metadata = copy.deepcopy(obj._metadata)
+        return out
+    if isinstance(obj, list):
+        return [host_copy(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(host_copy(v) for v in obj)
+    return obj
 
 
 def checkpoint_problem(path: Path) -> str | None:

@@ -265,7 +265,7 @@ class Search:
             "kind": "search", "config": config_to_dict(self.cfg), "state": self.state.to_dict(),
             "task": self.task.state_dict(), "controller": self.controller.state_dict(),
             "rng": rng_state(), "np_rng": generator_state(self.rng),
-        }, step=self.state.checkpoints, logs=LOGS)
+        }, step=self.state.checkpoints, logs=LOGS, background=True)  # written while the next phase runs
 
     def restore(self, ckpt: dict) -> None:
         self.state = State(**ckpt["state"])
@@ -298,9 +298,9 @@ class Search:
             self.monitor.scalar("best/inherited_score", record["max"], epoch)
             self.monitor.image("best/cells", plot.render(parse_arch(record["best"], self.cfg.space)), epoch)
 
-    def append(self, name: str, record: dict) -> None:
+    def append(self, name: str, *records: dict) -> None:
         assert name in LOGS, name
-        self.run.append_jsonl(name, record)
+        self.run.append_jsonl(name, *records)
 
     # -- phases ------------------------------------------------------------------------------------------
     def initial_pool(self) -> None:
@@ -327,10 +327,9 @@ class Search:
         archs = [parse_arch(t, self.cfg.space) for t in s.pool]
         results = self.task.score(archs, self.monitor)
         for text, arch, r in zip(s.pool, archs, results):
-            record = {"arch": text, "canonical": canonical_text(self.space, arch), "iteration": s.iteration,
-                      "epoch": s.epoch, "origin": s.origin[text], **r}
-            s.scores[text] = record
-            self.append("pool.jsonl", record)
+            s.scores[text] = {"arch": text, "canonical": canonical_text(self.space, arch), "iteration": s.iteration,
+                              "epoch": s.epoch, "origin": s.origin[text], **r}
+        self.append("pool.jsonl", *(s.scores[text] for text in s.pool))  # one write, one fsync
         values = np.array([r["score"] for r in results])
         top = np.sort(values)[::-1]
         stats = {"mean": float(values.mean()), "max": float(top[0]), "top10_mean": float(top[:10].mean())}
@@ -456,6 +455,7 @@ def run(cfg: SearchConfig, run_dir: RunDir, resume: bool = False, progress: bool
                     search.checkpoint()
     finally:
         monitor.close()
+        run_dir.wait()  # the last checkpoint is complete, or its error raised, before the run returns
     return search.best_record(_best_text(search))
 
 
