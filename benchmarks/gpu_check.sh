@@ -29,7 +29,7 @@ if [ "$device" = cuda ]; then
     for flags in "" "--amp" "--amp --channels-last"; do
         step python -m benchmarks.cnn_supernet --device cuda --config paper $quick $flags
     done
-    for flags in "" "--amp"; do
+    for flags in "" "--amp" "--amp --cuda-graph"; do
         step python -m benchmarks.rnn_supernet --device cuda $quick $flags
     done
     step python -m benchmarks.search_cost --device cuda --epochs 2 --amp --channels-last --tf32 $quick

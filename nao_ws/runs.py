@@ -447,6 +447,7 @@ CUDA_ONLY = {
     "amp": "bf16 autocast",
     "channels_last": "the channels-last memory format (on CPU the CNNs always run channels-last)",
     "tf32": "TF32 matmuls and convolutions",
+    "cuda_graph": "the capture of the RNN training step into CUDA graphs",
 }
 
 

@@ -102,6 +102,8 @@ class Nb201SearchConfig(SearchConfig, recipes.Nb201Supernet, BnScoring):
 class RnnSearchConfig(SearchConfig, recipes.RnnSupernet):
     """The loop's options and the PTB supernet recipe (SPEC 3.2)."""
 
+    cuda_graph: bool = option(False, "capture each architecture's training step into a CUDA graph (CUDA only)")
+
 
 # Issue 15, decided on the NAS-Bench-201 supernet against the table (benchmarks/ws_ranking.py, cpu preset, README):
 # size-balanced sampling ranked best (Kendall tau 0.10 / 0.11 with batch / recalibrated BN, against 0.07 / 0.04
@@ -202,6 +204,9 @@ def check_config(cfg: SearchConfig) -> None:
         raise NaoWsError("--pool-size must be >= 2 and --checkpoint-every >= 1")
     if cfg.dataset and cfg.dataset not in IMAGE_TASKS:
         raise NaoWsError(f"--dataset {cfg.dataset} is not an image dataset ({', '.join(IMAGE_TASKS)})")
+    if getattr(cfg, "cuda_graph", False) and cfg.deterministic:
+        raise NaoWsError("--cuda-graph is not supported with --deterministic (the capture is written for the "
+                         "default CUDA kernels): drop one of them")
     check_device(cfg)
     for name in ("channels", "rerank_channels") if cfg.space == "cnn-ws" else ():
         if getattr(cfg, name, 0) % 2:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from typing import Callable
 
 import torch
 
-from supernet import cnn, nb201, nets, optim, rnn
+from supernet import cnn, nb201, nets, optim, rnn, rnn_graphs
 
 from . import datasets, recipes, train_cnn, train_rnn
 from .config import resolve
@@ -165,6 +166,10 @@ class RnnSearch:
         self.model = rnn.build_lm(len(self.corpus.dictionary), cfg).to(device)
         self.optimizer = rnn.make_optimizer(self.model, cfg.lr, cfg.weight_decay)
         self.hidden = self.model.init_hidden(cfg.batch_size)
+        step = {"tar": cfg.tar, "grad_clip": cfg.grad_clip, "amp": cfg.amp, "unsampled": cfg.unsampled}
+        self.train_step = partial(rnn.train_step, self.model, self.optimizer, **step, sync=False)
+        if cfg.cuda_graph:  # CUDA only (runs.check_device); an architecture outside the pool is not trained again
+            self.train_step = rnn_graphs.GraphedSteps(self.model, self.optimizer, **step, max_graphs=cfg.pool_size)
 
     def train_epoch(self, epoch: int, pick: Callable, lr_scale: float, monitor: Monitor) -> dict:
         cfg = self.cfg
@@ -172,8 +177,7 @@ class RnnSearch:
             group["lr"] = cfg.lr * lr_scale  # constant lr during the search (SPEC 3.2)
         steps = EpochStats(cfg.max_nan_steps)
         for window in monitor.bar(self.stream, total=len(self.stream), desc=f"epoch {epoch + 1}"):
-            r = rnn.train_step(self.model, self.optimizer, window, self.hidden, pick(), tar=cfg.tar,
-                               grad_clip=cfg.grad_clip, amp=cfg.amp, sync=False, unsampled=cfg.unsampled)
+            r = self.train_step(window, self.hidden, pick())
             self.hidden = r.hidden
             steps.add(r.finite, r.loss)
         means = steps.means()
