@@ -5,43 +5,33 @@ import sys
 
 import pytest
 
-from nao_ws.cli import main
 from supernet.spaces import parse_arch
+from test_search import cli  # the suite's in-process CLI runner (pytest puts tests/ on sys.path)
 
 NAONET_B = "0 1 0 2 0 1 2 2 1 3 0 2 4 0 1 3 2 1 0 3 | 1 1 1 0 2 1 2 4 1 0 2 3 3 1 2 2 0 2 0 2"
 
 
-def run_cli(args, capsys):
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_sample_is_reproducible_and_valid(capsys):
-    code, out1, _ = run_cli(["arch", "sample", "--space", "cnn", "-n", "5", "--seed", "3"], capsys)
+    code, out1, _ = cli(["arch", "sample", "--space", "cnn", "-n", "5", "--seed", "3"], capsys)
     assert code == 0
-    _, out2, _ = run_cli(["arch", "sample", "--space", "cnn", "-n", "5", "--seed", "3"], capsys)
+    _, out2, _ = cli(["arch", "sample", "--space", "cnn", "-n", "5", "--seed", "3"], capsys)
     lines = out1.strip().splitlines()
     assert out1 == out2 and len(lines) == 5
     for line in lines:
-        code, out, _ = run_cli(["arch", "show", line, "--space", "cnn"], capsys)
+        code, out, _ = cli(["arch", "show", line, "--space", "cnn"], capsys)
         assert code == 0 and json.loads(out.splitlines()[0])["space"] == "cnn"
 
 
 def test_show_prints_json_and_canonical(capsys, tmp_path):
-    code, out, _ = run_cli(["arch", "show", NAONET_B], capsys)
+    code, out, _ = cli(["arch", "show", NAONET_B], capsys)
     assert code == 0
     js, canon = out.strip().splitlines()
     assert json.loads(js)["normal"][0] == [0, "sep_conv_5x5", 0, "avg_pool_3x3"]
     p = tmp_path / "a.json"
     p.write_text(js)
-    code, out2, _ = run_cli(["arch", "show", str(p)], capsys)  # the JSON file form reads back
+    code, out2, _ = cli(["arch", "show", str(p)], capsys)  # the JSON file form reads back
     assert code == 0 and out2 == out
-    code, out3, _ = run_cli(["arch", "show", canon.split(": ")[1]], capsys)  # canonical of canonical
+    code, out3, _ = cli(["arch", "show", canon.split(": ")[1]], capsys)  # canonical of canonical
     assert out3.strip().splitlines()[1] == canon
 
 
@@ -74,7 +64,7 @@ BAD = [
 
 @pytest.mark.parametrize("text,needle", BAD)
 def test_malformed_architectures_give_one_line_errors(text, needle, capsys):
-    code, out, err = run_cli(["arch", "show", "--", text], capsys)
+    code, out, err = cli(["arch", "show", "--", text], capsys)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
@@ -83,12 +73,12 @@ def test_malformed_architectures_give_one_line_errors(text, needle, capsys):
 
 
 def test_wrong_space_is_one_line(capsys):
-    code, _, err = run_cli(["arch", "show", NAONET_B, "--space", "rnn"], capsys)
+    code, _, err = cli(["arch", "show", NAONET_B, "--space", "rnn"], capsys)
     assert code == 2 and "expected 23" in err and len(err.strip().splitlines()) == 1
 
 
 def test_usage_errors_are_one_line(capsys):
-    code, _, err = run_cli(["arch", "sample", "--space", "lstm"], capsys)
+    code, _, err = cli(["arch", "sample", "--space", "lstm"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "'lstm' is not one of" in err
 
 
@@ -104,7 +94,7 @@ def test_plot_writes_the_cell_diagram(arch, tmp_path, capsys):
     from nao_ws.plot import render
 
     out = tmp_path / "cells.png"
-    code, printed, err = run_cli(["plot", arch, "-o", str(out)], capsys)
+    code, printed, err = cli(["plot", arch, "-o", str(out)], capsys)
     assert code == 0, err
     assert printed.strip() == str(out)
     image = matplotlib.image.imread(out)

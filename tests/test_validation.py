@@ -16,6 +16,7 @@ from nao_ws import config, runs, search, standalone, tabular, train_cnn, train_r
 from nao_ws.cli import main
 from nao_ws.runs import RunDir
 from supernet.spaces import arch_to_json, parse_arch
+from test_search import cli  # the suite's in-process CLI runner (pytest puts tests/ on sys.path)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 PTB_TINY = str(SHARED / "ptb-tiny")
@@ -33,17 +34,6 @@ def restore_torch_globals():
     deterministic = torch.are_deterministic_algorithms_enabled()
     yield
     torch.use_deterministic_algorithms(deterministic)
-
-
-def cli(args, capsys):
-    """(exit status, stdout, stderr) of the real entry point, in this process: a traceback fails the test."""
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(args, capsys, *needles) -> str:
