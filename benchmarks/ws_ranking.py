@@ -7,7 +7,8 @@ weight-sharing search never reads it) with the strategy, seed and a variant's op
 tau scorings run in ``--workers`` processes of one thread each. Then one JSON line per figure:
 
   * ``tau``: for every run folder and BN scoring mode, Kendall tau and Spearman rho between the run's
-    final inherited-weight scores and the table's validation column, on ``--cells`` cells spread over the
+    final inherited-weight scores (both metrics of ``--score-metric``: accuracy, and minus the loss, on the
+    same images) and the table's validation column, on ``--cells`` cells spread over the
     space (one random member of each of as many canonical classes, drawn uniformly, fixed seed); the same
     two figures for the #params proxy (the benchmark's network, C = 16, N = 5) and a random ranking, on the
     same cells;
@@ -99,12 +100,13 @@ def final_task(out: Path, score_bn: str):
     return task
 
 
-def rank_figures(inherited, table_valid, params, seed: int) -> dict:
+def rank_figures(rankings: dict, table_valid, seed: int) -> dict:
+    """Kendall tau and Spearman of each named ranking, and of a random one, against the table."""
     from controller.metrics import kendall_tau, spearman_rho
 
     rand = np.random.default_rng(seed).permutation(len(table_valid)).astype(float)
     return {name: {"kendall_tau": kendall_tau(pred, table_valid), "spearman": spearman_rho(pred, table_valid)}
-            for name, pred in (("inherited", inherited), ("params", params), ("random", rand))}
+            for name, pred in (*rankings.items(), ("random", rand))}
 
 
 def _one_thread() -> None:
@@ -138,8 +140,10 @@ def tau_job(job: tuple) -> list:
     for mode in modes:
         task = final_task(Path(out), mode)
         start = time.perf_counter()
-        inherited = np.array([r["score"] for r in task.score(cells, Monitor(None, progress=False))])
-        figs = rank_figures(inherited, valid, params, cell_seed)
+        scores = task.score(cells, Monitor(None, progress=False))
+        figs = rank_figures({"inherited_accuracy": np.array([r["valid_acc"] for r in scores]),
+                             "inherited_loss": -np.array([r["valid_loss"] for r in scores]), "params": params},
+                            valid, cell_seed)
         figures.append({"run": str(out), "score_bn": mode, "cells": len(cells),
                         "score_images": sum(len(y) for _, y in task.dev),
                         "seconds": round(time.perf_counter() - start, 1),

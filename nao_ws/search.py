@@ -71,13 +71,17 @@ class SearchConfig(RunConfig):
     # Issue 15 (benchmarks/ws_ranking.py decides them): the references' behaviour vs ours before it.
     unsampled: str = option("skip", "weights off a step's sampled path: skip (left alone) or decay (weight decay "
                                     "and momentum reach every weight at every step, as in both references)")
-    sampling: str = option("uniform", "architecture of each minibatch: uniform over the pool, or balanced "
-                                      "(probability proportional to its parameter count, the NAO authors' later code)")
+    sampling: str = option("uniform", "architecture of each minibatch: uniform over the pool, balanced (probability "
+                                      "proportional to its parameter count, the NAO authors' later code), or space "
+                                      "(uniform over the whole space, as random search with weight sharing trains)")
 
 
 @dataclass(frozen=True)
-class BnScoring:
-    """How BNs normalise while the pool is scored (issue 15)."""
+class ImageScoring:
+    """How the pool is scored with inherited weights (issue 15)."""
+
+    score_metric: str = option("accuracy", "what ranks architectures: accuracy (SPEC 3.1, both references) or loss "
+                                           "(minus the cross-entropy on the same images, as the rnn search scores)")
 
     score_bn: str = option("batch", "BN while scoring: batch (statistics of each fixed scoring batch) or recalibrate "
                                     "(each architecture's statistics measured on --calib-images training images)")
@@ -86,14 +90,14 @@ class BnScoring:
 
 
 @dataclass(frozen=True)
-class CnnSearchConfig(SearchConfig, recipes.CnnSupernet, BnScoring):
+class CnnSearchConfig(SearchConfig, recipes.CnnSupernet, ImageScoring):
     """The loop's options and the CIFAR-10 supernet recipe (SPEC 3.1, `paper` column)."""
 
     channels_last: bool = option(False, "channels-last memory format (CUDA only; CPU runs always are)")
 
 
 @dataclass(frozen=True)
-class Nb201SearchConfig(SearchConfig, recipes.Nb201Supernet, BnScoring):
+class Nb201SearchConfig(SearchConfig, recipes.Nb201Supernet, ImageScoring):
     """The loop's options and the NAS-Bench-201 supernet recipe (SPEC 8); ``--space nb201`` without
     ``--benchmark`` (with it, the search reads the table instead: ``nao_ws.tabular``)."""
 
@@ -172,7 +176,8 @@ def task_defaults(task: str) -> dict:
     return {"space": "rnn"} if task in TEXT_TASKS else {"space": "cnn-ws"}
 
 
-CHOICES = {"unsampled": ("skip", "decay"), "sampling": ("uniform", "balanced"), "score_bn": ("batch", "recalibrate"),
+CHOICES = {"unsampled": ("skip", "decay"), "sampling": ("uniform", "balanced", "space"),
+           "score_bn": ("batch", "recalibrate"), "score_metric": ("accuracy", "loss"),
            "controller_data": CONTROLLER_DATA, "cell_output": rnn.CELL_OUTPUTS}
 
 
@@ -319,6 +324,8 @@ class Search:
             sizes = np.array([self.sizes.setdefault(t, self.task.arch_size(a)) for t, a in zip(s.pool, pool)], float)
             p = sizes / sizes.sum()
             pick = lambda: pool[int(self.rng.choice(len(pool), p=p))]  # noqa: E731
+        elif self.cfg.sampling == "space":  # Li & Talwalkar 2019's random search with weight sharing
+            pick = lambda: self.space.sample(self.rng)  # noqa: E731
         else:
             pick = lambda: pool[int(self.rng.integers(len(pool)))]  # noqa: E731  uniform over the pool (SPEC 3.1)
         metrics = self.task.train_epoch(s.epoch, pick, s.lr_scale, self.monitor)

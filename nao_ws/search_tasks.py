@@ -81,7 +81,8 @@ class CnnSearch:
         with monitor.bar(total=len(archs), desc="scoring") as bar:
             for i in range(0, len(archs), SCORE_CHUNK):
                 chunk = archs[i:i + SCORE_CHUNK]
-                out += [{"score": s.acc, "valid_acc": s.acc, "valid_loss": s.loss}
+                out += [{"score": s.acc if self.cfg.score_metric == "accuracy" else -s.loss, "valid_acc": s.acc,
+                         "valid_loss": s.loss}
                         for s in cnn.score(self.model, chunk, self.dev, amp=self.cfg.amp, calibration=self.calibration)]
                 bar.update(len(chunk))
         return out

@@ -160,6 +160,40 @@ def test_search_smoke_resumes_exactly(tmp_path, monkeypatch, capsys):
         strip_timing(json.loads((ref / "best.json").read_text()))
 
 
+@pytest.mark.parametrize("metric", ["accuracy", "loss"])
+def test_score_metric_ranks_the_pool(metric, tmp_path, capsys):
+    """--score-metric: every pool score is the accuracy, or minus the loss, of the same scoring images, and the
+    best cell is the best by it."""
+    run = tmp_path / metric
+    code, _, err = cli(FAST + ["--epochs", "1", "--eval-every", "1", "--rerank-top", "0", "--score-metric", metric,
+                               "--output", str(run)], capsys)
+    assert code == 0, err
+    pool = read_jsonl(run / "pool.jsonl")
+    want = [r["valid_acc"] if metric == "accuracy" else -r["valid_loss"] for r in pool]
+    assert [r["score"] for r in pool] == want and len(set(want)) > 1
+    assert json.loads((run / "best.json").read_text())["inherited"]["score"] == max(want)
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "space"])
+def test_sampling_draws_from_the_pool_or_the_whole_space(sampling, tmp_path, monkeypatch):
+    """--sampling uniform trains only the pool's cells; --sampling space draws any cell of the space."""
+    from nao_ws.config import build_config
+    from nao_ws.monitor import Monitor
+    from nao_ws.runs import RunDir
+
+    cfg = build_config(search_mod.Nb201SearchConfig, {**search_mod.NB201_PRESETS["smoke"], "task": "cifar10",
+                                                       "space": "nb201", "device": "cpu", "sampling": sampling})
+    search = search_mod.Search(cfg, RunDir.create(tmp_path / "run", "search", "cifar10"), Monitor(None, progress=False))
+    search.initial_pool()
+    picked = []
+    monkeypatch.setattr(search.task, "train_epoch",
+                        lambda epoch, pick, lr_scale, monitor: picked.extend(pick() for _ in range(200)) or {})
+    search.train_epoch()
+    pool = {SP.parse(t).ops for t in search.state.pool}
+    outside = sum(a.ops not in pool for a in picked)
+    assert outside == 0 if sampling == "uniform" else outside > 150, outside
+
+
 def test_balanced_sampling_follows_parameter_counts():
     model = supernet()
     archs = [SP.make([3] * 6), SP.parse(CELLS[0]), SP.parse(CELLS[2]), SP.make([0] * 6)]
@@ -171,6 +205,7 @@ def test_balanced_sampling_follows_parameter_counts():
 @pytest.mark.parametrize("args,needle", [
     (["--task", "cifar10", "--space", "nb201", "--score-bn", "running"], "--score-bn running is unknown"),
     (["--task", "cifar10", "--space", "nb201", "--unsampled", "sometimes"], "--unsampled sometimes is unknown"),
+    (["--task", "cifar10", "--space", "nb201", "--score-metric", "top5"], "--score-metric top5 is unknown"),
     (["--task", "cifar10", "--sampling", "params"], "--sampling params is unknown"),
     (["--task", "ptb", "--sampling", "balanced"], "every rnn cell"),
     (["--task", "cifar10", "--space", "nb201", "--aux-weight", "0.4"], "--aux-weight does not apply"),
