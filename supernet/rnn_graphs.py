@@ -12,10 +12,12 @@ architecture, the window length and the learning rates, hence the key. For each 
   2. its second step is captured on that stream (``torch.cuda.graph``, autocast's weight cache off),
      reading static input buffers (tokens, targets, hidden state), then replayed;
   3. every later step copies its window and hidden state into the buffers and replays the graph.
-All graphs share one memory pool: graphs replay one at a time on one stream and every output is copied out
-right after its replay, so no graph ever needs memory another one wrote. At most ``max_graphs`` graphs are
-kept, the least recently used dropped first (a search passes its pool size: an architecture outside the pool
-is not trained again). Dropout masks come from torch's CUDA generator, whose state a replay advances as the
+All graphs share one memory pool: graphs replay one at a time on one stream and every output is copied out right
+after its replay, so no graph ever needs memory another one wrote. At most ``max_graphs`` graphs are kept, the
+least recently used dropped first (a search passes its pool size: an architecture outside the pool is not trained
+again). A graph reads parameters, gradients and momentum buffers by address: the model's ``load_state_dict``
+copies into them, but the optimiser's replaces its buffers (a rollback does), so every graph is dropped once the
+optimiser holds a new state. Dropout masks come from torch's CUDA generator, whose state a replay advances as the
 eager step would; parameters, optimiser and generator states stay where checkpoints read them.
 """
 from __future__ import annotations
@@ -96,13 +98,21 @@ class GraphedSteps:
             raise ValueError("CUDA graphs need the fused SGD of rnn.make_optimizer (no host sync in its step)")
         self.model, self.optimizer, self.device = model, optimizer, device
         self.kwargs = {"tar": tar, "grad_clip": grad_clip, "amp": amp, "unsampled": unsampled, "sync": False}
-        self.graphs = LruKeys(max_graphs)
-        self.seen = LruKeys(max_graphs)  # keys stepped once, eagerly: the next step of each captures
+        self.max_graphs = max_graphs
+        self._forget()
         self.stream = torch.cuda.Stream(device)
         self.pool = torch.cuda.graph_pool_handle()
         self._buffers: dict[int, tuple[torch.Tensor, ...]] = {}  # window length -> static inputs
 
+    def _forget(self) -> None:
+        """Drop every graph: the next step of each key runs eagerly again."""
+        self.graphs = LruKeys(self.max_graphs)
+        self.seen = LruKeys(self.max_graphs)  # keys stepped once, eagerly: the next step of each captures
+        self._state = self.optimizer.state  # the one the graphs' momentum buffers belong to
+
     def __call__(self, window: rnn.Window, hidden: torch.Tensor, arch: RnnArch) -> StepResult:
+        if self.optimizer.state is not self._state:  # loaded (`Optimizer.load_state_dict`): new buffers
+            self._forget()
         key = step_key(arch, window, self.optimizer)
         graph = self.graphs.get(key)
         if graph is None and key not in self.seen:

@@ -1,6 +1,7 @@
 """CUDA-graph capture of the RNN training step (supernet.rnn_graphs, ``--cuda-graph``): which step runs
 eagerly, which captures and which replays, the bounded cache, and the flag's one-line errors. The capture
 itself needs a GPU: the last test runs only where one is."""
+import copy
 import dataclasses
 
 import numpy as np
@@ -61,7 +62,8 @@ class _Recorded(rnn_graphs.GraphedSteps):
     def __init__(self, model, optimizer, max_graphs):  # not super().__init__: it needs a CUDA model
         self.model, self.optimizer = model, optimizer
         self.kwargs = {"tar": RECIPE.tar, "grad_clip": RECIPE.grad_clip, "sync": False}
-        self.graphs, self.seen = rnn_graphs.LruKeys(max_graphs), rnn_graphs.LruKeys(max_graphs)
+        self.max_graphs = max_graphs
+        self._forget()
         self.events = []
 
     def _on_side_stream(self, fn):
@@ -94,6 +96,23 @@ def test_a_key_steps_eagerly_first_then_captures_then_replays_within_a_bounded_c
     assert steps.events == ["eager", "capture", "replay", "replay", "eager", "capture", "replay", "eager"]
 
 
+def test_a_loaded_optimizer_state_drops_every_graph():
+    """A rollback loads a checkpoint into the optimiser, which replaces the momentum buffers the graphs
+    update by address: the graphs go, and each key starts over with an eager step."""
+    model, optimizer = _model()
+    steps = _Recorded(model, optimizer, max_graphs=4)
+    a = SPACE.sample(np.random.default_rng(0))
+    hidden = model.init_hidden(3)
+    windows = _windows(5)
+    for window in windows[:3]:
+        hidden = steps(window, hidden, a).hidden
+    model.load_state_dict(model.state_dict())  # copies in place: the graphs stay valid
+    hidden = steps(windows[3], hidden, a).hidden
+    optimizer.load_state_dict(optimizer.state_dict())
+    steps(windows[4], hidden, a)
+    assert steps.events == ["eager", "capture", "replay", "replay", "replay", "eager"] and len(steps.graphs) == 0
+
+
 def test_cuda_graph_is_a_one_line_error_where_it_cannot_apply():
     ptb = search.RnnSearchConfig(task="ptb", space="rnn", device="cpu", cuda_graph=True)
     with pytest.raises(NaoWsError, match="^--cuda-graph .* needs CUDA.*drop --cuda-graph"):
@@ -107,12 +126,17 @@ def test_cuda_graph_is_a_one_line_error_where_it_cannot_apply():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_graphed_steps_equal_eager_steps_on_the_gpu():
+    """Replays equal eager steps, also after a rollback has loaded the optimisers' states from a copy."""
     recipe = dataclasses.replace(RECIPE, **dict.fromkeys(rnn.DROPOUTS, 0.0))
     (eager, eager_opt), (graphed, graphed_opt) = _model("cuda", recipe), _model("cuda", recipe)
     steps = rnn_graphs.GraphedSteps(graphed, graphed_opt, tar=recipe.tar, grad_clip=recipe.grad_clip)
     a, b = (SPACE.sample(np.random.default_rng(s)) for s in (0, 1))
     h_eager = h_graphed = eager.init_hidden(3)
-    for arch, window in zip([a, a, a, b, b, b, a], _windows(7, device="cuda")):
+    archs, windows = [a, a, a, b, b, b, a, a, a, a], _windows(10, device="cuda")
+    for i, (arch, window) in enumerate(zip(archs, windows)):
+        if i == 7:  # a graph for a exists; the loaded momentum buffers are new tensors
+            for optimizer in (eager_opt, graphed_opt):
+                optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
         r_eager = rnn.train_step(eager, eager_opt, window, h_eager, arch, tar=recipe.tar, grad_clip=recipe.grad_clip)
         r_graphed = steps(window, h_graphed, arch)
         h_eager, h_graphed = r_eager.hidden, r_graphed.hidden
@@ -120,4 +144,4 @@ def test_graphed_steps_equal_eager_steps_on_the_gpu():
     torch.testing.assert_close(h_graphed, h_eager, rtol=1e-5, atol=1e-6)
     for (name, p), q in zip(eager.named_parameters(), graphed.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
-    assert len(steps.graphs) == 2
+    assert len(steps.graphs) == 1  # a's graph, captured again after the load
