@@ -1,10 +1,19 @@
 """Training steps that never wait for the device: the skip of a non-finite step is decided by fused SGD
 (supernet.optim), and the search loop reads step results in batches."""
+import collections
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
+from nao_ws import search as search_mod
 from nao_ws import training
+from nao_ws.config import build_config
+from nao_ws.monitor import Monitor
+from nao_ws.runs import RunDir
 from nao_ws.recipes import RnnSupernet
 from supernet import cnn, optim, rnn
 from supernet.spaces import get_space
@@ -109,3 +118,50 @@ def test_cuda_only_flags_are_one_line_errors_elsewhere(args, flag, capsys, tmp_p
     err = capsys.readouterr().err
     assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and f"{flag} is " in err and "needs CUDA" in err
     assert not (tmp_path / "x").exists()
+
+
+# Every way Python code can read a tensor's value on the host; on CUDA each one waits for the device.
+HOST_READS = {"tolist", "item", "__bool__", "__float__", "__int__", "__index__", "numpy", "__array__", "cpu",
+              "nonzero", "masked_select", "unique", "repeat_interleave"}
+
+
+class HostReads(TorchFunctionMode):
+    """Counts the host reads of tensor values by name. On CPU they cost nothing, so only counting finds them."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads: collections.Counter = collections.Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in HOST_READS:
+            self.reads[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+PTB_TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "ptb-tiny"
+SEARCHES = {"cnn-ws": (search_mod.CnnSearchConfig, search_mod.CNN_PRESETS, "cifar10", {}),
+            "nb201": (search_mod.Nb201SearchConfig, search_mod.NB201_PRESETS, "cifar10", {}),
+            "rnn": (search_mod.RnnSearchConfig, search_mod.RNN_PRESETS, "ptb", {"data_dir": str(PTB_TINY)})}
+
+
+@pytest.mark.parametrize("space", sorted(SEARCHES))
+def test_a_search_epoch_reads_the_device_once_per_batch_of_steps(space, tmp_path, monkeypatch):
+    """The whole training epoch of a search (data, sampling, steps, bookkeeping) reads values on the host only
+    where EpochStats reads a batch of step results, in one transfer; scoring reads once per chunk."""
+    cls, presets, task, extra = SEARCHES[space]
+    cfg = build_config(cls, {**presets["smoke"], "task": task, "space": space, "device": "cpu", **extra})
+    search = search_mod.Search(cfg, RunDir.create(tmp_path / "run", "search", task), Monitor(None, progress=False))
+    search.initial_pool()
+    monkeypatch.setattr(training, "SYNC_EVERY", 3)
+    steps = []
+    add = training.EpochStats.add
+    monkeypatch.setattr(training.EpochStats, "add", lambda self, *a: steps.append(a) or add(self, *a))
+    with HostReads() as mode:
+        search.train_epoch()
+    assert len(steps) > 3 and all(isinstance(v, torch.Tensor) for step in steps for v in step)
+    assert mode.reads == {"tolist": math.ceil(len(steps) / 3)}, mode.reads
+    archs = [search_mod.parse_arch(t, space) for t in search.state.pool[:4]]
+    with HostReads() as mode:
+        search.task.score(archs, search.monitor)
+    assert mode.reads == {"tolist": 1}, mode.reads
