@@ -67,6 +67,14 @@ def step_key(arch: RnnArch, window: rnn.Window, optimizer: torch.optim.Optimizer
     return arch, window.inputs.size(0), tuple(group["lr"] * window.lr_scale for group in optimizer.param_groups)
 
 
+def step_constants(model: rnn.RnnModel, arch: RnnArch) -> tuple[torch.Tensor, ...]:
+    """The index tensors of ``rnn_tensor``'s plan that ``arch``'s step reads, made now: a copy to the GPU cannot
+    be captured. A graph keeps them, as rnn_tensor's cache may drop its own reference. The cell runs in float32
+    (`rnn.RnnCell.forward`), so that is the dtype its cache is keyed by."""
+    return rnn_tensor._device_indices(rnn_tensor.plan(arch, model.cell.output), next(model.parameters()).device,
+                                      torch.float32)
+
+
 class _Graph:
     """One captured step, the outputs its replays overwrite, and every tensor made outside it that it reads
     (held here: the graph knows their addresses only)."""
@@ -143,9 +151,7 @@ class GraphedSteps:
     def _capture(self, window: rnn.Window, hidden: torch.Tensor, arch: RnnArch) -> _Graph:
         inputs = self._inputs(window, hidden)
         static = rnn.Window(inputs[0], inputs[1], window.lr_scale)
-        # the plan's index tensors exist before the capture (a copy to the GPU cannot be captured), and the graph
-        # keeps them: rnn_tensor's cache may drop its own reference
-        indices = rnn_tensor._device_indices(rnn_tensor.plan(arch), self.device, torch.float32)
+        indices = step_constants(self.model, arch)
         graph = torch.cuda.CUDAGraph()
         with torch.autocast("cuda", enabled=False, cache_enabled=False):  # cached casts cannot be captured
             with torch.cuda.graph(graph, pool=self.pool, stream=self.stream, capture_error_mode="thread_local"):

@@ -11,7 +11,7 @@ import torch
 from nao_ws import search
 from nao_ws.errors import NaoWsError
 from nao_ws.recipes import RnnSupernet
-from supernet import rnn, rnn_graphs
+from supernet import rnn, rnn_graphs, rnn_tensor
 from supernet.spaces import get_space
 
 SPACE = get_space("rnn")
@@ -111,6 +111,21 @@ def test_a_loaded_optimizer_state_drops_every_graph():
     optimizer.load_state_dict(optimizer.state_dict())
     steps(windows[4], hidden, a)
     assert steps.events == ["eager", "capture", "replay", "replay", "replay", "eager"] and len(steps.graphs) == 0
+
+
+@pytest.mark.parametrize("output", rnn.CELL_OUTPUTS)
+def test_a_captured_step_makes_no_index_tensor_of_its_own(output):
+    """What ``step_constants`` makes before a capture is every index tensor the step then asks for, with either
+    cell output: one made during a capture would be a host-to-GPU copy, which a CUDA graph cannot hold."""
+    model, optimizer = _model()
+    model.cell.output = output
+    arch = SPACE.sample(np.random.default_rng(3))
+    rnn_tensor._device_indices.cache_clear()
+    rnn_graphs.step_constants(model, arch)
+    made = rnn_tensor._device_indices.cache_info().misses
+    rnn.train_step(model, optimizer, _windows(1)[0], model.init_hidden(3), arch, tar=RECIPE.tar,
+                   grad_clip=RECIPE.grad_clip, amp=True)
+    assert rnn_tensor._device_indices.cache_info().misses == made == 1
 
 
 def test_cuda_graph_is_a_one_line_error_where_it_cannot_apply():
