@@ -131,7 +131,7 @@ def main(argv=None) -> None:
               "channels_last": args.channels_last and device.type == "cuda",
               "load_avg_1min": os.getloadavg()[0], "quick": args.quick}
     for name in args.config or sorted(CONFIGS, reverse=True):
-        bench_config(name, CONFIGS[name], data, device, sizes, args.amp, args.seed, common)
+        bench_config(name, CONFIGS[name], data, device, sizes, common["amp"], args.seed, common)
 
 
 if __name__ == "__main__":
