@@ -269,6 +269,7 @@ def train(cfg: Config, run: RunDir, monitor: Monitor, resume: bool) -> dict:
               "train_loss": last["train_loss"], "train_acc": last["train_acc"],
               "test_loss": test["loss"], "test_acc": test["acc"]}
     monitor.scalars({"test/loss": test["loss"], "test/acc": test["acc"]}, trainer.epoch)
+    run.wait()  # the last checkpoint is on disk, or its error raised, before the run says it is done
     run.write_json("metrics.json", result)
     run.log(f"done: test accuracy {test['acc']:.4f} after {trainer.epoch} epochs")
     return result

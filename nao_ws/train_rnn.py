@@ -345,6 +345,7 @@ def train(cfg: Config, run: RunDir, monitor: Monitor, resume: bool) -> dict:
     result = {"task": cfg.task, "arch": format_arch(arch), "params": _params(trainer.model),
               "epochs": trainer.stream.epoch, "steps": trainer.step, "valid_loss": trainer.best_loss,
               "valid_ppl": rnn.perplexity(trainer.best_loss), "test_loss": test, "test_ppl": rnn.perplexity(test)}
+    run.wait()  # the last checkpoint is on disk, or its error raised, before the run says it is done
     run.write_json("metrics.json", result)
     run.log(f"done: valid ppl {result['valid_ppl']:.2f}, test ppl {result['test_ppl']:.2f}")
     return result

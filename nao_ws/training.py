@@ -106,9 +106,11 @@ class Checkpoints:
         self._last: dict | None = None
 
     def save(self, state: dict, step: int, logs: tuple[str, ...] = ()) -> None:
-        """``logs``: the run folder's append-only logs the checkpoint holds (``RunDir.save_checkpoint``)."""
+        """``logs``: the run folder's append-only logs the checkpoint holds (``RunDir.save_checkpoint``). A run
+        folder's checkpoint is written off the training thread (serialising, hashing and fsyncing a large model
+        would stall the GPU); ``latest`` and the next save wait for it."""
         if self.run is not None:
-            self.run.save_checkpoint(state, step, logs=logs)
+            self.run.save_checkpoint(state, step, logs=logs, background=True)
         else:
             self._last = copy.deepcopy(state)
 

@@ -1,5 +1,6 @@
 """Checkpoints written off the training thread, and log records appended with one fsync (nao_ws.runs)."""
 import os
+from pathlib import Path
 import threading
 
 import pytest
@@ -8,6 +9,8 @@ import torch
 from nao_ws import runs
 from nao_ws.errors import NaoWsError
 from nao_ws.runs import RunDir
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def test_a_background_checkpoint_holds_the_state_as_it_was_when_asked_for(tmp_path):
@@ -87,3 +90,25 @@ def test_many_records_are_one_write_and_one_fsync(tmp_path, monkeypatch):
     assert len(records) == 1000 and records[3]["score"] is None and records[999]["i"] == 999
     run.save_checkpoint({}, 1, logs=("pool.jsonl",))
     assert run.load_latest_checkpoint()["logs"]["pool.jsonl"] == records
+
+
+@pytest.mark.parametrize("task", ["cifar10-sample", "ptb"])
+def test_final_trainings_write_their_checkpoints_off_the_training_thread(task, tmp_path, monkeypatch):
+    """`nao-ws train` hands every checkpoint to the writer thread, and the last one is on disk, checked,
+    before the command returns."""
+    from nao_ws.cli import main
+
+    threads = []
+    write = RunDir._write_checkpoint
+    monkeypatch.setattr(RunDir, "_write_checkpoint",
+                        lambda self, *a: threads.append(threading.current_thread().name) or write(self, *a))
+    tiny = ["--preset", "smoke", "--epochs", "2", "--device", "cpu", "--no-progress"]
+    tiny += (["--batch-size", "100"] if task != "ptb" else
+             ["--data-dir", str(DATA / "ptb-tiny"), "--emb-size", "12", "--batch-size", "128", "--bptt", "20",
+              "--eval-batch-size", "50", "--test-batch-size", "50", "--checkpoint-steps", "5"])
+    main(["train", "--task", task, *tiny, "--output", str(tmp_path / "r")])
+    run = RunDir(tmp_path / "r")
+    latest = run.load_latest_checkpoint()
+    assert len(threads) >= 3 and set(threads) == {"checkpoint-writer"}
+    assert latest["trainer"]["epoch"] == 2
+    assert all(runs.checkpoint_problem(p) is None for p in run.list_checkpoints())
