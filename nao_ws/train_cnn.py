@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from supernet import optim
 from supernet.cnn import autocast, train_step
 from supernet.nets import REFERENCE_CELLS, NASNetwork, parameter_count
 from supernet.spaces import CnnArch, format_arch, parse_arch
@@ -124,8 +125,9 @@ class Trainer:
         self.model = build_model(arch, cfg, data.num_classes).to(device)
         if cfg.channels_last and device.type == "cuda":
             self.model.use_channels_last()
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                         weight_decay=cfg.decay())
+        # fused SGD: a non-finite step is skipped on the device, so a step never waits for the GPU
+        self.optimizer = optim.sgd(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.decay())
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, cfg.epochs, eta_min=cfg.lr_min)
         self.batches = ImageBatches(data.train, cfg.batch_size, data.mean, data.std, train=True, cutout=cfg.cutout,
                                     device=device, generator_seed=seed)
@@ -159,11 +161,12 @@ class Trainer:
         for i, (x, y) in enumerate(self.batches):
             progress = (self.epoch * steps + i + 1) / (cfg.epochs * steps)  # drop-path schedule (SPEC 5.1)
             r = train_step(self.model, self.optimizer, x, y, grad_clip=cfg.grad_clip, aux_weight=cfg.aux_weight,
-                           progress=progress, amp=self.amp)
+                           progress=progress, amp=self.amp, sync=False)
             stats.add(r.finite, r.loss, r.acc)
             if bar is not None:
                 bar.update()
-                bar.set_postfix(loss=f"{r.loss:.3f}")
+                if not stats.pending and stats.n:  # results just read: showing them waits for nothing
+                    bar.set_postfix(loss=f"{stats.loss / stats.n:.3f}")
         if bar is not None:
             bar.close()
         self.scheduler.step()

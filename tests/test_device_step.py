@@ -165,3 +165,19 @@ def test_a_search_epoch_reads_the_device_once_per_batch_of_steps(space, tmp_path
     with HostReads() as mode:
         search.task.score(archs, search.monitor)
     assert mode.reads == {"tolist": 1}, mode.reads
+
+
+def test_a_final_cnn_training_epoch_reads_the_device_once_per_batch_of_steps(monkeypatch):
+    """`nao-ws train` (and every standalone candidate) steps with fused SGD, without waiting for the device."""
+    from nao_ws import train_cnn
+    from nao_ws.datasets import load_images
+
+    data = load_images("cifar10-sample", purpose="search")  # 450 training images
+    cfg = train_cnn.Config(task="cifar10-sample", layers=1, channels=4, epochs=1, batch_size=45, cutout=0)
+    trainer = train_cnn.Trainer(get_space("cnn-ws").sample(np.random.default_rng(0)), data, cfg,
+                                torch.device("cpu"), seed=0)
+    monkeypatch.setattr(training, "SYNC_EVERY", 3)
+    with HostReads() as mode:
+        record = trainer.train_epoch(None)
+    assert mode.reads == {"tolist": math.ceil(len(trainer.batches) / 3)}, mode.reads
+    assert record["skipped_steps"] == 0 and record["train_loss"] > 0
