@@ -1,6 +1,5 @@
 """Checkpoints written off the training thread, and log records appended with one fsync (nao_ws.runs)."""
 import os
-from pathlib import Path
 import threading
 
 import pytest
@@ -9,8 +8,6 @@ import torch
 from nao_ws import runs
 from nao_ws.errors import NaoWsError
 from nao_ws.runs import RunDir
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def test_a_background_checkpoint_holds_the_state_as_it_was_when_asked_for(tmp_path):
@@ -92,21 +89,24 @@ def test_many_records_are_one_write_and_one_fsync(tmp_path, monkeypatch):
     assert run.load_latest_checkpoint()["logs"]["pool.jsonl"] == records
 
 
-@pytest.mark.parametrize("task", ["cifar10-sample", "ptb"])
-def test_final_trainings_write_their_checkpoints_off_the_training_thread(task, tmp_path, monkeypatch):
+@pytest.mark.parametrize("suite", ["test_cnn_train", "test_rnn_train"])
+def test_final_trainings_write_their_checkpoints_off_the_training_thread(suite, tmp_path, monkeypatch):
     """`nao-ws train` hands every checkpoint to the writer thread, and the last one is on disk, checked,
-    before the command returns."""
+    before the command returns. Each final-training suite's two-epoch smoke run (pytest puts tests/ on sys.path)."""
+    import test_cnn_train
+    import test_rnn_train
     from nao_ws.cli import main
 
+    argv = test_cnn_train.SMOKE if suite == "test_cnn_train" else ["train", *test_rnn_train.TINY_RUN]
     threads = []
     write = RunDir._write_checkpoint
     monkeypatch.setattr(RunDir, "_write_checkpoint",
                         lambda self, *a: threads.append(threading.current_thread().name) or write(self, *a))
-    tiny = ["--preset", "smoke", "--epochs", "2", "--device", "cpu", "--no-progress"]
-    tiny += (["--batch-size", "100"] if task != "ptb" else
-             ["--data-dir", str(DATA / "ptb-tiny"), "--emb-size", "12", "--batch-size", "128", "--bptt", "20",
-              "--eval-batch-size", "50", "--test-batch-size", "50", "--checkpoint-steps", "5"])
-    main(["train", "--task", task, *tiny, "--output", str(tmp_path / "r")])
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        main([*argv, "--output", str(tmp_path / "r")])
+    finally:
+        torch.use_deterministic_algorithms(deterministic)  # the smoke runs switch it on process-wide
     run = RunDir(tmp_path / "r")
     latest = run.load_latest_checkpoint()
     assert len(threads) >= 3 and set(threads) == {"checkpoint-writer"}
