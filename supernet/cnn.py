@@ -1,17 +1,17 @@
-"""CNN cells, the network around them, and the weight-sharing supernet (SPEC 3.1) with scoring and a
+"""CNN cells, the network around them, and the weight-sharing supernet (reference §3.1) with scoring and a
 training step for the search loop.
 
-The network (SPEC 3.1, 5.1; ref-PT's ``NASNetworkCIFAR``): a stem (3x3 conv to 3C channels, BN), then
+The network (reference §3.1, §5.1; ref-PT's ``NASNetworkCIFAR``): a stem (3x3 conv to 3C channels, BN), then
 three stages of N cells with a reduction cell between stages (3N + 2 cells; a reduction cell doubles the
 channels and halves the size), global average pooling, dropout, a linear classifier, and an optional
 auxiliary head on the output of the second reduction cell. Cell k reads the outputs of cells k-2 and k-1
 (the stem for the first two), each brought to the cell's channel count by an ``InputCalibration``.
 
-A cell's output is the plain concatenation of its loose ends (SPEC 1.1); in a reduction cell a loose end
+A cell's output is the plain concatenation of its loose ends (reference §1.1); in a reduction cell a loose end
 that is a cell input (still at the larger size) first goes through a factorized reduce. This holds for the
 supernet and the final networks alike, so the supernet running an architecture computes exactly the final
 network of that architecture (with shared weights), unlike ENAS and ref-PT, whose supernet cells end in an
-extra 1x1 "combine" conv (SPEC 6). What makes it possible with a varying number of loose ends: every
+extra 1x1 "combine" conv (reference §6). What makes it possible with a varying number of loose ends: every
 convolution reading a cell output holds one weight block per state that can be a loose end
 (``ops.PieceConv``) and uses the blocks of the sampled architecture's loose ends.
 
@@ -20,12 +20,12 @@ Both networks are one class, :class:`CellNetwork`, built over *choices*: for eve
 (``nets.NASNetwork``) builds only its architecture's. Module names are the same in both (e.g.
 ``cells.3.nodes.2.branches.0.1.sep_conv_3x3`` is branch 0 of node 2 of cell 3 reading state 1 through a
 3x3 sep-conv), so a final network's parameters are a named subset of the supernet's. That gives the
-weight-sharing granularity of SPEC 3.1 directly: ops are private to a cell instance, node, branch, op and
+weight-sharing granularity of reference §3.1 directly: ops are private to a cell instance, node, branch, op and
 input index (which also gives every sep-conv's BN affine parameters per input index), and every supernet
-parameter belongs to some architecture's network: no dead parameters (SPEC 6).
+parameter belongs to some architecture's network: no dead parameters (reference §6).
 
 Supernet BNs keep no running statistics: they always normalise with the current batch, so scoring is
-side-effect free (SPEC 3.1).
+side-effect free (reference §3.1).
 
 Memory format: on CPU the input is made channels-last in ``forward`` (weights may stay as they are; every
 conv then runs channels-last): PyTorch's CPU depthwise-conv backward and pooling are several times faster
@@ -45,9 +45,9 @@ from . import ops, optim
 from .spaces import CELL_INPUTS, NUM_NODES, CnnArch, SpaceError, get_space
 from .steps import StepResult
 
-STEM_MULTIPLIER = 3  # stem conv to 3C channels (SPEC 5.1, ref-PT)
+STEM_MULTIPLIER = 3  # stem conv to 3C channels (reference §5.1, ref-PT)
 STEM_PIECES = (0,)  # the stem output is one piece
-NUM_STATES = CELL_INPUTS + NUM_NODES  # states of a cell: 2 inputs + 5 nodes (SPEC 1.1)
+NUM_STATES = CELL_INPUTS + NUM_NODES  # states of a cell: 2 inputs + 5 nodes (reference §1.1)
 
 
 # -- what a cell can compute ---------------------------------------------------------------------------------
@@ -90,7 +90,7 @@ class Node(nn.Module):
         for branch in choices:
             by_input = nn.ModuleDict()
             for i, op in branch:
-                stride = 2 if reduction and i < CELL_INPUTS else 1  # SPEC 1.1
+                stride = 2 if reduction and i < CELL_INPUTS else 1  # reference §1.1
                 if str(i) not in by_input:
                     by_input[str(i)] = nn.ModuleDict()
                 by_input[str(i)][op] = ops.make_op(op, channels, stride, track_stats)
@@ -116,7 +116,7 @@ class Node(nn.Module):
 
 
 class Cell(nn.Module):
-    """Calibrate the two inputs, compute five nodes, concatenate the loose ends (SPEC 1.1)."""
+    """Calibrate the two inputs, compute five nodes, concatenate the loose ends (reference §1.1)."""
 
     def __init__(self, choices: CellChoices, channels: int, reduction: bool, op_names: Sequence[str],
                  in0: tuple, in1: tuple, reduce_in0: bool, track_stats: bool):
@@ -164,8 +164,8 @@ class CellNetwork(nn.Module):
         self.space = get_space(space)
         self.layers, self.channels, self.num_classes = layers, channels, num_classes
         self.drop_path_keep = drop_path_keep
-        self.reduction_cells = (layers, 2 * layers + 1)  # ref-PT's pool_layers (SPEC 3.1)
-        self.aux_index = self.reduction_cells[-1]  # aux head after the second reduction (SPEC 5.1)
+        self.reduction_cells = (layers, 2 * layers + 1)  # ref-PT's pool_layers (reference §3.1)
+        self.aux_index = self.reduction_cells[-1]  # aux head after the second reduction (reference §5.1)
         stem_channels = STEM_MULTIPLIER * channels
         self.stem = nn.Sequential(nn.Conv2d(3, stem_channels, 3, padding=1, bias=False),
                                   ops.batch_norm(stem_channels, track_stats))
@@ -223,7 +223,7 @@ def head_options(recipe) -> dict:
 
 
 class Supernet(CellNetwork):
-    """The weight-sharing supernet over a CNN space (SPEC 3.1); ``model(x, arch)`` runs only ``arch``.
+    """The weight-sharing supernet over a CNN space (reference §3.1); ``model(x, arch)`` runs only ``arch``.
     Without keywords: no aux head, no dropout, no drop-path; ``from_recipe`` sets them from a recipe."""
 
     def __init__(self, space: str, layers: int, channels: int, num_classes: int = 10, *,
@@ -252,7 +252,7 @@ def train_step(model: CellNetwork, optimizer: torch.optim.Optimizer, x: torch.Te
     update. ``arch``: the sampled architecture (supernet); None for a final network. ``unsampled``
     (``optim.zero_grads``): ``skip`` gives parameters off the sampled path no gradient (None), so the
     optimiser leaves them, momentum included, untouched; ``decay`` gives them zero gradients, so weight
-    decay and momentum reach them (SPEC 3.1). Any network whose ``forward(x, arch, progress)`` returns
+    decay and momentum reach them (reference §3.1). Any network whose ``forward(x, arch, progress)`` returns
     ``(logits, aux_logits or None)`` fits (``nb201.Network`` too).
     A non-finite loss or gradient skips the update and gives ``finite=False``; with a fused optimiser
     (``optim.sgd``) that is decided on the device. ``sync=False`` returns the loss, accuracy and flag as
@@ -282,14 +282,13 @@ class Score(NamedTuple):
     loss: float  # mean cross-entropy per image
 
 
-SCORE_BN = ("batch", "recalibrate")  # how BNs normalise while scoring (see `score`)
 
 
 def score(model: nn.Module, archs: Sequence, batches: Sequence[tuple], *, amp: bool = False,
           calibration: Sequence[tuple] | None = None) -> list[Score]:
     """Accuracy and loss of every architecture on the same fixed batches, with inherited weights.
 
-    ``batches``: ``(x, y)`` pairs already on the model's device (``datasets.fixed_batches``). Inference
+    ``batches``: ``(x, y)`` pairs already on the model's device (fixed batches of dev images). Inference
     mode, no dropout, drop-path or aux head. BN: without ``calibration`` each BN normalises with each
     batch's own statistics (the supernet keeps no running statistics); with it, each architecture's BN
     statistics are first measured on the ``calibration`` batches and the batches are then scored with

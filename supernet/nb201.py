@@ -1,17 +1,17 @@
-"""The NAS-Bench-201 network (SPEC 8) as a weight-sharing supernet over the ``nb201`` space, and as the
+"""The NAS-Bench-201 network (reference §8) as a weight-sharing supernet over the ``nb201`` space, and as the
 standalone network of one cell.
 
-Network (SPEC 8): a stem (3x3 conv to C channels, BN); stage 1 = N cells at C; a ResNet basic block to 2C
+Network (reference §8): a stem (3x3 conv to C channels, BN); stage 1 = N cells at C; a ResNet basic block to 2C
 at half the size; N cells at 2C; a basic block to 4C; N cells at 4C; BN, ReLU, global average pooling,
 linear. ``paper`` sizes are C = 16, N = 5. Every cell instance has its own weights (no sharing across
-cells, as in SPEC 3.1); within a cell, each of the 6 edges holds its ops: the supernet all 5 (``none``,
+cells, as in reference §3.1); within a cell, each of the 6 edges holds its ops: the supernet all 5 (``none``,
 ``skip_connect`` and ``avg_pool_3x3`` hold no weights), a standalone network those of its cell. Module
 names are the same in both (``cells.4.edges.2.nor_conv_3x3`` is edge 2<-1 of cell 4), so a standalone
 network's parameters are a named subset of the supernet's, as for the CNN (``supernet.cnn``).
 
 ``forward(x, arch)`` runs only the ops ``arch`` names, one per edge, and returns ``(logits, None)``: the
 CNN's ``(logits, aux_logits)`` convention, so ``cnn.train_step`` and ``cnn.score`` serve this network too.
-Supernet BNs keep no running statistics (batch statistics always; scoring changes no buffer, SPEC 3.1).
+Supernet BNs keep no running statistics (batch statistics always; scoring changes no buffer, reference §3.1).
 """
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from . import ops
 from .spaces import NB201_EDGES, NB201_OPS, Nb201Arch, SpaceError, get_space
 
-NUM_NODES = 4  # SPEC 8: node 0 is the cell input, node 3 its output
+NUM_NODES = 4  # reference §8: node 0 is the cell input, node 3 its output
 
 
 def make_op(name: str, channels: int, track_stats: bool) -> nn.Module | None:
-    """One edge op at stride 1 (SPEC 8); ``none`` is no module (the edge adds nothing). The convs' ReLU is
+    """One edge op at stride 1 (reference §8); ``none`` is no module (the edge adds nothing). The convs' ReLU is
     the cell's (``relu_first``), computed once per node however many edges read it."""
     if name == "none":
         return None
@@ -41,7 +41,7 @@ def make_op(name: str, channels: int, track_stats: bool) -> nn.Module | None:
 
 
 class Cell(nn.Module):
-    """Node j = sum over i < j of op_ij(node i); the output is node 3 (SPEC 8). ``choices[e]``: the op names
+    """Node j = sum over i < j of op_ij(node i); the output is node 3 (reference §8). ``choices[e]``: the op names
     edge e (in ``NB201_EDGES`` order) holds modules for."""
 
     def __init__(self, channels: int, choices: Sequence[Sequence[str]], track_stats: bool):
@@ -76,7 +76,7 @@ def relu_conv_bn(c_in: int, c_out: int, kernel: int, stride: int, track_stats: b
 
 
 class ResBlock(nn.Module):
-    """The basic block between stages (SPEC 8): ReLU-conv 3x3 stride 2-BN, ReLU-conv 3x3-BN, plus a shortcut
+    """The basic block between stages (reference §8): ReLU-conv 3x3 stride 2-BN, ReLU-conv 3x3-BN, plus a shortcut
     of 2x2 average pooling at stride 2 and a 1x1 conv."""
 
     def __init__(self, c_in: int, c_out: int, track_stats: bool):
@@ -146,7 +146,7 @@ class Network(nn.Module):
 
 
 class Supernet(Network):
-    """Every edge of every cell holds all 5 ops (SPEC 8); ``model(x, arch)`` runs only ``arch``'s."""
+    """Every edge of every cell holds all 5 ops (reference §8); ``model(x, arch)`` runs only ``arch``'s."""
 
     def __init__(self, layers: int, channels: int, num_classes: int = 10):
         super().__init__(layers, channels, num_classes, [NB201_OPS] * len(NB201_EDGES), track_stats=False)

@@ -1,4 +1,4 @@
-"""The final (standalone) CNN for CIFAR built from one ``cnn-ws`` or ``cnn`` architecture (SPEC 5.1).
+"""The final (standalone) CNN for CIFAR built from one ``cnn-ws`` or ``cnn`` architecture (reference §5.1).
 
 It is ``cnn.CellNetwork`` with modules for its architecture's ops only and BNs that keep running
 statistics: stem conv 3x3 to 3F + BN; cells whose output is the plain concatenation of their loose ends;
@@ -19,7 +19,7 @@ import torch.nn as nn
 from .cnn import CellNetwork, Supernet, cell_choices, head_options
 from .spaces import CnnArch, SpaceError, get_space
 
-# SPEC 5.1 reference cells (text form of SPEC 7)
+# reference §5.1 reference cells (text form of reference §7)
 NAONET_A = "0 2 1 10 2 3 1 2 0 1 1 2 0 3 4 2 1 0 0 2 | 0 2 1 8 0 1 0 9 0 4 1 5 0 9 2 1 1 6 0 2"  # cnn space
 NAONET_B = "0 1 0 2 0 1 2 2 1 3 0 2 4 0 1 3 2 1 0 3 | 1 1 1 0 2 1 2 4 1 0 2 3 3 1 2 2 0 2 0 2"  # cnn-ws space
 REFERENCE_CELLS = {"cnn": NAONET_A, "cnn-ws": NAONET_B}
@@ -63,5 +63,5 @@ class NASNetwork(CellNetwork):
 
 
 def parameter_count(model: nn.Module, aux: bool = False) -> int:
-    """Number of parameters, the auxiliary head's only when ``aux`` (SPEC 5.1 counts exclude it)."""
+    """Number of parameters, the auxiliary head's only when ``aux`` (reference §5.1 counts exclude it)."""
     return sum(p.numel() for name, p in model.named_parameters() if aux or not name.startswith("aux_head."))

@@ -1,15 +1,15 @@
-"""Every op of the two CNN spaces (SPEC 1.1, 1.2), shared by the supernet (``cnn.py``) and the final
+"""Every op of the two CNN spaces (reference §1.1, §1.2), shared by the supernet (``cnn.py``) and the final
 networks (``nets.py``), plus input calibration, the heads and scheduled drop-path. Plain PyTorch modules.
 
 ``track_stats`` picks the BatchNorm flavour: final networks keep running statistics; the supernet does
 not (``track_running_stats=False``), so it always normalises with the statistics of the batch at hand and
-scoring an architecture can never change a buffer (SPEC 3.1, 6).
+scoring an architecture can never change a buffer (reference §3.1, §6).
 
 Ops that start with a ReLU (``relu_first = True``) leave it to their caller, which computes the ReLU of
 a state once however many ops read it: their input is the ReLU'd state.
 
 Convolutions over a cell output take the output as a concatenation of equal *pieces* (the cell's loose
-ends, SPEC 1.1) and hold one weight block per piece (:class:`PieceConv`). A final network holds blocks for
+ends, reference §1.1) and hold one weight block per piece (:class:`PieceConv`). A final network holds blocks for
 its architecture's loose ends; the supernet holds a block for every state that can be a loose end and uses
 those of the sampled architecture. Both compute a plain convolution over the concatenation.
 """
@@ -21,9 +21,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-BN_EPS = 1e-5  # PyTorch default, as in ref-PT (SPEC 3.1)
-AUX_HIDDEN = 128  # auxiliary head: 1x1 conv to 128, 2x2 conv to 768 (NASNet / ref-PT, SPEC 5.1)
-AUX_FEATURES = 768  # SPEC 5.1
+BN_EPS = 1e-5  # PyTorch default, as in ref-PT (reference §3.1)
+AUX_HIDDEN = 128  # auxiliary head: 1x1 conv to 128, 2x2 conv to 768 (NASNet / ref-PT, reference §5.1)
+AUX_FEATURES = 768  # reference §5.1
 
 
 def batch_norm(channels: int, track_stats: bool) -> nn.BatchNorm2d:
@@ -38,7 +38,7 @@ def depthwise_conv(channels: int, kernel: int, stride: int) -> nn.Conv2d:
 # -- the ops of the two spaces --------------------------------------------------------------------------------
 
 class SepConv(nn.Sequential):
-    """Twice (ReLU, depthwise kxk, pointwise 1x1, BN); only the first depthwise conv strides (SPEC 1.1).
+    """Twice (ReLU, depthwise kxk, pointwise 1x1, BN); only the first depthwise conv strides (reference §1.1).
     The first ReLU is the caller's (``relu_first``)."""
 
     relu_first = True
@@ -52,7 +52,7 @@ class SepConv(nn.Sequential):
 
 
 class ReLUConvBN(nn.Sequential):
-    """(ReLU,) kxk conv, BN: the 11-op space's conv 1x1 and conv 3x3 (SPEC 1.2)."""
+    """(ReLU,) kxk conv, BN: the 11-op space's conv 1x1 and conv 3x3 (reference §1.2)."""
 
     relu_first = True
 
@@ -62,7 +62,7 @@ class ReLUConvBN(nn.Sequential):
 
 
 class FactorizedConv(nn.Sequential):
-    """(ReLU,) 1xk conv, BN, ReLU, kx1 conv, BN (conv 1x3+3x1 and 1x7+7x1, SPEC 1.2; ref-PT's ``Conv``)."""
+    """(ReLU,) 1xk conv, BN, ReLU, kx1 conv, BN (conv 1x3+3x1 and 1x7+7x1, reference §1.2; ref-PT's ``Conv``)."""
 
     relu_first = True
 
@@ -77,7 +77,7 @@ class FactorizedConv(nn.Sequential):
 
 class Pool(nn.Module):
     """Max or average kxk pooling that keeps (stride 1) or halves (stride 2) the size; average pooling
-    excludes the padding (SPEC 1.1). An even kernel at stride 1 pads one row and column at the bottom
+    excludes the padding (reference §1.1). An even kernel at stride 1 pads one row and column at the bottom
     right (pooling with padding 1 and dropping the first output row and column)."""
 
     def __init__(self, kind: str, kernel: int, stride: int):
@@ -119,7 +119,7 @@ class PieceConv(nn.Module):
 
 class FactorizedReduce(nn.Module):
     """Halve H and W without dropping pixels: two 1x1 stride-2 convs on grids offset by one pixel,
-    concatenated, then BN (SPEC 1.1). The input may be a concatenation of pieces (see PieceConv).
+    concatenated, then BN (reference §1.1). The input may be a concatenation of pieces (see PieceConv).
 
     Both convs run as one 2x2 stride-2 convolution whose kernel is conv_a's weights at tap (0, 0) and
     conv_b's at tap (1, 1), zeros elsewhere: the same output without slicing the input for the offset grid
@@ -144,14 +144,14 @@ class FactorizedReduce(nn.Module):
 OpFactory = Callable[[int, int, bool], nn.Module]  # (channels, stride, track_stats) -> op
 
 OPS: dict[str, OpFactory] = {
-    # SPEC 1.1 (cnn-ws)
+    # reference §1.1 (cnn-ws)
     "sep_conv_3x3": lambda c, s, t: SepConv(c, 3, s, t),
     "sep_conv_5x5": lambda c, s, t: SepConv(c, 5, s, t),
     "avg_pool_3x3": lambda c, s, t: Pool("avg", 3, s),
     "max_pool_3x3": lambda c, s, t: Pool("max", 3, s),
-    # identity on a stride-2 input becomes a factorized reduce (SPEC 1.1)
+    # identity on a stride-2 input becomes a factorized reduce (reference §1.1)
     "identity": lambda c, s, t: nn.Identity() if s == 1 else FactorizedReduce(c, c, t),
-    # SPEC 1.2 (cnn), besides identity
+    # reference §1.2 (cnn), besides identity
     "conv_1x1": lambda c, s, t: ReLUConvBN(c, 1, s, t),
     "conv_3x3": lambda c, s, t: ReLUConvBN(c, 3, s, t),
     "conv_1x3_3x1": lambda c, s, t: FactorizedConv(c, 3, s, t),
@@ -171,7 +171,7 @@ def make_op(name: str, channels: int, stride: int, track_stats: bool) -> nn.Modu
 
 class InputCalibration(nn.Module):
     """Bring a cell input to the cell's channel count: (ReLU,) 1x1 conv, BN; or, when the input comes from
-    before a reduction cell (twice the size), (ReLU and) a factorized reduce (SPEC 5.1)."""
+    before a reduction cell (twice the size), (ReLU and) a factorized reduce (reference §5.1)."""
 
     relu_first = True
 
@@ -202,7 +202,7 @@ class Classifier(nn.Module):
 
 
 class AuxHead(nn.Module):
-    """Auxiliary classifier on the 8x8 output of the second reduction cell (SPEC 5.1; NASNet, ref-PT):
+    """Auxiliary classifier on the 8x8 output of the second reduction cell (reference §5.1; NASNet, ref-PT):
     (ReLU,) 5x5 average pool stride 3, 1x1 conv to 128, BN, ReLU, 2x2 conv to 768, BN, ReLU, linear."""
 
     relu_first = True
@@ -227,7 +227,7 @@ class AuxHead(nn.Module):
 def drop_path_keep(final_keep: float, cell_index: int, num_cells: int, progress: float) -> float:
     """Keep probability of a branch in cell ``cell_index`` (0-based) of ``num_cells`` at training
     ``progress`` in [0, 1]: falls linearly in depth and in progress from 1 to ``final_keep`` at the last
-    cell at the end of training (SPEC 5.1; NASNet's ScheduledDropPath, ref-PT's ``apply_drop_path``)."""
+    cell at the end of training (reference §5.1; NASNet's ScheduledDropPath, ref-PT's ``apply_drop_path``)."""
     return 1.0 - (cell_index + 1) / num_cells * progress * (1.0 - final_keep)
 
 

@@ -10,8 +10,7 @@ from typing import Iterable
 
 import torch
 
-
-UNSAMPLED = ("skip", "decay")  # what a step does to weights off the sampled path (see `zero_grads`)
+from .variants import UNSAMPLED
 
 
 def sgd(params: Iterable[torch.Tensor], lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
@@ -25,7 +24,7 @@ def zero_grads(optimizer: torch.optim.Optimizer, unsampled: str) -> None:
     """Before a supernet step. ``skip``: drop every gradient, so weights off the sampled path get none and
     the update leaves them alone, weight decay and momentum included. ``decay``: every parameter holds a
     zero gradient, so the update reaches them all: weight decay and momentum on every weight at every step,
-    as in both reference code bases (SPEC 3.1). The zeroed gradients stay allocated between steps."""
+    as in both reference code bases (reference §3.1). The zeroed gradients stay allocated between steps."""
     if unsampled not in UNSAMPLED:
         raise ValueError(f"unsampled must be one of {UNSAMPLED}, got {unsampled!r}")
     optimizer.zero_grad(set_to_none=unsampled == "skip")

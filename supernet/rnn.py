@@ -1,11 +1,11 @@
-"""RNN weight-sharing supernet and final language model for the ENAS 12-node space (SPEC 1.3, 3.2, 5.2).
+"""RNN weight-sharing supernet and final language model for the ENAS 12-node space (reference §1.3, §3.2, §5.2).
 
 One cell implementation serves both uses (`RnnCell.forward`):
-  * `SharedCell`, the supernet cell: node k keeps one weight per (previous node, activation) (SPEC 3.2) and
+  * `SharedCell`, the supernet cell: node k keeps one weight per (previous node, activation) (reference §3.2) and
     an architecture picks which of them run;
-  * `FixedCell`, the final cell of one architecture: one weight per node (SPEC 5.2).
-The cell output is the mean of the loose-end nodes (`RnnSpace.loose_ends`; ENAS, SPEC 1.3) or, as in
-ref-TF's final model, of nodes 1..11 (SPEC 1.3, 5.2): a recipe's `cell_output` picks one. `RnnModel` wraps a cell into the language model: embedding tied with the softmax,
+  * `FixedCell`, the final cell of one architecture: one weight per node (reference §5.2).
+The cell output is the mean of the loose-end nodes (`RnnSpace.loose_ends`; ENAS, reference §1.3) or, as in
+ref-TF's final model, of nodes 1..11 (reference §1.3, §5.2): a recipe's `cell_output` picks one. `RnnModel` wraps a cell into the language model: embedding tied with the softmax,
 variational and locked dropouts, temporal activation regularisation (TAR); `build_lm` builds it from a
 recipe (`nao_ws.recipes.RnnSupernet` or `RnnFinal`).
 
@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from . import optim, rnn_tensor
 from .spaces import RnnArch, get_space
 from .steps import StepResult
+from .variants import CELL_OUTPUTS
 
-INIT_RANGE = 0.04  # uniform init of every weight (SPEC 3.2)
-ACTIVATIONS = (torch.tanh, torch.relu, torch.sigmoid, lambda x: x)  # SPEC 1.3 order: tanh, relu, sigmoid, identity
-NUM_NODES = get_space("rnn").num_nodes  # 12 (SPEC 1.3)
-CELL_OUTPUTS = ("loose", "all")  # the mean of the loose ends (ENAS) or of nodes 1..11 (ref-TF's final cell)
+INIT_RANGE = 0.04  # uniform init of every weight (reference §3.2)
+ACTIVATIONS = (torch.tanh, torch.relu, torch.sigmoid, lambda x: x)  # reference §1.3 order: tanh, relu, sigmoid, identity
+NUM_NODES = get_space("rnn").num_nodes  # 12 (reference §1.3)
 
 
 # -- dropouts -----------------------------------------------------------------------------------------------
@@ -95,7 +95,7 @@ def _uniform(*shape: int) -> nn.Parameter:
 
 
 class RnnCell(nn.Module):
-    """The ENAS highway cell (SPEC 1.3); subclasses say where node k's weight comes from.
+    """The ENAS highway cell (reference §1.3); subclasses say where node k's weight comes from.
 
     Node 0: [c0, h0] = [x, h] W0, s0 = h + sigmoid(c0) * (act0(h0) - h).
     Node k: [c, h] = s_prev W(k), s = s_prev + sigmoid(c) * (act(h) - s_prev).
@@ -174,7 +174,7 @@ class RnnCell(nn.Module):
 
 
 class SharedCell(RnnCell):
-    """Supernet cell: private weights per (node, previous node, activation) (SPEC 3.2)."""
+    """Supernet cell: private weights per (node, previous node, activation) (reference §3.2)."""
 
     def __init__(self, emb_size: int, hidden_size: int):
         super().__init__(emb_size, hidden_size)
@@ -192,7 +192,7 @@ class SharedCell(RnnCell):
 
 
 class FixedCell(RnnCell):
-    """Final cell of one architecture: one weight per node (SPEC 5.2)."""
+    """Final cell of one architecture: one weight per node (reference §5.2)."""
 
     def __init__(self, arch: RnnArch, emb_size: int, hidden_size: int):
         super().__init__(emb_size, hidden_size)
@@ -206,7 +206,7 @@ class FixedCell(RnnCell):
 # -- the language model -------------------------------------------------------------------------------------
 
 class RnnModel(nn.Module):
-    """Embedding -> cell -> tied softmax, with the dropouts of a recipe (SPEC 3.2 / 5.2):
+    """Embedding -> cell -> tied softmax, with the dropouts of a recipe (reference §3.2 / 5.2):
     `dropout_out` (locked, on the RNN output), `dropout_hidden` (variational, on h_{t-1} and on s_prev in
     every node), `dropout_x` (variational, on the cell input x_t), `dropout_emb_out` (locked, on the
     embedding output) and `dropout_emb` (whole words of the embedding).
@@ -269,7 +269,7 @@ def build_lm(vocab_size: int, recipe, arch: RnnArch | None = None) -> RnnModel:
 # -- optimiser, training windows and one training step ---------------------------------------------------------
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.SGD:
-    """Plain SGD (SPEC 3.2, 5.2), fused (`optim.sgd`). Weights the minibatch's architecture does not use get
+    """Plain SGD (reference §3.2, §5.2), fused (`optim.sgd`). Weights the minibatch's architecture does not use get
     no gradient and so no update, weight decay included, unless `train_step(unsampled="decay")`."""
     return optim.sgd(model.parameters(), lr=lr, weight_decay=weight_decay)
 
@@ -277,17 +277,17 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.op
 class Window(NamedTuple):
     inputs: torch.Tensor  # [T, B] token ids
     targets: torch.Tensor  # [T, B] the next tokens
-    lr_scale: float  # T / bptt: the learning rate of this window is scaled by its length (SPEC 3.2)
+    lr_scale: float  # T / bptt: the learning rate of this window is scaled by its length (reference §3.2)
 
 
-MIN_BPTT = 5  # shortest jittered window (SPEC 5.2, ref-TF final training)
+MIN_BPTT = 5  # shortest jittered window (reference §5.2, ref-TF final training)
 
 
 class BatchStream:
     """Training windows over a batchified stream [rows, B], one epoch per iteration, resumable mid-epoch.
 
-    Lengths follow the variable-BPTT rule (SPEC 3.2): bptt, or bptt / 2 with probability `short_prob`.
-    With `jitter` > 0 (final training, SPEC 5.2) the length is then drawn from N(length, jitter), at least
+    Lengths follow the variable-BPTT rule (reference §3.2): bptt, or bptt / 2 with probability `short_prob`.
+    With `jitter` > 0 (final training, reference §5.2) the length is then drawn from N(length, jitter), at least
     MIN_BPTT and at most bptt + max_extra. Draws come from the stream's own generator, so
     `load_state_dict(state_dict())` continues with the same windows.
     """
@@ -336,7 +336,7 @@ def train_step(model: RnnModel, optimizer: torch.optim.Optimizer, window: Window
                arch: RnnArch | None = None, *, tar: float, grad_clip: float, amp: bool = False,
                sync: bool = True, unsampled: str = "skip") -> StepResult:
     """One SGD step on one window with one architecture: cross-entropy + TAR, clipped gradient norm, the lr
-    scaled by the window's length (SPEC 3.2, 5.2). A non-finite loss or gradient norm skips the update, on
+    scaled by the window's length (reference §3.2, §5.2). A non-finite loss or gradient norm skips the update, on
     the device with a fused optimiser (`make_optimizer`). `amp`: bf16 autocast (the cell itself stays in
     float32). `sync=False` returns the loss and the flag as device tensors, so the step never waits.
     `unsampled`: what the step does to weights off the path (`optim.zero_grads`)."""
@@ -375,7 +375,7 @@ class ScoreWindows:
 
 def score_windows(tokens: torch.Tensor, num_windows: int, bptt: int, burn_in: int | None = None,
                   device: torch.device | str = "cpu") -> ScoreWindows:
-    """`num_windows` windows evenly spread over the whole 1-D validation stream (SPEC 3.2), side by side.
+    """`num_windows` windows evenly spread over the whole 1-D validation stream (reference §3.2), side by side.
     Each first reads `burn_in` tokens (default: `bptt`), so that no scored window starts cold (ours)."""
     burn_in = bptt if burn_in is None else burn_in
     span = burn_in + bptt + 1

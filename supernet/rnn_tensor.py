@@ -1,5 +1,5 @@
 """The RNN cell with the architecture as tensors: a sequence in a number of ops that grows with the
-architecture's depth, not with its number of nodes (SPEC 1.3; `rnn.RnnCell` selects it, `step="tensor"`).
+architecture's depth, not with its number of nodes (reference §1.3; `rnn.RnnCell` selects it, `step="tensor"`).
 
 Every node at depth d of the cell's DAG reads a state of smaller depth, so one batched matmul over the
 stacked weights of the depth-d nodes computes all of them (`torch.bmm`), their parents gathered from the
@@ -22,7 +22,7 @@ import torch
 from .spaces import RnnArch, get_space
 
 aten = torch.ops.aten
-TANH, RELU, SIGMOID, IDENTITY = range(4)  # SPEC 1.3 order, as rnn.ACTIVATIONS
+TANH, RELU, SIGMOID, IDENTITY = range(4)  # reference §1.3 order, as rnn.ACTIVATIONS
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Plan:
     order: tuple[int, ...]
     levels: tuple[Level, ...]
     loose: tuple[int, ...]  # slots of the loose ends
-    mean: tuple[int, ...]  # slots whose mean is the cell output: the loose ends, or nodes 1..11 (`rnn.CELL_OUTPUTS`)
+    mean: tuple[int, ...]  # slots whose mean is the cell output: the loose ends, or nodes 1..11 (`variants.CELL_OUTPUTS`)
 
 
 @lru_cache(maxsize=4096)

@@ -1,0 +1,124 @@
+"""Search spaces (reference §1, §8): architecture types, sampling, mutation, text/JSON forms, tokens and
+canonical forms; one module per space, and the registry.
+
+  * ``cnn-ws`` (reference §1.1): ENAS 5-op convolutional cells, weight-sharing search (``cnn``);
+  * ``cnn``    (reference §1.2): the 11-op NASNet-style space of the standalone search (``cnn``);
+  * ``rnn``    (reference §1.3): the ENAS 12-node recurrent cell (``rnn``);
+  * ``nb201``  (reference §8): NAS-Bench-201's cell, whose every member has a trained accuracy (``nb201``).
+
+Each space object also implements the controller's token protocol (``controller.space.TokenSpace``):
+``vocab_size``, ``length``, ``transition_mask``, ``augment_tokens`` and ``canonical_tokens``, so the
+controller never imports this package.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from .base import SpaceError
+from .cnn import (CELL_INPUTS, CNN_OP_SIZES, CNN_OP_TYPE_SIZE, CNN_OP_TYPES, CNN_OPS, CNN_WS_OPS, NUM_NODES, CnnArch,
+                  CnnSpace, CnnWsSpace)
+from .nb201 import NB201_EDGES, NB201_OPS, Nb201Arch, Nb201Space
+from .rnn import RNN_ACTS, RNN_NUM_NODES, RnnArch, RnnSpace
+
+__all__ = ["CELL_INPUTS", "CNN_OPS", "CNN_OP_SIZES", "CNN_OP_TYPES", "CNN_OP_TYPE_SIZE", "CNN_WS_OPS", "NB201_EDGES",
+           "NB201_OPS", "NUM_NODES", "RNN_ACTS", "RNN_NUM_NODES", "SPACES", "CnnArch", "CnnSpace", "CnnWsSpace",
+           "Nb201Arch", "Nb201Space", "RnnArch", "RnnSpace", "SpaceError", "arch_to_json", "format_arch", "get_space",
+           "parse_arch", "space_of"]
+
+SPACES = {"cnn-ws": CnnWsSpace(), "cnn": CnnSpace(), "rnn": RnnSpace(), "nb201": Nb201Space()}
+
+
+def get_space(name: str):
+    try:
+        return SPACES[name]
+    except KeyError:
+        raise SpaceError(f"unknown space '{name}'; choose one of {', '.join(SPACES)}") from None
+
+
+def parse_arch(text: str, space: str | None = None):
+    """Read an architecture from its text form, its JSON form, or a path to a JSON file (reference §7).
+
+    ``space`` names the expected space. Without it the JSON's own ``space`` is used, a string starting with
+    ``|`` is a NAS-Bench-201 cell, 22 or 23 integers mean ``rnn`` and 40 integers mean ``cnn-ws`` (pass
+    ``space='cnn'`` for the 11-op space, ``space='nb201'`` for 6 op ids).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise SpaceError("empty architecture: give the text form (reference §7), a JSON object, or a JSON file path")
+    s = text.strip()
+    if not s.startswith(("{", "[")) and not s[0].isdigit() and (os.path.isfile(s) or s.endswith(".json") or os.sep in s):
+        s = _read_arch_file(s)
+    if s.startswith("|"):  # the NAS-Bench-201 string (reference §8)
+        if space not in (None, "nb201"):
+            raise SpaceError(f"'{s}' is a NAS-Bench-201 cell string, but space '{space}' is expected")
+        return get_space("nb201").parse(s)
+    if s.startswith(("{", "[")):
+        try:
+            obj = json.loads(s)
+        except json.JSONDecodeError as e:
+            raise SpaceError(f"architecture JSON is malformed: {e.msg} at line {e.lineno} column {e.colno}") from None
+        except RecursionError:
+            raise SpaceError("architecture JSON is nested too deeply to be an architecture") from None
+        if isinstance(obj, list):  # [1, 2, ...]: the integer form in JSON brackets
+            if not all(type(v) is int for v in obj):
+                raise SpaceError("an architecture JSON list must hold the integers of the text form (reference §7)")
+            s = " ".join(map(str, obj))
+        elif not isinstance(obj, dict):
+            raise SpaceError("architecture JSON must be an object with 'space' and its cells")
+        else:
+            if "arch" in obj and isinstance(obj["arch"], dict):  # a best.json wrapper
+                obj = obj["arch"]
+            json_space = obj.get("space")
+            if json_space is None:
+                raise SpaceError("architecture JSON has no 'space' field (cnn-ws, cnn, rnn or nb201)")
+            if not isinstance(json_space, str):
+                raise SpaceError(f"architecture JSON 'space' must be a name (cnn-ws, cnn, rnn or nb201), not {json_space!r}")
+            if space is not None and json_space != space:
+                raise SpaceError(f"architecture is of space '{json_space}' but '{space}' is expected")
+            return get_space(json_space).from_json(obj)
+    fields = s.replace("|", " ").replace(",", " ").split()
+    values = []
+    for f in fields:
+        try:
+            values.append(int(f))
+        except ValueError:
+            raise SpaceError(f"architecture text must be integers (reference §7); '{f}' is not an integer") from None
+    if space is None:
+        if len(values) in (22, 23):
+            space = "rnn"
+        elif len(values) == 40:
+            space = "cnn-ws"
+        else:
+            raise SpaceError(f"got {len(values)} integers; a CNN architecture has 40, an RNN one 22 or 23 "
+                             "(6 op ids with --space nb201)")
+    return get_space(space).from_list(values)
+
+
+def _read_arch_file(path: str) -> str:
+    """The stripped text of an architecture file, with one-line errors for anything that is not one."""
+    if not os.path.isfile(path):
+        what = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+        raise SpaceError(f"architecture file {path} {what}: pass the text form, JSON, or a JSON file")
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read().decode("utf-8").strip()
+    except OSError as e:
+        raise SpaceError(f"architecture file {path} cannot be read ({e.strerror}): check its permissions") from None
+    except UnicodeDecodeError:
+        raise SpaceError(f"architecture file {path} is not text (not UTF-8): pass a JSON file such as a run's "
+                         "best.json") from None
+    if not text:
+        raise SpaceError(f"architecture file {path} is empty")
+    return text
+
+
+def space_of(arch):
+    return get_space(arch.space)
+
+
+def format_arch(arch) -> str:
+    return space_of(arch).format(arch)
+
+
+def arch_to_json(arch) -> dict:
+    return space_of(arch).to_json(arch)

@@ -1,0 +1,86 @@
+"""What every search space shares: the error type, the token-mask helpers of the controller's protocol, and
+mutation (one decision changed, never into the same network)."""
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+import numpy as np
+
+MUTATION_TRIES = 1000  # draws before a mutation gives up (ours; every cell of every space has a differing neighbour)
+
+
+class SpaceError(ValueError):
+    """An architecture (string, JSON, tokens) that does not belong to the space it is read in."""
+
+
+class Space:
+    """The methods every space has in the same form; a space adds ``name``, ``sample``, ``canonical``,
+    ``format``, the token protocol and ``change_one`` (one decision drawn and changed)."""
+
+    def canonical_tokens(self, tokens: Sequence[int]) -> tuple[int, ...]:
+        return tuple(self.encode(self.canonical(self.decode(tokens))))
+
+    def mutate(self, arch, rng: np.random.Generator):
+        """``arch`` with one decision changed (``change_one``), drawn again while the change gives the same
+        network (the same canonical form), as regularised evolution's mutation (Real et al. 2019)."""
+        parent = self.canonical(self.validate(arch))
+        for _ in range(MUTATION_TRIES):
+            child = self.change_one(arch, rng)
+            if self.canonical(child) != parent:
+                return child
+        raise SpaceError(f"{self.name}: no mutation of {self.format(arch)} gives another network")
+
+
+class NoBranchSymmetry:
+    """Token protocol of spaces without branch symmetry (rnn: reference §1.3; nb201: one op per edge)."""
+
+    def augment_tokens(self, tokens: Sequence[int], rng: np.random.Generator) -> list[int]:
+        """Augmentation is the identity."""
+        return list(tokens)
+
+
+def changed(value: int, choices: int, rng: np.random.Generator) -> int:
+    """One of the ``choices`` values other than ``value``, uniformly."""
+    return (value + int(rng.integers(1, choices))) % choices
+
+
+def named_choice(value, names: tuple[str, ...], noun: str, where: str) -> int:
+    """The id of ``value``: one of ``names`` (the JSON form names ops and activations), or the id itself."""
+    if isinstance(value, str):
+        if value not in names:
+            raise SpaceError(f"{where}: unknown {noun} '{value}'; known: {', '.join(names)}")
+        return names.index(value)
+    return json_int(value, f"{where} {noun}")
+
+
+def json_int(v, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise SpaceError(f"JSON {what} must be an integer, got {json.dumps(v)}")
+    return v
+
+
+def static_transition_mask(position_mask: np.ndarray, vocab: int) -> np.ndarray:
+    return read_only(np.repeat(position_mask[:, None, :], vocab, axis=1))
+
+
+def read_only(a: np.ndarray) -> np.ndarray:
+    """Masks are computed once per space object and shared: nobody may change them."""
+    a.setflags(write=False)
+    return a
+
+
+def check_token_seq(space, tokens) -> list[int]:
+    tokens = [int(t) for t in tokens]
+    if len(tokens) != space.length:
+        raise SpaceError(f"{space.name}: token sequence has length {len(tokens)}; expected {space.length}")
+    return tokens
+
+
+def check_tokens_allowed(space, tokens: list[int]) -> None:
+    mask = space.transition_mask
+    prev = 0
+    for pos, t in enumerate(tokens):
+        if not 0 <= t < space.vocab_size or not mask[pos, prev, t]:
+            raise SpaceError(f"{space.name}: token {t} is not valid at position {pos}")
+        prev = t
