@@ -1,11 +1,11 @@
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="nao-ws",
     version="0.1.0",
     description="Neural Architecture Optimization (NAO) on an ENAS-style weight-sharing supernet",
-    packages=["nao_ws", "supernet", "controller"],
-    package_data={"nao_ws": ["assets/*.npz"]},
+    packages=find_packages(include=["nao_ws*", "supernet*", "controller*"]),
+    package_data={"nao_ws.data": ["assets/*.npz"]},
     python_requires=">=3.10",
     # torch/torchvision: CI and the README install the pinned builds first (torch==2.14.1, torchvision==0.29.1);
     # these ranges accept them without pulling a newer multi-GB release.

@@ -6,7 +6,7 @@ Prints one JSON line per figure and configuration:
   score_archs_per_s       `score` with inherited weights, one fixed 500-image batch for every architecture
   supernet_over_static    time of a supernet step / a step of the same architecture built as a final network
                           of the same size (target <= 1.10)
-Configurations: the two columns of SPEC 3.1 (`nao_ws.recipes`): ref-pt = N 3, C 20, batch 64, drop-path keep
+Configurations: the two columns of reference §3.1 (`nao_ws.config.recipes`): ref-pt = N 3, C 20, batch 64, drop-path keep
 0.9; paper = N 2, C 20, batch 160, aux head 0.4, head dropout keep 0.9. For comparison, the authors' code on a 2-core machine of this class:
 37-41 images/s training and about 0.11 architectures/s scoring at ref-pt (target: at least twice both).
 
@@ -20,22 +20,24 @@ import os
 import resource
 import statistics
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from nao_ws.recipes import CNN_REF_PT, CnnSupernet
-from nao_ws.datasets import ImageBatches, fixed_batches, load_images
+from nao_ws.config.recipes import CNN_REF_PT, CnnSupernet
+from nao_ws.search.sources.options import ImageScoring
+from nao_ws.data.batches import ImageBatches, fixed_batches
+from nao_ws.data.images import load_images
 from nao_ws.runs import resolve_device
+from benchmarks.paths import DATA
 from supernet import cnn
 from supernet.nets import NASNetwork
 from supernet.spaces import get_space
 from benchmarks.timing import timed
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar10-train4000.npz"
+DEFAULT_DATA = DATA / "cifar10" / "cifar10-train4000.npz"
 CONFIGS = {"ref-pt": replace(CnnSupernet(), **CNN_REF_PT), "paper": CnnSupernet()}
-DEV_IMAGES = CnnSupernet().score_batch  # one scoring batch of dev images, as ref-PT scores (500)
+DEV_IMAGES = ImageScoring().score_batch  # one scoring batch of dev images, as ref-PT scores (500)
 
 
 def _forever(batches: ImageBatches):

@@ -85,7 +85,7 @@ class SyntheticTarget:
         Counts over a node's branches, so a branch swap changes nothing.
         """
         rnn = self.space.name == "rnn"
-        n_nodes, n_inputs, n_ops = (12, 11, 4) if rnn else (10, 7, len(self.space.ops))  # SPEC 1.1-1.3
+        n_nodes, n_inputs, n_ops = (12, 11, 4) if rnn else (10, 7, len(self.space.ops))  # reference §1.1-1.3
         units = []
         for seq in seqs:
             arch = self.space.decode(seq)
@@ -146,7 +146,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    # SPEC 2.1 says 1000 epochs per iteration; 300 keeps the full run under ~10 minutes on 2 cores.
+    # reference §2.1 says 1000 epochs per iteration; 300 keeps the full run under ~10 minutes on 2 cores.
     epochs = args.epochs or (5 if args.quick else 300)
     sizes = (100, 300, 500) if args.quick else (100, 200, 300, 400, 500)
     emit(figure="setup", epochs=epochs, spec_epochs=1000, threads=torch.get_num_threads(), quick=args.quick,

@@ -1,5 +1,5 @@
 """Aten ops dispatched per supernet training step and per scored architecture, both supernets at their
-`paper` recipes (`nao_ws.recipes`: SPEC 3.1, N 2, C 20, batch 160, aux head; SPEC 3.2, 300 / 300, batch 256,
+`paper` recipes (`nao_ws.config.recipes`: reference §3.1, N 2, C 20, batch 160, aux head; reference §3.2, 300 / 300, batch 256,
 BPTT 35).
 
 On a GPU every aten op is at least one kernel launch, so the count bounds a step's launch overhead; it is
@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from nao_ws.recipes import CnnSupernet, RnnSupernet
+from nao_ws.search.options import CnnWsSearch, RnnWsSearch
 from supernet import cnn, optim, rnn
 from supernet.spaces import get_space
 
-VOCAB = 10_000  # PTB's vocabulary (SPEC 3.2); the count does not depend on the data, so no data is read
+VOCAB = 10_000  # PTB's vocabulary (reference §3.2); the count does not depend on the data, so no data is read
 QUICK = {"rnn": {"emb_size": 16, "batch_size": 4, "score_windows": 8},
          "cnn": {"layers": 1, "channels": 8, "batch_size": 4, "score_images": 8, "score_batch": 4}}
 QUICK_VOCAB = 50
@@ -60,7 +60,7 @@ def summary(metric: str, counts: list[collections.Counter], per: int = 1, **extr
 
 
 def rnn_counts(archs: list, quick: bool, step_kind: str) -> list[dict]:
-    cfg = replace(RnnSupernet(), **QUICK["rnn"]) if quick else RnnSupernet()
+    cfg = replace(RnnWsSearch(), **QUICK["rnn"]) if quick else RnnWsSearch()
     vocab, windows_n = QUICK_VOCAB if quick else VOCAB, cfg.score_windows
     model = rnn.build_lm(vocab, cfg)
     if step_kind != "default":
@@ -85,7 +85,7 @@ def rnn_counts(archs: list, quick: bool, step_kind: str) -> list[dict]:
 
 
 def cnn_counts(archs: list, quick: bool) -> list[dict]:
-    c = replace(CnnSupernet(), **QUICK["cnn"]) if quick else CnnSupernet()
+    c = replace(CnnWsSearch(), **QUICK["cnn"]) if quick else CnnWsSearch()
     model = cnn.Supernet.from_recipe("cnn-ws", c, 10)
     optimizer = optim.sgd(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
     x, y = torch.randn(c.batch_size, 3, 32, 32), torch.randint(0, 10, (c.batch_size,))

@@ -1,7 +1,7 @@
 """Search quality on NAS-Bench-201's table (issue 13): NAO against random search and regularised evolution.
 
-Reads ``../shared/data/nb201/nb201-cifar10-12epoch.csv``. Every strategy runs ``nao_ws.tabular``'s search
-loop as ``nao-ws search --space nb201`` does (its defaults are the command's), on the validation column;
+Reads the real-data folder's ``nb201/nb201-cifar10-12epoch.csv``. Every strategy runs the search driver on the
+table as ``nao-ws search --space nb201 --benchmark`` does (its defaults are the command's), on the validation column;
 the test column is read only to report. Figures are anytime figures: each (strategy, seed) search runs to
 the largest budget once, and a budget B's result is the best-by-validation cell among its first B queries
 (no strategy here knows its budget, so this equals a run stopped at B).
@@ -28,7 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201" / "nb201-cifar10-12epoch.csv"
+from benchmarks.paths import DATA
+
+TABLE = DATA / "nb201" / "nb201-cifar10-12epoch.csv"
 STRATEGIES = ("nao", "random", "rea")
 
 
@@ -49,22 +51,25 @@ def one_search(job: tuple) -> dict:
     _single_thread()
     import tempfile
 
-    from nao_ws import tabular
-    from nao_ws.config import build_config
-    from nao_ws.monitor import Monitor
+    from nao_ws.config.options import resolve
     from nao_ws.runs import RunDir
+    from nao_ws.search import driver, options
+    from nao_ws.search.sources.table import load_table
+    from supernet.spaces import parse_arch
 
-    cfg = build_config(tabular.Config, {"task": "cifar10", "benchmark": str(table_path), "strategy": strategy,
-                                        "budget": budget, "seed": seed, "device": "cpu", **overrides})
+    cls, presets, base = options.config_for("cifar10", "nb201", str(table_path))
+    cfg = resolve(cls, presets, "paper", None, {"task": "cifar10", "benchmark": str(table_path), "strategy": strategy,
+                                                "budget": budget, "seed": seed, "device": "cpu", **overrides},
+                  base=base)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir.create(str(Path(tmp) / "run"), "search", "cifar10")
-        tabular.run(cfg, run, Monitor(None, progress=False))
+        driver.run(cfg, run, progress=False)
         records = run.read_jsonl("pool.jsonl")
-    table = tabular.load_table(table_path, "cifar10")
+    table = load_table(table_path, "cifar10")
     return {"strategy": strategy, "seed": seed, "seconds": time.perf_counter() - start,
             "valid": [r["score"] for r in records],
-            "test": [table.test_accuracy(tabular.parse_arch(r["arch"], "nb201")) for r in records]}
+            "test": [table.test_accuracy(parse_arch(r["arch"], "nb201")) for r in records]}
 
 
 def search_figures(runs: list[dict], budgets: list[int], top1_threshold: float) -> None:
@@ -91,12 +96,12 @@ def predictor_figures(sizes: list[int], seeds: int, epochs: int | None) -> None:
     import torch
 
     from controller.metrics import kendall_tau, pairwise_accuracy
-    from nao_ws import tabular
-    from nao_ws.strategies import ControllerDriver
+    from nao_ws.search.sources.table import load_table
+    from nao_ws.search.strategies.nao import ControllerDriver
     from supernet.spaces import get_space
 
     space = get_space("nb201")
-    table = tabular.load_table(TABLE, "cifar10")
+    table = load_table(TABLE, "cifar10")
     cells = space.all_cells()
     score = np.array([table.score(c) for c in cells])
 
@@ -153,9 +158,9 @@ def main(argv=None) -> None:
     if args.quick:
         budgets, seeds, pred_sizes, pred_seeds, pred_epochs = [20, 40], 2, [50], 1, 20
         nao = {"initial": 10, "per_round": 10, "controller_epochs": 20, **nao}
-    from nao_ws import tabular
+    from nao_ws.search.sources.table import load_table
 
-    table = tabular.load_table(TABLE, "cifar10")
+    table = load_table(TABLE, "cifar10")
     top1 = float(np.sort(list(table.valid.values()))[::-1][len(table) // 100 - 1])
     jobs = [(s, seed, max(budgets), TABLE, nao if s == "nao" else {})
             for s in args.strategies.split(",") for seed in range(args.first_seed, args.first_seed + seeds)]

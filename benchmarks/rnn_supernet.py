@@ -1,4 +1,4 @@
-"""RNN supernet speed at the search configuration (SPEC 3.2, `nao_ws.recipes.RnnSupernet`) on PTB.
+"""RNN supernet speed at the search configuration (reference §3.2, `nao_ws.config.recipes.RnnSupernet`) on PTB.
 
 Prints one JSON line per figure:
   train_tokens_per_s      supernet training steps, a random architecture per minibatch (variable BPTT rule)
@@ -15,20 +15,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from nao_ws.datasets import batchify, load_corpus
-from nao_ws.recipes import RnnSupernet
+from nao_ws.data.text import batchify, load_corpus
+from nao_ws.config.recipes import RnnSupernet
 from nao_ws.runs import resolve_device
-from nao_ws.train_rnn import REFERENCE_CELL
+from benchmarks.paths import DATA
+from nao_ws.train.options import RNN_REFERENCE_CELL as REFERENCE_CELL
 from supernet import rnn, rnn_graphs
 from supernet.spaces import get_space, parse_arch
 from benchmarks.timing import timed
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ptb"
+DEFAULT_DATA = DATA / "ptb"
 
 
 def main(argv=None) -> None:

@@ -9,7 +9,7 @@ Prints one JSON line per figure; `kind` says whether it was measured here or ext
   search_wall_h           epochs x epoch + scoring rounds x (pool x arch + controller)        extrapolated
 The final re-ranking (top 5, short standalone trainings) is not included. The controller's fit grows with
 the architectures scored so far; every round is counted at the first round's time (an underestimate).
-CIFAR-10 runs on the images there are (default: the 4,000-image sample in ../shared/data); PTB on its
+CIFAR-10 runs on the images there are (default: the 4,000-image sample of the real-data folder); PTB on its
 full training text. --quick: the `smoke` presets, smaller still, on bundled or tiny data, one epoch (a dry run, e.g. on CPU).
 
     python -m benchmarks.search_cost [--task cifar10|ptb] [--epochs 2] [--device auto] [--amp]
@@ -22,26 +22,28 @@ import json
 import math
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from nao_ws import search as ws
-from nao_ws.config import resolve
+from nao_ws.config.options import resolve
 from nao_ws.monitor import Monitor
-from nao_ws.runs import RunDir, check_device, seed_everything
+from nao_ws.runs import RunDir, seed_everything
+from nao_ws.search import driver, options
+from nao_ws.search.sources.supernet import SupernetSource
+from benchmarks.paths import DATA
 from benchmarks.timing import sync
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CIFAR_TRAIN_IMAGES = 45_000  # SPEC 3.1: the 45k/5k split of the paper preset
+CIFAR_TRAIN_IMAGES = 45_000  # reference §3.1: the 45k/5k split of the paper preset
 QUICK = {"pool_size": 4, "new_per_iter": 2, "random_per_iter": 1, "seeds": 2, "controller_epochs": 2,
          "batch_size": 64}  # on top of `smoke`: a dry run of seconds
 QUICK_TASK = {"cifar10": {"score_images": 10, "score_batch": 10}, "ptb": {"score_windows": 4}}
 
 
 def timed_phase(search, phase) -> float:
-    sync(search.device)
+    sync(search.source.device)
     start = time.perf_counter()
     phase(search)
-    sync(search.device)
+    sync(search.source.device)
     return time.perf_counter() - start
 
 
@@ -54,30 +56,34 @@ def measure(task: str, args, folder: Path) -> list[dict]:
             flags["data_file"] = args.cifar_npz
     else:
         flags["data_dir"] = str(DATA / ("ptb-tiny" if args.quick else "ptb"))
-    cfg = resolve(ws.config_class(task), ws.presets(task), "smoke" if args.quick else "paper", None, flags,
-                  base=ws.task_defaults(task))
-    ws.check_config(cfg)
+    cls, presets, base = options.config_for(task, None, None)
+    cfg = resolve(cls, presets, "smoke" if args.quick else "paper", None, flags, base=base)
+    epochs = 1 if args.quick else args.epochs
+    measured = replace(cfg, eval_every=epochs)  # the first round's training ends after the epochs measured
+    driver.check_config(measured)
     seed_everything(cfg.seed)
     run = RunDir.create(str(folder / task), "search", task)
     monitor = Monitor(run.path, progress=False)
     try:
-        search = ws.Search(cfg, run, monitor)
-        search.initial_pool()
-        epochs = 1 if args.quick else args.epochs
-        epoch_s = [timed_phase(search, ws.Search.train_epoch) for _ in range(epochs)]
-        score_s = timed_phase(search, ws.Search.score)
-        controller_s = timed_phase(search, ws.Search.fit_controller) + timed_phase(search, ws.Search.update_pool)
+        search = driver.Search(measured, run, monitor, SupernetSource(measured))
+        search.start()
+        epoch_s = [timed_phase(search, driver.Search.advance) for _ in range(epochs)]
+        search.advance()  # the round's training is over: scoring is next
+        score_s = timed_phase(search, driver.Search.score)
+        controller_s = timed_phase(search, driver.Search.propose)
     finally:
         monitor.close()
-    steps = len(search.task.batches) if task == "cifar10" else len(search.task.stream)
+        run.wait()
+    ws = search.source.supernet
+    steps = len(ws.batches) if task == "cifar10" else len(ws.stream)
     step_s = epoch_s[-1] / steps
     paper_steps = math.ceil(CIFAR_TRAIN_IMAGES / cfg.batch_size) if task == "cifar10" and not args.quick else steps
     arch_s = score_s / cfg.pool_size
     if task == "cifar10":  # the pool was scored on the dev images there are; the preset scores score_images
-        arch_s *= cfg.score_images / sum(len(y) for _, y in search.task.dev)
+        arch_s *= cfg.score_images / sum(len(y) for _, y in ws.dev)
     rounds = math.ceil(cfg.epochs / cfg.eval_every)
     wall_s = cfg.epochs * paper_steps * step_s + rounds * cfg.pool_size * arch_s + (rounds - 1) * controller_s
-    common = {"task": task, "preset": "smoke" if args.quick else "paper", "device": str(search.device),
+    common = {"task": task, "preset": "smoke" if args.quick else "paper", "device": str(search.source.device),
               "amp": cfg.amp, "tf32": cfg.tf32, "channels_last": getattr(cfg, "channels_last", False)}
     return [
         {"metric": "search_train_step_s", "value": step_s, "kind": "measured", "steps": steps,

@@ -1,6 +1,6 @@
 """NAO-WS against Random-WS at equal budget on real CIFAR-10 images, on a CPU-feasible scale.
 
-Data: ``../shared/data/cifar10/cifar10-train4000.npz`` (the first 4000 CIFAR-10 training images), split
+Data: the real-data folder's ``cifar10/cifar10-train4000.npz`` (the first 4000 CIFAR-10 training images), split
 3500 train / 500 dev (the last 500, ``datasets.NPZ_DEV_SIZE``). Both strategies train the same supernet the
 same way and score the same number of architectures; only where new architectures come from differs.
 
@@ -29,13 +29,17 @@ import torch
 from controller import config as ctrl_config
 from controller.model import NAO
 from controller.train import evaluate, fit
-from nao_ws import datasets, search, train_cnn
-from nao_ws.config import build_config
+from nao_ws.config.options import build_config, resolve
+from nao_ws.data.images import load_images
 from nao_ws.runs import RunDir
+from nao_ws.search import driver, options
+from nao_ws.train import cnn as train_cnn
+from nao_ws.train.options import CnnTrainConfig
+from benchmarks.paths import DATA
 from controller.metrics import kendall_tau
 from supernet.spaces import get_space, parse_arch
 
-NPZ = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar10-train4000.npz"
+NPZ = DATA / "cifar10" / "cifar10-train4000.npz"
 
 # The CPU-feasible search (ours; about 2.5 min per search on one core): N = 1, C = 8, 4 epochs with an
 # update every 2 (one controller update), a pool of 24 with 8 new + 2 random per update, everything else as
@@ -55,13 +59,14 @@ def emit(**fields) -> None:
 
 def run_search(strategy: str, seed: int, overrides: dict, out: Path) -> tuple[list, list]:
     """One search; the final pool's records and every record of the run."""
-    cfg = build_config(search.CnnSearchConfig, {"task": "cifar10", "data_file": str(NPZ), "seed": seed,
-                                                "strategy": strategy, "device": "cpu", **overrides})
+    cls, _, base = options.config_for("cifar10", None, None)
+    cfg = resolve(cls, {"paper": {}}, "paper", None, {"task": "cifar10", "data_file": str(NPZ), "seed": seed,
+                                                      "strategy": strategy, "device": "cpu", **overrides}, base=base)
     run = RunDir.create(str(out / f"{strategy}-{seed}"), "search", "cifar10")
-    search.run(cfg, run, progress=False)
+    driver.run(cfg, run, progress=False)
     records = run.read_jsonl("pool.jsonl")
-    last = max(r["iteration"] for r in records)
-    return [r for r in records if r["iteration"] == last], records
+    last = max(r["round"] for r in records)
+    return [r for r in records if r["round"] == last], records
 
 
 def summary(values: list[float]) -> dict:
@@ -100,8 +105,8 @@ def inherited_vs_standalone(final_pool: list[dict], n: int, epochs: int, seed: i
     evenly over the final pool's score ranking."""
     ranked = sorted(final_pool, key=lambda r: -r["score"])
     picks = [ranked[i] for i in np.linspace(0, len(ranked) - 1, n).round().astype(int)]
-    data = datasets.load_images("cifar10", npz_path=NPZ, purpose="search")
-    recipe = build_config(train_cnn.Config, {"task": "cifar10", "device": "cpu", "seed": seed, **STANDALONE,
+    data = load_images("cifar10", npz_path=NPZ, purpose="search")
+    recipe = build_config(CnnTrainConfig, {"task": "cifar10", "device": "cpu", "seed": seed, **STANDALONE,
                                              "epochs": epochs})
     inherited, standalone = [], []
     start = time.time()
@@ -122,7 +127,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="runs/search_quality")
     args = p.parse_args(argv)
     if not NPZ.is_file():
-        sys.exit(f"missing {NPZ}: the benchmark reads the shared real data")
+        sys.exit(f"missing {NPZ}: the benchmark reads the real-data folder (NAO_WS_TEST_DATA)")
     overrides = {**SEARCH, **(QUICK if args.quick else {})}
     emit(figure="config", data=str(NPZ.name), split="3500/500", seeds=args.seeds, search=overrides,
          threads=torch.get_num_threads())

@@ -33,10 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-TABLE = SHARED / "nb201" / "nb201-cifar10-12epoch.csv"
-DATA = SHARED / "cifar10" / "cifar10-train4000.npz"
-PAPER_SIZES = (5, 16)  # the benchmark's network, N and C (SPEC 8): what the #params proxy counts
+from benchmarks.paths import DATA
+
+TABLE = DATA / "nb201" / "nb201-cifar10-12epoch.csv"
+IMAGES = DATA / "cifar10" / "cifar10-train4000.npz"
+PAPER_SIZES = (5, 16)  # the benchmark's network, N and C (reference §8): what the #params proxy counts
 
 
 def emit(**fields) -> None:
@@ -81,23 +82,21 @@ def _done(out: Path) -> bool:
     from nao_ws.runs import RunDir
 
     ckpt = RunDir(out).load_latest_checkpoint()
-    return ckpt is not None and ckpt["state"]["phase"] == "done"
+    return ckpt is not None and ckpt["driver"]["phase"] == "done"
 
 
-def final_task(out: Path, score_bn: str):
-    """The run's last supernet, as ``nao_ws.search_tasks.Nb201Search`` with ``score_bn``."""
-    import torch
-
-    from nao_ws.config import build_config
+def final_supernet(out: Path, score_bn: str):
+    """The run's last supernet (``nao_ws.search.sources.supernets.Nb201Ws``), scoring with ``score_bn``."""
+    from nao_ws.config.options import build_config
     from nao_ws.runs import RunDir
-    from nao_ws.search import Nb201SearchConfig
-    from nao_ws.search_tasks import make_task
+    from nao_ws.search.options import Nb201WsSearch
+    from nao_ws.search.sources.supernet import SupernetSource
 
     run = RunDir(out)
-    cfg = build_config(Nb201SearchConfig, run.read_config())
-    task = make_task(dataclasses.replace(cfg, score_bn=score_bn, device="cpu"), torch.device("cpu"))
-    task.load_state_dict(run.load_latest_checkpoint()["task"])
-    return task
+    cfg = build_config(Nb201WsSearch, run.read_config())
+    source = SupernetSource(dataclasses.replace(cfg, score_bn=score_bn, device="cpu"))
+    source.load_state_dict(run.load_latest_checkpoint()["source"])
+    return source.supernet
 
 
 def rank_figures(rankings: dict, table_valid, seed: int) -> dict:
@@ -126,7 +125,7 @@ def tau_job(job: tuple) -> list:
     """(folder, BN modes, cells, table file, cell seed) -> one figure dict per BN mode."""
     _one_thread()
     from nao_ws.monitor import Monitor
-    from nao_ws.tabular import load_table
+    from nao_ws.search.sources.table import load_table
     from supernet import nb201
     import torch
 
@@ -138,14 +137,14 @@ def tau_job(job: tuple) -> list:
     params = np.array([counter.arch_parameters(c) for c in cells], dtype=float)
     figures = []
     for mode in modes:
-        task = final_task(Path(out), mode)
+        supernet = final_supernet(Path(out), mode)
         start = time.perf_counter()
-        scores = task.score(cells, Monitor(None, progress=False))
+        scores = supernet.score(cells, Monitor(None, progress=False))
         figs = rank_figures({"inherited_accuracy": np.array([r["valid_acc"] for r in scores]),
                              "inherited_loss": -np.array([r["valid_loss"] for r in scores]), "params": params},
                             valid, cell_seed)
         figures.append({"run": str(out), "score_bn": mode, "cells": len(cells),
-                        "score_images": sum(len(y) for _, y in task.dev),
+                        "score_images": sum(len(y) for _, y in supernet.dev),
                         "seconds": round(time.perf_counter() - start, 1),
                         **{f"{k}_{m}": round(v, 4) for k, f in figs.items() for m, v in f.items()}})
     return figures
@@ -171,14 +170,14 @@ def main(argv=None) -> None:
     ap.add_argument("--cells", type=int, default=200)
     ap.add_argument("--cell-seed", type=int, default=0)
     ap.add_argument("--table", default=str(TABLE))
-    ap.add_argument("--data-file", default=str(DATA))
+    ap.add_argument("--data-file", default=str(IMAGES))
     ap.add_argument("--workers", type=int, default=2, help="processes (one thread each)")
     ap.add_argument("--dry", action="store_true", help="check the options, print the plan, run nothing")
     args = ap.parse_args(argv)
 
     from concurrent.futures import ProcessPoolExecutor
 
-    from nao_ws.tabular import load_table
+    from nao_ws.search.sources.table import load_table
     from supernet.spaces import parse_arch
 
     variants = [(v or "default", parse_variant(v)) for v in args.variants.split(";")]
@@ -198,7 +197,7 @@ def main(argv=None) -> None:
             arch = parse_arch(best["text"], "nb201")
             searches.append({"variant": name, "strategy": strategy, "seed": seed, "valid": table.score(arch),
                              "test": table.test_accuracy(arch)})
-            emit(figure="search", run=str(out), best=best["text"], inherited=best["inherited"]["score"],
+            emit(figure="search", run=str(out), best=best["text"], inherited=best["query"]["score"],
                  seconds=round(secs, 1), **searches[-1])
         for name, _ in variants:
             for strategy in strategies:

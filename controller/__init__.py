@@ -1,1 +1,1 @@
-"""The NAO controller: encoder, performance predictor and decoder over token sequences (SPEC 2)."""
+"""The NAO controller: encoder, performance predictor and decoder over token sequences (reference §2)."""

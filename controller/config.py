@@ -1,4 +1,4 @@
-"""Controller configs (SPEC 2): three frozen dataclasses of scalars, with presets per search space.
+"""Controller configs (reference §2): three frozen dataclasses of scalars, with presets per search space.
 
 The defaults are the ``cnn-ws`` values (ref-PT). Presets follow the project's convention: plain dicts of
 overrides keyed by space name (``ModelConfig(**MODEL_PRESETS["rnn"])``, or nao_ws's ``build_config``);
@@ -18,15 +18,15 @@ def _require(ok: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Sizes of the encoder, predictor and decoder (SPEC 2.1)."""
+    """Sizes of the encoder, predictor and decoder (reference §2.1)."""
 
-    embed_size: int = field(default=48, metadata={"help": "token embedding size"})  # SPEC 2.1
-    hidden_size: int = field(default=96, metadata={"help": "encoder = decoder LSTM size"})  # SPEC 2.1
-    group: int = field(default=2, metadata={"help": "tokens per encoder step (2 = index/op pairs)"})  # SPEC 2.1
-    mlp_layers: int = field(default=3, metadata={"help": "predictor hidden layers"})  # SPEC 2.1
-    mlp_hidden: int = field(default=200, metadata={"help": "predictor hidden width"})  # SPEC 2.1
-    dropout: float = field(default=0.1, metadata={"help": "predictor dropout"})  # SPEC 2.1
-    # Not in the SPEC (ref-PT has none): a learned position bias on the decoder's attention, see model.Decoder.
+    embed_size: int = field(default=48, metadata={"help": "token embedding size"})  # reference §2.1
+    hidden_size: int = field(default=96, metadata={"help": "encoder = decoder LSTM size"})  # reference §2.1
+    group: int = field(default=2, metadata={"help": "tokens per encoder step (2 = index/op pairs)"})  # reference §2.1
+    mlp_layers: int = field(default=3, metadata={"help": "predictor hidden layers"})  # reference §2.1
+    mlp_hidden: int = field(default=200, metadata={"help": "predictor hidden width"})  # reference §2.1
+    dropout: float = field(default=0.1, metadata={"help": "predictor dropout"})  # reference §2.1
+    # Ours (ref-PT has none): a learned position bias on the decoder's attention, see model.Decoder.
     align_bias: bool = field(default=True, metadata={"help": "learned position bias in the decoder attention"})
 
     def __post_init__(self):
@@ -35,23 +35,23 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Joint training of encoder, predictor and decoder (SPEC 2.1, 2.3)."""
+    """Joint training of encoder, predictor and decoder (reference §2.1, §2.3)."""
 
-    trade_off: float = field(default=0.8, metadata={"help": "lambda in lambda*MSE + (1-lambda)*NLL"})  # SPEC 2.1
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})  # SPEC 2.1
-    weight_decay: float = field(default=1e-4, metadata={"help": "Adam (L2) weight decay"})  # SPEC 2.1
-    grad_clip: float = field(default=5.0, metadata={"help": "gradient-norm clip"})  # SPEC 2.1
-    batch_size: int = field(default=100, metadata={"help": "controller batch size"})  # SPEC 2.1
-    epochs: int = field(default=1000, metadata={"help": "controller epochs per search iteration"})  # SPEC 2.1
-    augment: bool = field(default=True, metadata={"help": "symmetric (branch-swap) augmentation"})  # SPEC 2.3
-    # SPEC 2.3 asks for held-out metrics but gives no size: 10% here, 0 trains on everything.
+    trade_off: float = field(default=0.8, metadata={"help": "lambda in lambda*MSE + (1-lambda)*NLL"})  # reference §2.1
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})  # reference §2.1
+    weight_decay: float = field(default=1e-4, metadata={"help": "Adam (L2) weight decay"})  # reference §2.1
+    grad_clip: float = field(default=5.0, metadata={"help": "gradient-norm clip"})  # reference §2.1
+    batch_size: int = field(default=100, metadata={"help": "controller batch size"})  # reference §2.1
+    epochs: int = field(default=1000, metadata={"help": "controller epochs per search iteration"})  # reference §2.1
+    augment: bool = field(default=True, metadata={"help": "symmetric (branch-swap) augmentation"})  # reference §2.3
+    # reference §2.3 asks for held-out metrics but gives no size: 10% here, 0 trains on everything.
     holdout: float = field(default=0.1, metadata={"help": "fraction held out for metrics"})
-    # Not in the SPEC: precision@k looks at the top 10 of the held-out split (fewer if it is smaller).
+    # Ours: precision@k looks at the top 10 of the held-out split (fewer if it is smaller).
     precision_k: int = field(default=10, metadata={"help": "k of precision@k on the held-out split"})
-    # Not in the SPEC (issue 13, measured in benchmarks/nb201.py): "rank" maps scores to their quantiles, so
-    # a few failed architectures (10% accuracy) no longer squeeze every other target into a sliver of [0, 1].
-    targets: str = field(default="minmax", metadata={"help": "target scaling: minmax (SPEC 2.1) or rank"})
-    # Not in the SPEC (issue 13): weight of a pairwise hinge loss on the predictor, added to the MSE term.
+    # Ours, measured with benchmarks/nb201.py: "rank" maps scores to their quantiles, so a few failed architectures
+    # (10% accuracy) no longer squeeze every other target into a sliver of [0, 1].
+    targets: str = field(default="minmax", metadata={"help": "target scaling: minmax (reference §2.1) or rank"})
+    # Ours, measured with benchmarks/nb201.py: weight of a pairwise hinge loss on the predictor, added to the MSE term.
     rank_loss: float = field(default=0.0, metadata={"help": "weight of the predictor's pairwise ranking loss"})
     rank_margin: float = field(default=0.05, metadata={"help": "margin of the pairwise ranking loss"})
 
@@ -66,13 +66,13 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    """Gradient steps in embedding space (SPEC 2.2): eta = step_size, + step_growth, ... <= max_step_size."""
+    """Gradient steps in embedding space (reference §2.2): eta = step_size, + step_growth, ... <= max_step_size."""
 
-    num_seeds: int = field(default=100, metadata={"help": "K: top architectures used as seeds"})  # SPEC 2.2
-    num_new: int = field(default=300, metadata={"help": "M: new architectures wanted"})  # SPEC 2.2 (ref-PT)
-    step_size: float = field(default=1.0, metadata={"help": "first eta"})  # SPEC 2.2 (ref-PT)
-    step_growth: float = field(default=1.0, metadata={"help": "added to eta on every retry"})  # SPEC 2.2
-    max_step_size: float = field(default=50.0, metadata={"help": "largest eta tried"})  # SPEC 2.2 (ref-PT)
+    num_seeds: int = field(default=100, metadata={"help": "K: top architectures used as seeds"})  # reference §2.2
+    num_new: int = field(default=300, metadata={"help": "M: new architectures wanted"})  # reference §2.2 (ref-PT)
+    step_size: float = field(default=1.0, metadata={"help": "first eta"})  # reference §2.2 (ref-PT)
+    step_growth: float = field(default=1.0, metadata={"help": "added to eta on every retry"})  # reference §2.2
+    max_step_size: float = field(default=50.0, metadata={"help": "largest eta tried"})  # reference §2.2 (ref-PT)
 
     def __post_init__(self):
         _require(self.num_seeds >= 1 and self.num_new >= 1, "num_seeds and num_new must be >= 1")
@@ -80,26 +80,26 @@ class GenerateConfig:
 
 
 MODEL_PRESETS = {
-    "cnn-ws": {},  # SPEC 2.1, ref-PT: 48/96, pairs -> 20 steps, MLP 3 x 200
-    # SPEC 2.1 (paper 4.1): 32/96, one step per token, a one-layer feed-forward predictor (width as ref-PT).
+    "cnn-ws": {},  # reference §2.1, ref-PT: 48/96, pairs -> 20 steps, MLP 3 x 200
+    # reference §2.1 (paper 4.1): 32/96, one step per token, a one-layer feed-forward predictor (width as ref-PT).
     "cnn": {"embed_size": 32, "group": 1, "mlp_layers": 1},
-    "rnn": {"mlp_layers": 4},  # SPEC 2.1, ref-TF: 48/96, pairs -> 12 steps (23 tokens, left-padded), MLP 4 x 200
-    "nb201": {"embed_size": 32, "group": 1},  # not in the SPEC: cnn-ws sizes, one step per edge (6 steps)
+    "rnn": {"mlp_layers": 4},  # reference §2.1, ref-TF: 48/96, pairs -> 12 steps (23 tokens, left-padded), MLP 4 x 200
+    "nb201": {"embed_size": 32, "group": 1},  # ours: cnn-ws sizes, one step per edge (6 steps)
 }
 TRAIN_PRESETS = {
-    "cnn-ws": {},  # SPEC 2.1
-    "cnn": {"trade_off": 0.9},  # SPEC 2.1 (paper 4.1); other settings as ref-PT
-    "rnn": {},  # SPEC 2.1: same as CNN-WS
-    # Not in the SPEC: measured on NAS-Bench-201 (issue 13, benchmarks/nb201.py): quantile targets and a
-    # pairwise ranking loss; lr 3e-3 for the few epochs a round can afford.
+    "cnn-ws": {},  # reference §2.1
+    "cnn": {"trade_off": 0.9},  # reference §2.1 (paper 4.1); other settings as ref-PT
+    "rnn": {},  # reference §2.1: same as CNN-WS
+    # Ours, measured with benchmarks/nb201.py: quantile targets and a pairwise ranking loss; lr 3e-3 for the few
+    # epochs a round can afford.
     "nb201": {"targets": "rank", "rank_loss": 1.0, "lr": 3e-3, "epochs": 300, "augment": False},
 }
 GENERATE_PRESETS = {
-    "cnn-ws": {},  # SPEC 2.2: K = 100, 300 new, eta = 1, 2, ..., 50 (ref-PT)
-    # SPEC 2.2 / paper 4.1: K = 200, 200 new, eta = 10; retries add eta/2 (paper footnote 4) up to ref-TF's 100.
+    "cnn-ws": {},  # reference §2.2: K = 100, 300 new, eta = 1, 2, ..., 50 (ref-PT)
+    # reference §2.2 / paper 4.1: K = 200, 200 new, eta = 10; retries add eta/2 (paper footnote 4) up to ref-TF's 100.
     "cnn": {"num_seeds": 200, "num_new": 200, "step_size": 10.0, "step_growth": 5.0, "max_step_size": 100.0},
-    "rnn": {"max_step_size": 30.0},  # SPEC 2.2: K = 100, 300 new, eta up to 30 (ref-TF RNN)
-    # Not in the SPEC: a space of 4,930 distinct cells asks for few seeds and many candidates per seed (issue 13).
+    "rnn": {"max_step_size": 30.0},  # reference §2.2: K = 100, 300 new, eta up to 30 (ref-TF RNN)
+    # Ours, measured with benchmarks/nb201.py: a space of 4,930 distinct cells asks for few seeds and many candidates.
     "nb201": {"num_seeds": 10, "num_new": 100},
 }
 

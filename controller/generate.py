@@ -1,4 +1,4 @@
-"""New architectures by gradient ascent in embedding space (paper Eq. 2 and footnote 4, SPEC 2.2)."""
+"""New architectures by gradient ascent in embedding space (paper Eq. 2 and footnote 4, reference §2.2)."""
 from __future__ import annotations
 
 import itertools
@@ -66,7 +66,7 @@ def generate(model: NAO, token_seqs: Sequence[Sequence[int]], scores: Sequence[f
             eta = cfg.step_size + k * cfg.step_growth
             if eta > cfg.max_step_size or len(found) == cfg.num_new:
                 break
-            decoded = model.decode(F.normalize(h + eta * grad, dim=-1)).tolist()  # SPEC 2.2: re-normalise
+            decoded = model.decode(F.normalize(h + eta * grad, dim=-1)).tolist()  # reference §2.2: re-normalise
             for seed, seq in zip(seeds.tolist(), map(tuple, decoded)):
                 if len(found) < cfg.num_new and canon(seq) not in seen:
                     seen.add(canon(seq))

@@ -1,4 +1,4 @@
-"""Controller quality metrics (SPEC 2.3): pure functions on NumPy arrays, meant for held-out architectures.
+"""Controller quality metrics (reference §2.3): pure functions on NumPy arrays, meant for held-out architectures.
 
 ``pred`` are predicted scores, ``true`` the measured ones (higher = better for both). Pair-based metrics
 are O(n^2) in memory, fine for the few hundred to few thousand architectures of a search.
@@ -72,7 +72,7 @@ def precision_at_k(pred, true, k: int) -> float:
 
 
 def mean_hamming(decoded, target) -> float:
-    """Mean number of positions where D(E(x)) differs from x (tokens, not a fraction; SPEC 2.3)."""
+    """Mean number of positions where D(E(x)) differs from x (tokens, not a fraction; reference §2.3)."""
     decoded, target = np.asarray(decoded), np.asarray(target)
     if decoded.shape != target.shape or decoded.ndim != 2:
         raise ControllerInputError(f"hamming needs two [n, length] arrays, got {decoded.shape} and {target.shape}")

@@ -1,4 +1,4 @@
-"""The NAO model (paper 3.2, SPEC 2.1): ``encoder`` E, performance ``predictor`` f and ``decoder`` D.
+"""The NAO model (paper 3.2, reference §2.1): ``encoder`` E, performance ``predictor`` f and ``decoder`` D.
 
 Tensors: token sequences are ``long [B, L]`` with tokens in ``1..V-1``; the encoder's per-step outputs
 ``h`` are ``[B, T, H]`` (T = L / group steps, each row of unit length) and the embedding ``e`` = the
@@ -31,14 +31,14 @@ def evaluating(model: nn.Module):
 
 
 def pool(h: torch.Tensor) -> torch.Tensor:
-    """e_x: mean over steps of the normalised outputs, normalised again (SPEC 2.1)."""
+    """e_x: mean over steps of the normalised outputs, normalised again (reference §2.1)."""
     return F.normalize(h.mean(dim=1), dim=-1)
 
 
 class Encoder(nn.Module):
     """Token embedding + 1-layer LSTM; each step reads ``group`` concatenated token embeddings.
 
-    With ``group = 2`` a step is one (index, op) pair (SPEC 2.1). A length that is not a multiple of
+    With ``group = 2`` a step is one (index, op) pair (reference §2.1). A length that is not a multiple of
     ``group`` is left-padded with the start token 0: the rnn space's 23 tokens become 24, so its first
     step is (0, node-0 activation) and every later step one (prev, act) pair of a node.
     """
@@ -54,11 +54,11 @@ class Encoder(nn.Module):
         tokens = F.pad(tokens, (-length % self.group, 0), value=START)
         x = self.embedding(tokens).reshape(b, tokens.size(1) // self.group, -1)
         h, _ = self.lstm(x)
-        return F.normalize(h, dim=-1)  # SPEC 2.1: every step L2-normalised
+        return F.normalize(h, dim=-1)  # reference §2.1: every step L2-normalised
 
 
 class Predictor(nn.Module):
-    """f: MLP (ReLU, dropout) on e_x with a sigmoid output, since targets are min-max normalised (SPEC 2.1)."""
+    """f: MLP (ReLU, dropout) on e_x with a sigmoid output, since targets are min-max normalised (reference §2.1)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -100,7 +100,7 @@ class Decoder(nn.Module):
         return self.out(torch.tanh(self.combine(torch.cat([attn @ h, s], dim=-1))))
 
     def forward(self, h: torch.Tensor, e: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced log-probabilities ``[B, L, V]``; invalid tokens get -inf (SPEC 2.1, last bullet)."""
+        """Teacher-forced log-probabilities ``[B, L, V]``; invalid tokens get -inf (reference §2.1, last bullet)."""
         prev = F.pad(tokens[:, :-1], (1, 0), value=START)
         state = (e.unsqueeze(0).contiguous(), e.unsqueeze(0).contiguous())
         s, _ = self.lstm(self.embedding(prev), state)

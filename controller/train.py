@@ -1,4 +1,4 @@
-"""Joint training of encoder, predictor and decoder (paper 3.3, SPEC 2.1, 2.3) and held-out evaluation.
+"""Joint training of encoder, predictor and decoder (paper 3.3, reference §2.1, §2.3) and held-out evaluation.
 
 The search loop keeps one model and one optimiser for the whole search::
 
@@ -58,7 +58,7 @@ def check_scores(scores: Sequence[float], n: int) -> np.ndarray:
 
 
 def normalise(scores: np.ndarray, how: str = "minmax") -> np.ndarray:
-    """Targets in [0, 1], higher = better: min-max (SPEC 2.1) or quantiles (``"rank"``, ties share their mean
+    """Targets in [0, 1], higher = better: min-max (reference §2.1) or quantiles (``"rank"``, ties share their mean
     rank); equal scores all map to 0.5."""
     lo, hi = scores.min(), scores.max()
     if hi == lo:
@@ -79,7 +79,7 @@ def _mean_ranks(a: np.ndarray) -> np.ndarray:
 
 def ranking_loss(pred: torch.Tensor, target: torch.Tensor, margin: float) -> torch.Tensor:
     """Mean pairwise hinge: every pair whose targets differ should be predicted in the same order, ``margin``
-    apart (a ranking loss for the predictor, issue 13)."""
+    apart (a ranking loss for the predictor, measured on NAS-Bench-201)."""
     sign = torch.sign(target[:, None] - target[None, :])
     hinge = F.relu(margin - sign * (pred[:, None] - pred[None, :]))
     pairs = sign.abs()
@@ -87,7 +87,7 @@ def ranking_loss(pred: torch.Tensor, target: torch.Tensor, margin: float) -> tor
 
 
 def make_optimizer(model: NAO, cfg: TrainConfig) -> torch.optim.Adam:
-    """Adam with L2 weight decay (SPEC 2.1). Fused: one kernel per step, ~20% faster epochs on CPU."""
+    """Adam with L2 weight decay (reference §2.1). Fused: one kernel per step, ~20% faster epochs on CPU."""
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
@@ -119,9 +119,9 @@ def fit(model: NAO, token_seqs: Sequence[Sequence[int]], scores: Sequence[float]
     """Train ``model`` on (sequence, score) pairs for ``cfg.epochs`` epochs; return metrics.
 
     ``scores``: higher = better (pass -loss for the RNN), any scale; they are min-max normalised over all
-    given architectures (SPEC 2.1). A random ``cfg.holdout`` fraction is left out of training and used for
-    the metrics (SPEC 2.3). Each time a training example is drawn it goes through ``space.augment_tokens``
-    (a fresh branch swap; SPEC 2.3) when ``cfg.augment``.
+    given architectures (reference §2.1). A random ``cfg.holdout`` fraction is left out of training and used for
+    the metrics (reference §2.3). Each time a training example is drawn it goes through ``space.augment_tokens``
+    (a fresh branch swap; reference §2.3) when ``cfg.augment``.
 
     Warm start: the model keeps its weights from the previous call, and ``optimizer`` (from
     :func:`make_optimizer`, the same object every iteration) keeps its Adam moments, as ref-PT's single
@@ -135,7 +135,7 @@ def fit(model: NAO, token_seqs: Sequence[Sequence[int]], scores: Sequence[float]
     by reloading the last checkpoint and calling ``fit`` again.
 
     ``unlabeled``: sequences without scores (they cost nothing to sample), trained on the reconstruction
-    loss only, each epoch in batches beside the labeled ones (semi-supervised, issue 13).
+    loss only, each epoch in batches beside the labeled ones (semi-supervised).
 
     ``cfg.targets`` picks the target scaling (:func:`normalise`); ``cfg.rank_loss`` > 0 adds a pairwise
     :func:`ranking_loss` on each batch to the MSE term.
@@ -181,7 +181,7 @@ def fit(model: NAO, token_seqs: Sequence[Sequence[int]], scores: Sequence[float]
                 mse = F.mse_loss(pred, yb)
                 fit_loss = mse + cfg.rank_loss * ranking_loss(pred, yb, cfg.rank_margin) if cfg.rank_loss else mse
                 nll = F.nll_loss(log_probs.flatten(0, 1), xb.flatten())
-                loss = cfg.trade_off * fit_loss + (1 - cfg.trade_off) * nll  # paper Eq. 1, SPEC 2.1
+                loss = cfg.trade_off * fit_loss + (1 - cfg.trade_off) * nll  # paper Eq. 1, reference §2.1
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
@@ -199,7 +199,7 @@ def fit(model: NAO, token_seqs: Sequence[Sequence[int]], scores: Sequence[float]
 
 def evaluate(model: NAO, token_seqs: Sequence[Sequence[int]], scores: Sequence[float], space: TokenSpace,
              *, k: int = 10) -> dict:
-    """Predictor ranking metrics and decoder mean Hamming distance D(E(x)) vs x (SPEC 2.3), in eval mode.
+    """Predictor ranking metrics and decoder mean Hamming distance D(E(x)) vs x (reference §2.3), in eval mode.
 
     ``scores`` only need the right order (higher = better); precision@k uses ``min(k, len(token_seqs))``.
     """

@@ -1,7 +1,9 @@
 """TensorBoard and tqdm in one place, so every loop reports progress the same way."""
 from __future__ import annotations
 
+import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -33,8 +35,19 @@ class Monitor:
         if self._writer is None and self.log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
+            if self.purge_step is not None:
+                self._after_earlier_files()
             self._writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=self.purge_step)
         return self._writer
+
+    def _after_earlier_files(self) -> None:
+        """TensorBoard reads event files in name order, and names begin with their creation second: a purging
+        file must be named after every earlier one, or the events it purges come back. Waits until the second
+        of the newest file has passed (a resume within a second of the run it continues)."""
+        seconds = [int(p.name.split(".")[3]) for p in self.log_dir.glob("events.out.tfevents.*")
+                   if p.name.split(".")[3].isdigit()]
+        while seconds and int(time.time()) <= max(seconds):
+            time.sleep(0.05)
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         if self.writer is not None:
@@ -50,9 +63,20 @@ class Monitor:
         if self.writer is not None:
             self.writer.add_image(tag, image_hwc, step, dataformats="HWC")
 
-    def text(self, tag: str, text: str, step: int) -> None:
-        if self.writer is not None:
-            self.writer.add_text(tag, text, step)
+    def curves(self, name: str, curves: dict) -> None:
+        """Whole curves ``{tag: [(step, value), ...]}`` as a TensorBoard run of their own, ``tb/<name>``, written
+        anew at each call: what a run computes once, at its end, stays whole however often it is resumed."""
+        if self.log_dir is None:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        folder = self.log_dir / name
+        shutil.rmtree(folder, ignore_errors=True)
+        writer = SummaryWriter(log_dir=str(folder))
+        for tag, points in curves.items():
+            for step, value in points:
+                writer.add_scalar(tag, float(value), step)
+        writer.close()
 
     def bar(self, iterable: Iterable | None = None, total: int | None = None, desc: str = "",
             leave: bool = False, initial: int = 0) -> tqdm:

@@ -1,8 +1,12 @@
-"""Test-session settings: one intra-op thread, for this process and the CLI subprocesses tests start.
+"""The suite's settings, runners and fixtures; test modules import nothing from each other.
 
-Measured here: with two threads on a busy 2-core machine, small CPU kernels (batch norm, depthwise conv,
-the controller's step-by-step LSTM) ran 10-200x slower from OpenMP spin-waiting; one thread keeps the
-suite's run time predictable wherever it runs.
+One intra-op thread, for this process and the CLI subprocesses tests start: with two threads on a busy 2-core
+machine, small CPU kernels (batch norm, depthwise conv, the controller's step-by-step LSTM) ran 10-200x slower
+from OpenMP spin-waiting; one thread keeps the suite's run time predictable wherever it runs.
+
+Real data (full PTB, its excerpt, CIFAR-10 npz files, the NAS-Bench-201 table) comes from one folder:
+``$NAO_WS_TEST_DATA``, by default ``../shared/data`` beside the repository. A test that needs a file of it asks
+the ``data`` fixture, which skips the test with the reason when the file is not there.
 """
 import os
 
@@ -13,10 +17,108 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-
+import contextlib  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
 import math  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("NAO_WS_TEST_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data():
+    """``data("ptb-tiny")`` -> the path of that file or folder of the real-data folder; skips the test if absent."""
+    def get(*parts: str) -> Path:
+        path = DATA.joinpath(*parts)
+        if not path.exists():
+            pytest.skip(f"real data {path} is not there: set NAO_WS_TEST_DATA to the test-data folder")
+        return path
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """``cli(args, capsys=None)`` -> (exit status, stdout, stderr): the ``nao-ws`` command run in this process,
+    its output read through ``capsys`` when given, else captured here. Any exception but SystemExit propagates
+    and fails the test: a user error must be a one-line message, never a traceback."""
+    from nao_ws.cli import main
+
+    def run(args, capsys=None):
+        code, out, err = 0, io.StringIO(), io.StringIO()
+        with contextlib.ExitStack() as stack:
+            if capsys is None:
+                stack.enter_context(contextlib.redirect_stdout(out))
+                stack.enter_context(contextlib.redirect_stderr(err))
+            try:
+                main([str(a) for a in args])
+            except SystemExit as e:
+                code = e.code
+        return (code, *capsys.readouterr()) if capsys is not None else (code, out.getvalue(), err.getvalue())
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def spawn():
+    """``spawn(args)`` -> the ``nao-ws`` command running in a subprocess (pipes for stdout and stderr)."""
+    def start(args):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        return subprocess.Popen([sys.executable, "-m", "nao_ws", *map(str, args)], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def kill_when():
+    """``kill_when(proc, ready)``: SIGKILL ``proc`` as soon as ``ready()`` holds; False if it finished first."""
+    def kill(proc, ready, timeout=300):
+        end = time.time() + timeout
+        while time.time() < end:
+            if proc.poll() is not None:
+                return False
+            if ready():
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return True
+            time.sleep(0.02)
+        proc.kill()
+        raise AssertionError("the run did not reach the kill point in time")
+
+    return kill
+
+
+def read_jsonl(path) -> list:
+    """Every complete line of a JSON-lines file (none if it does not exist or is cut mid-line)."""
+    try:
+        return [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+    except (OSError, json.JSONDecodeError):
+        return []
+
+
+def without_timing(obj):
+    """``obj`` without wall-clock fields, the only values two equal runs may differ in."""
+    if isinstance(obj, dict):
+        return {k: without_timing(v) for k, v in obj.items() if not k.startswith("seconds")}
+    if isinstance(obj, list):
+        return [without_timing(v) for v in obj]
+    return obj
+
+
+@pytest.fixture(scope="session")
+def jsonl():
+    """``jsonl(path)`` -> the records of a JSON-lines file; ``jsonl.untimed(obj)`` drops wall-clock fields."""
+    read_jsonl.untimed = without_timing
+    return read_jsonl
 
 
 @pytest.fixture
@@ -32,3 +134,64 @@ def tb_scalars():
                 for tag in acc.Tags()["scalars"]}
 
     return read
+
+
+# -- the strategy x score-source matrix of searches ------------------------------------------------------------
+
+MATRIX = {  # the smallest searches that take each source's code paths
+    "table": ["--task", "cifar10", "--space", "nb201", "--benchmark", ("nb201", "nb201-cifar10-12epoch.csv"),
+              "--preset", "smoke", "--budget", "16"],
+    "nb201": ["--task", "cifar10", "--space", "nb201", "--preset", "smoke", "--pool-size", "6", "--new-per-iter", "2",
+              "--random-per-iter", "1", "--score-images", "20", "--calib-images", "16"],
+    "cnn-ws": ["--task", "cifar10", "--preset", "smoke", "--epochs", "2", "--eval-every", "1", "--pool-size", "6",
+               "--new-per-iter", "2", "--random-per-iter", "1", "--channels", "4", "--batch-size", "90",
+               "--score-images", "20", "--rerank-top", "1", "--rerank-channels", "4", "--rerank-batch-size", "90"],
+    "standalone": ["--task", "cifar10", "--space", "cnn", "--preset", "smoke", "--pool-size", "4", "--new-per-round", "2",
+                   "--train-images", "32", "--channels", "4"],
+}
+STRATEGY_FLAGS = {"nao": ["--seeds", "3", "--controller-epochs", "8"], "rea": ["--population", "3", "--tournament", "2"],
+                  "random": []}
+KILL_AFTER = """
+import os, signal, sys
+from nao_ws.runs import folder
+from nao_ws.cli import main
+real, calls = folder.RunDir.append_jsonl, [0]
+def append(self, *args, **kwargs):
+    real(self, *args, **kwargs)
+    calls[0] += 1
+    if calls[0] == {k}:
+        os.kill(os.getpid(), signal.SIGKILL)
+folder.RunDir.append_jsonl = append
+main(sys.argv[1:])
+"""
+
+
+class Matrix:
+    """The searches of the matrix: ``args``, the uninterrupted ``reference`` run (once per session), and a run
+    ``killed`` with SIGKILL right after its k-th log write (a pool or metrics record) and resumed."""
+
+    def __init__(self, data, cli, root: Path):
+        self.data, self.cli, self.root, self.done = data, cli, root, {}
+
+    def args(self, source: str, strategy: str) -> list[str]:
+        args = [str(self.data(*a)) if isinstance(a, tuple) else a for a in MATRIX[source]]
+        return ["search", *args, "--strategy", strategy, *STRATEGY_FLAGS[strategy], "--seed", "3", "--no-progress"]
+
+    def reference(self, source: str, strategy: str) -> Path:
+        if (source, strategy) not in self.done:
+            out = self.root / f"{source}-{strategy}"
+            code, _, err = self.cli(self.args(source, strategy) + ["--output", out])
+            assert code == 0, f"{source}/{strategy} exited with {code}"
+            self.done[source, strategy] = out
+        return self.done[source, strategy]
+
+    def killed(self, source: str, strategy: str, k: int, out: Path) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        args = self.args(source, strategy) + ["--output", str(out)]
+        return subprocess.run([sys.executable, "-c", KILL_AFTER.format(k=k), *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def matrix(data, cli, tmp_path_factory):
+    return Matrix(data, cli, tmp_path_factory.mktemp("matrix"))

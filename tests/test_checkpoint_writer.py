@@ -5,9 +5,8 @@ import threading
 import pytest
 import torch
 
-from nao_ws import runs
 from nao_ws.errors import NaoWsError
-from nao_ws.runs import RunDir
+from nao_ws.runs import RunDir, checkpoint_problem, folder
 
 
 def test_a_background_checkpoint_holds_the_state_as_it_was_when_asked_for(tmp_path):
@@ -26,21 +25,21 @@ def test_a_background_checkpoint_holds_the_state_as_it_was_when_asked_for(tmp_pa
     assert ckpt["logs"] == {"pool.jsonl": [{"arch": "a"}]}
     assert not (ckpt["model"]["weight"] == 7.0).any()
     torch.nn.Linear(3, 4).load_state_dict(ckpt["model"])  # still a module state dict (its _metadata kept)
-    assert runs.checkpoint_problem(run.list_checkpoints()[0]) is None
+    assert checkpoint_problem(run.list_checkpoints()[0]) is None
 
 
 def test_the_previous_checkpoint_stays_the_latest_until_the_next_is_complete(tmp_path, monkeypatch):
     run = RunDir.create(str(tmp_path / "r"), "search", "x")
     run.save_checkpoint({"step": 1}, 1)
     started, release = threading.Event(), threading.Event()
-    write = runs._fsync_write
+    write = folder.fsync_write
 
     def slow_write(path, data):
         started.set()
         assert release.wait(10)
         write(path, data)
 
-    monkeypatch.setattr(runs, "_fsync_write", slow_write)
+    monkeypatch.setattr(folder, "fsync_write", slow_write)
     run.save_checkpoint({"step": 2}, 2, background=True)  # returns while the writer thread is busy
     assert started.wait(10)
     assert [p.name for p in run.checkpoints.glob("*.pt")] == ["ckpt-0000000001.pt"]
@@ -58,7 +57,7 @@ def _disk_full(path, data):
 def test_a_failed_background_write_is_raised_on_the_training_thread_and_loses_nothing(tmp_path, monkeypatch):
     run = RunDir.create(str(tmp_path / "r"), "search", "x")
     run.save_checkpoint({"step": 1}, 1)
-    monkeypatch.setattr(runs, "_fsync_write", _disk_full)
+    monkeypatch.setattr(folder, "fsync_write", _disk_full)
     run.save_checkpoint({"step": 2}, 2, background=True)
     with pytest.raises(NaoWsError, match=f"No space left on device.*--resume {run.path}"):
         run.wait()
@@ -67,7 +66,7 @@ def test_a_failed_background_write_is_raised_on_the_training_thread_and_loses_no
     assert run.load_latest_checkpoint()["step"] == 1
     assert not list(run.checkpoints.glob("*.tmp")) and len(run.list_checkpoints()) == 1
 
-    monkeypatch.setattr(runs, "_fsync_write", _disk_full)
+    monkeypatch.setattr(folder, "fsync_write", _disk_full)
     run.save_checkpoint({"step": 3}, 3, background=True)
     run._writer.join()
     monkeypatch.undo()
@@ -89,26 +88,21 @@ def test_many_records_are_one_write_and_one_fsync(tmp_path, monkeypatch):
     assert run.load_latest_checkpoint()["logs"]["pool.jsonl"] == records
 
 
-@pytest.mark.parametrize("suite", ["test_cnn_train", "test_rnn_train"])
-def test_final_trainings_write_their_checkpoints_off_the_training_thread(suite, tmp_path, monkeypatch):
+@pytest.mark.parametrize("task", ["cifar10-sample", "ptb"])
+def test_final_trainings_write_their_checkpoints_off_the_training_thread(task, tmp_path, monkeypatch, cli, data):
     """`nao-ws train` hands every checkpoint to the writer thread, and the last one is on disk, checked,
-    before the command returns. Each final-training suite's two-epoch smoke run (pytest puts tests/ on sys.path)."""
-    import test_cnn_train
-    import test_rnn_train
-    from nao_ws.cli import main
-
-    argv = test_cnn_train.SMOKE if suite == "test_cnn_train" else ["train", *test_rnn_train.TINY_RUN]
+    before the command returns: a two-epoch smoke training of each kind of network."""
+    argv = ["train", "--task", task, "--preset", "smoke", "--epochs", "2", "--no-progress", "--output", tmp_path / "r"]
+    argv += ["--batch-size", "100"] if task != "ptb" else ["--data-dir", data("ptb-tiny"), "--emb-size", "12",
+                                                            "--batch-size", "128", "--bptt", "20"]
     threads = []
     write = RunDir._write_checkpoint
     monkeypatch.setattr(RunDir, "_write_checkpoint",
                         lambda self, *a: threads.append(threading.current_thread().name) or write(self, *a))
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    try:
-        main([*argv, "--output", str(tmp_path / "r")])
-    finally:
-        torch.use_deterministic_algorithms(deterministic)  # the smoke runs switch it on process-wide
+    code, _, err = cli(argv)
+    assert code == 0, err
     run = RunDir(tmp_path / "r")
     latest = run.load_latest_checkpoint()
     assert len(threads) >= 3 and set(threads) == {"checkpoint-writer"}
     assert latest["trainer"]["epoch"] == 2
-    assert all(runs.checkpoint_problem(p) is None for p in run.list_checkpoints())
+    assert all(checkpoint_problem(p) is None for p in run.list_checkpoints())

@@ -6,12 +6,11 @@ import sys
 import pytest
 
 from supernet.spaces import parse_arch
-from test_search import cli  # the suite's in-process CLI runner (pytest puts tests/ on sys.path)
 
 NAONET_B = "0 1 0 2 0 1 2 2 1 3 0 2 4 0 1 3 2 1 0 3 | 1 1 1 0 2 1 2 4 1 0 2 3 3 1 2 2 0 2 0 2"
 
 
-def test_sample_is_reproducible_and_valid(capsys):
+def test_sample_is_reproducible_and_valid(capsys, cli):
     code, out1, _ = cli(["arch", "sample", "--space", "cnn", "-n", "5", "--seed", "3"], capsys)
     assert code == 0
     _, out2, _ = cli(["arch", "sample", "--space", "cnn", "-n", "5", "--seed", "3"], capsys)
@@ -22,7 +21,7 @@ def test_sample_is_reproducible_and_valid(capsys):
         assert code == 0 and json.loads(out.splitlines()[0])["space"] == "cnn"
 
 
-def test_show_prints_json_and_canonical(capsys, tmp_path):
+def test_show_prints_json_and_canonical(capsys, tmp_path, cli):
     code, out, _ = cli(["arch", "show", NAONET_B], capsys)
     assert code == 0
     js, canon = out.strip().splitlines()
@@ -63,7 +62,7 @@ BAD = [
 
 
 @pytest.mark.parametrize("text,needle", BAD)
-def test_malformed_architectures_give_one_line_errors(text, needle, capsys):
+def test_malformed_architectures_give_one_line_errors(text, needle, capsys, cli):
     code, out, err = cli(["arch", "show", "--", text], capsys)
     assert code == 2
     lines = err.strip().splitlines()
@@ -72,23 +71,23 @@ def test_malformed_architectures_give_one_line_errors(text, needle, capsys):
     assert "Traceback" not in err
 
 
-def test_wrong_space_is_one_line(capsys):
+def test_wrong_space_is_one_line(capsys, cli):
     code, _, err = cli(["arch", "show", NAONET_B, "--space", "rnn"], capsys)
     assert code == 2 and "expected 23" in err and len(err.strip().splitlines()) == 1
 
 
-def test_usage_errors_are_one_line(capsys):
+def test_usage_errors_are_one_line(capsys, cli):
     code, _, err = cli(["arch", "sample", "--space", "lstm"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "'lstm' is not one of" in err
 
 
 def test_console_script_exit_status():
-    r = subprocess.run([sys.executable, "-m", "nao_ws.cli", "arch", "show", "1 2 3"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "nao_ws", "arch", "show", "1 2 3"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize("arch", [NAONET_B, "0 1 1 1 2 2 1 2 4 1 4 1 4 1 7 1 8 2 1 0 4 1"])
-def test_plot_writes_the_cell_diagram(arch, tmp_path, capsys):
+def test_plot_writes_the_cell_diagram(arch, tmp_path, capsys, cli):
     import matplotlib.image
 
     from nao_ws.plot import render

@@ -1,4 +1,4 @@
-"""The CNN supernet, its ops and the final network (SPEC 3.1, 5.1, 6), on tiny sizes (N = 1, C = 4)."""
+"""The CNN supernet, its ops and the final network (reference §3.1, §5.1, §6), on tiny sizes (N = 1, C = 4)."""
 import numpy as np
 import pytest
 import torch
@@ -177,7 +177,7 @@ def test_drop_path_zeroes_whole_samples_and_keeps_the_mean():
 
 @pytest.mark.parametrize("which", [(0,), (2, 0, 3)])
 def test_factorized_reduce_is_two_offset_strided_convs(which):
-    """Output and gradients match SPEC 1.1's definition: 1x1 stride-2 convs on the grid and on the grid shifted
+    """Output and gradients match reference §1.1's definition: 1x1 stride-2 convs on the grid and on the grid shifted
     by one pixel, concatenated, then BN."""
     torch.manual_seed(0)
     fr = ops.FactorizedReduce(3, 8, track_stats=False, pieces=(0, 2, 3)).double()

@@ -1,14 +1,14 @@
-"""`nao-ws train/eval` for CIFAR (SPEC 5.1) through the CLI: sizes, a smoke training on the bundled sample,
+"""`nao-ws train/eval` for CIFAR (reference §5.1) through the CLI: sizes, a smoke training on the bundled sample,
 exact resume, one-line user errors; and `fit_candidate`."""
 import json
 
 import pytest
 import torch
 
-from nao_ws import train_cnn
-from nao_ws.cli import main
-from nao_ws.datasets import load_images
+from nao_ws.data.images import load_images
 from nao_ws.runs import RunDir
+from nao_ws.train import cnn as train_cnn
+from nao_ws.train.options import CnnTrainConfig
 from supernet.nets import NAONET_A, NAONET_B
 from supernet.spaces import parse_arch
 
@@ -29,36 +29,44 @@ def restore_torch_globals():
     torch.use_deterministic_algorithms(deterministic)
 
 
-def run_cli(argv, capsys) -> dict:
-    main(argv)
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+@pytest.fixture
+def run_cli(cli, capsys):
+    """``run_cli(argv)`` -> the JSON object a successful command printed last."""
+    def run(argv) -> dict:
+        code, out, err = cli(argv)
+        assert code == 0, err
+        return json.loads(out.strip().splitlines()[-1])
+
+    return run
 
 
-def user_error(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: ")
-    return err
+@pytest.fixture
+def user_error(cli, capsys):
+    """``user_error(argv)`` -> the one error line of a failing command."""
+    def run(argv) -> str:
+        code, _, err = cli(argv)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+        return err.strip()
+
+    return run
 
 
-def test_naonet_a_has_the_published_size(capsys):
-    """SPEC 5.1: 144.6M parameters at N = 6, F = 128 (ref-PT: 144.58M; 11.47M at F = 36), aux excluded."""
+def test_naonet_a_has_the_published_size(run_cli):
+    """Reference §5.1: 144.6M parameters at N = 6, F = 128 (ref-PT: 144.58M; 11.47M at F = 36), aux excluded."""
     base = ["train", "--task", "cifar10", "--space", "cnn", "--arch", NAONET_A, "--layers", "6", "--dry-run", "--json"]
-    big = run_cli(base + ["--channels", "128"], capsys)
+    big = run_cli(base + ["--channels", "128"])
     assert big["params"] == pytest.approx(144.6e6, rel=0.01)
     assert big["params_with_aux"] > big["params"]
-    assert run_cli(base + ["--channels", "36"], capsys)["params"] == pytest.approx(11.47e6, rel=0.001)
-    b = run_cli(["train", "--task", "cifar10", "--arch", NAONET_B, "--dry-run", "--json"], capsys)
+    assert run_cli(base + ["--channels", "36"])["params"] == pytest.approx(11.47e6, rel=0.001)
+    b = run_cli(["train", "--task", "cifar10", "--arch", NAONET_B, "--dry-run", "--json"])
     assert (b["space"], b["layers"], b["channels"]) == ("cnn-ws", 6, 36)
-    assert run_cli(["train", "--task", "cifar100", "--arch", NAONET_B, "--dry-run", "--json"], capsys)["params"] > b["params"]
+    assert run_cli(["train", "--task", "cifar100", "--arch", NAONET_B, "--dry-run", "--json"])["params"] > b["params"]
 
 
-def test_smoke_training_resumes_bit_exactly(tmp_path, capsys, monkeypatch, tb_scalars):
+def test_smoke_training_resumes_bit_exactly(tmp_path, monkeypatch, tb_scalars, cli, run_cli):
     """Uninterrupted vs. killed after logging epoch 2, before its checkpoint, and resumed from epoch 1: same
     weights, same metrics, same TensorBoard curves (epoch 2 once); eval agrees."""
-    full = run_cli(SMOKE + ["--output", str(tmp_path / "full")], capsys)
+    full = run_cli(SMOKE + ["--output", str(tmp_path / "full")])
     assert full["epochs"] == 2 and 0 <= full["test_acc"] <= 1
 
     save = RunDir.save_checkpoint
@@ -73,11 +81,10 @@ def test_smoke_training_resumes_bit_exactly(tmp_path, capsys, monkeypatch, tb_sc
 
     monkeypatch.setattr(RunDir, "save_checkpoint", die_at_epoch_2)
     with pytest.raises(Killed):
-        main(SMOKE + ["--output", str(tmp_path / "cut")])
+        cli(SMOKE + ["--output", tmp_path / "cut"])
     monkeypatch.undo()
     assert [r["epoch"] for r in RunDir(tmp_path / "cut").read_jsonl("metrics.jsonl")] == [1, 2]
-    capsys.readouterr()
-    resumed = run_cli(["train", "--resume", str(tmp_path / "cut"), "--no-progress"], capsys)
+    resumed = run_cli(["train", "--resume", str(tmp_path / "cut"), "--no-progress"])
 
     assert resumed == full
     a, b = (RunDir(tmp_path / name).load_latest_checkpoint() for name in ("full", "cut"))
@@ -91,7 +98,7 @@ def test_smoke_training_resumes_bit_exactly(tmp_path, capsys, monkeypatch, tb_sc
     curves = tb_scalars(tmp_path / "cut")
     assert [step for step, _ in curves["train/loss"]] == [1, 2] and curves == tb_scalars(tmp_path / "full")
 
-    evaluated = run_cli(["eval", "--checkpoint", str(tmp_path / "full"), "--device", "cpu"], capsys)
+    evaluated = run_cli(["eval", "--checkpoint", str(tmp_path / "full"), "--device", "cpu"])
     assert evaluated["test_acc"] == full["test_acc"]
     assert evaluated["test_loss"] == pytest.approx(full["test_loss"])
 
@@ -100,23 +107,24 @@ def test_smoke_training_resumes_bit_exactly(tmp_path, capsys, monkeypatch, tb_sc
     (["--arch", RNN_REF], "expected 40"),
     (["--space", "cnn-ws", "--arch", NAONET_A], "out of range"),
     (["--space", "cnn", "--arch", '{"space": "cnn-ws", "normal": [], "reduce": []}'], "'cnn' is expected"),
-    (["--layers", "0"], "--layers 0"),
-    (["--channels", "7"], "--channels 7"),
-    (["--drop-path-keep", "0"], "--drop-path-keep"),
+    (["--layers", "0"], "--layers 0 must be >= 1"),
+    (["--channels", "7"], "--channels 7 must be even"),
+    (["--drop-path-keep", "0"], "--drop-path-keep 0.0 must be in (0, 1]"),
+    (["--lr-min", "0.1"], "--lr-min 0.1 exceeds --lr 0.025"),
     (["--preset", "fast"], "unknown preset 'fast'"),
 ])
-def test_bad_input_is_a_one_line_error(flags, message, capsys):
-    err = user_error(["train", "--task", "cifar10", "--dry-run"] + flags, capsys)
+def test_bad_input_is_a_one_line_error(flags, message, user_error):
+    err = user_error(["train", "--task", "cifar10", "--dry-run"] + flags)
     assert message in err
 
 
-def test_checkpoints_of_other_models_are_refused(tmp_path, capsys):
+def test_checkpoints_of_other_models_are_refused(tmp_path, user_error):
     run = RunDir.create(str(tmp_path / "run"), "train", "cifar10-sample")
-    cfg = train_cnn.Config(task="cifar10-sample", layers=1, channels=4, epochs=1, batch_size=100)
+    cfg = CnnTrainConfig(task="cifar10-sample", layers=1, channels=4, epochs=1, batch_size=100)
     run.write_config({**vars(cfg)})
     path = run.save_checkpoint({"kind": "search-cnn", "config": vars(cfg)}, 1)
-    assert "search-cnn" in user_error(["eval", "--checkpoint", str(path)], capsys)
-    assert "search-cnn" in user_error(["train", "--resume", str(run.path), "--no-progress"], capsys)
+    assert "search-cnn" in user_error(["eval", "--checkpoint", str(path)])
+    assert "search-cnn" in user_error(["train", "--resume", str(run.path), "--no-progress"])
     with pytest.raises(Exception, match="train-rnn"):
         train_cnn.evaluate({"kind": "train-rnn", "config": vars(cfg)}, "cpu", None)
 
@@ -135,7 +143,7 @@ def test_a_checkpoint_of_another_architecture_is_a_one_line_error():
 
 def test_fit_candidate_trains_without_a_run_folder():
     data = load_images("cifar10-sample", purpose="search")
-    cfg = train_cnn.Config(task="cifar10-sample", layers=1, channels=4, epochs=1, batch_size=90, cutout=0)
+    cfg = CnnTrainConfig(task="cifar10-sample", layers=1, channels=4, epochs=1, batch_size=90, cutout=0)
     rng = torch.get_rng_state()
     result = train_cnn.fit_candidate(parse_arch(NAONET_B), data, cfg, "cpu", seed=1)
     assert torch.equal(torch.get_rng_state(), rng)  # a fork of torch's generator, seeded
@@ -150,7 +158,7 @@ def test_divergence_rolls_back_to_the_last_checkpoint_with_a_lower_lr(monkeypatc
     from supernet.steps import StepResult
 
     data = load_images("cifar10-sample", purpose="search")  # 450 training images: 5 steps per epoch
-    cfg = train_cnn.Config(task="cifar10-sample", layers=1, channels=4, epochs=2, batch_size=90, cutout=0,
+    cfg = CnnTrainConfig(task="cifar10-sample", layers=1, channels=4, epochs=2, batch_size=90, cutout=0,
                            max_nan_steps=1)
     real, calls = train_cnn.train_step, []
 
@@ -159,8 +167,8 @@ def test_divergence_rolls_back_to_the_last_checkpoint_with_a_lower_lr(monkeypatc
         return StepResult(float("nan"), False, acc=0.0) if 6 <= len(calls) <= 7 else real(*args, **kwargs)
 
     monkeypatch.setattr(train_cnn, "train_step", flaky)
-    trainer = train_cnn.Trainer(parse_arch(NAONET_B), data, cfg, torch.device("cpu"), seed=0)
+    trainer = train_cnn.CnnTrainer(parse_arch(NAONET_B), data, cfg, torch.device("cpu"), seed=0)
     trainer.checkpoint()
-    record = trainer.fit(None)
+    trainer.fit()
     assert len(calls) == 12 and trainer.epoch == 2 and trainer.rollbacks == 1
-    assert record["lr"] == pytest.approx(0.025 / 2 * 0.5)  # cosine at mid-training, halved
+    assert trainer.record["lr"] == pytest.approx(0.025 / 2 * 0.5)  # cosine at mid-training, halved

@@ -312,7 +312,7 @@ def test_rank_targets_are_quantiles_with_shared_ties():
     r = normalise(y, "rank")
     assert r.min() == 0 and r.max() == 1 and r[1] == r[2]
     assert list(np.argsort(r, kind="stable")) == list(np.argsort(y, kind="stable"))
-    assert np.allclose(normalise(y), (y - 10) / 80)  # minmax stays the default (SPEC 2.1)
+    assert np.allclose(normalise(y), (y - 10) / 80)  # minmax stays the default (reference §2.1)
 
 
 def test_ranking_loss_penalises_only_misordered_or_close_pairs():
@@ -343,7 +343,8 @@ def test_unlabeled_sequences_train_the_decoder_only_and_are_checked():
 
 
 def test_driver_ensemble_state_round_trip_and_known_set():
-    from nao_ws.strategies import ControllerDriver, canonical_text
+    from nao_ws.search.strategies import canonical_text
+    from nao_ws.search.strategies.nao import ControllerDriver
     from supernet.spaces import get_space
 
     space = get_space("nb201")

@@ -14,14 +14,11 @@ import pytest
 import torch
 import torchvision
 
-from nao_ws import datasets
-from nao_ws.datasets import ImageBatches, ImageSet, batchify, fixed_batches, load_corpus, load_images
+from nao_ws.data import download, images, tasks
+from nao_ws.data.batches import ImageBatches, fixed_batches
+from nao_ws.data.images import ImageSet, load_images
+from nao_ws.data.text import batchify, load_corpus
 from nao_ws.errors import NaoWsError
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-MINI = SHARED / "cifar10" / "cifar10-mini-train500-test200.npz"
-TRAIN4000 = SHARED / "cifar10" / "cifar10-train4000.npz"
-PTB_TINY = SHARED / "ptb-tiny"
 
 
 def raises_one_line(match, fn, *args, **kwargs) -> str:
@@ -37,8 +34,19 @@ def raises_one_line(match, fn, *args, **kwargs) -> str:
 
 @pytest.fixture(scope="module")
 def mini():
-    with np.load(MINI) as z:
+    """The bundled sample: the real-data mini file (500 train, 200 test CIFAR-10 images)."""
+    with np.load(images.SAMPLE_NPZ) as z:
         return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="module")
+def ptb_tiny(data):
+    return data("ptb-tiny")
+
+
+@pytest.fixture(scope="module")
+def train4000(data):
+    return data("cifar10", "cifar10-train4000.npz")
 
 
 def nchw(x):
@@ -47,9 +55,10 @@ def nchw(x):
 
 # -- text --------------------------------------------------------------------------------------------------
 
-def test_full_ptb_counts_and_speed():
+def test_full_ptb_counts_and_speed(data):
+    root = data("ptb").parent
     start = time.process_time()  # CPU time: other processes on a shared machine do not count
-    corpus = load_corpus("ptb", SHARED)
+    corpus = load_corpus("ptb", root)
     assert time.process_time() - start < 2.0
     assert len(corpus.dictionary) == 10000
     assert (len(corpus.train), len(corpus.valid), len(corpus.test)) == (929589, 73760, 82430)
@@ -60,12 +69,12 @@ def test_full_ptb_counts_and_speed():
     assert words == "aer banknote berlitz calloway centrust".split()
 
 
-def test_unseen_words_become_unk():
-    corpus = load_corpus("ptb", PTB_TINY)
-    train_words = set((PTB_TINY / "ptb.train.txt").read_text().split())
+def test_unseen_words_become_unk(ptb_tiny):
+    corpus = load_corpus("ptb", ptb_tiny)
+    train_words = set((ptb_tiny / "ptb.train.txt").read_text().split())
     assert set(corpus.dictionary.word2idx) == train_words | {"<eos>"}  # nothing from valid/test leaks in
     expected, unseen = [], 0
-    for line in (PTB_TINY / "ptb.valid.txt").read_text().splitlines():
+    for line in (ptb_tiny / "ptb.valid.txt").read_text().splitlines():
         for w in line.split():
             unseen += w not in train_words
             expected.append(w if w in train_words else "<unk>")
@@ -74,12 +83,12 @@ def test_unseen_words_become_unk():
     assert [corpus.dictionary.idx2word[i] for i in corpus.valid.tolist()] == expected
 
 
-def test_gzipped_files_in_task_folder_read_like_plain(tmp_path):
+def test_gzipped_files_in_task_folder_read_like_plain(tmp_path, ptb_tiny):
     for name in ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"):
         (tmp_path / "ptb").mkdir(exist_ok=True)
         with gzip.open(tmp_path / "ptb" / f"{name}.gz", "wb") as f:
-            f.write((PTB_TINY / name).read_bytes())
-    plain, zipped = load_corpus("ptb", PTB_TINY), load_corpus("ptb", tmp_path)
+            f.write((ptb_tiny / name).read_bytes())
+    plain, zipped = load_corpus("ptb", ptb_tiny), load_corpus("ptb", tmp_path)
     assert plain.dictionary.idx2word == zipped.dictionary.idx2word
     for split in ("train", "valid", "test"):
         assert torch.equal(getattr(plain, split), getattr(zipped, split))
@@ -109,8 +118,8 @@ def test_batchify_columns_are_contiguous_and_remainder_dropped():
     raises_one_line(["11 tokens", "12"], batchify, torch.arange(11), 12)
 
 
-def test_truncated_gzip_names_the_file(tmp_path):
-    shutil.copytree(SHARED / "ptb", tmp_path / "ptb")
+def test_truncated_gzip_names_the_file(tmp_path, data):
+    shutil.copytree(data("ptb"), tmp_path / "ptb")
     bad = tmp_path / "ptb" / "ptb.valid.txt.gz"
     bad.chmod(0o644)
     bad.write_bytes(bad.read_bytes()[: 20000])
@@ -119,25 +128,26 @@ def test_truncated_gzip_names_the_file(tmp_path):
 
 def test_missing_text_names_files_place_and_command(tmp_path):
     command = f"nao-ws data download --task wikitext2 --data-dir {tmp_path}"
-    raises_one_line(["wiki.train.tokens", tmp_path / "wikitext-2", command], datasets.check, "wikitext2", tmp_path)
+    raises_one_line(["wiki.train.tokens", tmp_path / "wikitext-2", command], download.check, "wikitext2", tmp_path)
 
 
-def test_ptb_download_checks_md5_and_loads(tmp_path, monkeypatch):
+def test_ptb_download_checks_md5_and_loads(tmp_path, monkeypatch, data):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     for split in ("train", "valid", "test"):
-        with gzip.open(SHARED / "ptb" / f"ptb.{split}.txt.gz", "rb") as f:
+        with gzip.open(data("ptb") / f"ptb.{split}.txt.gz", "rb") as f:
             (mirror / f"ptb.{split}.txt").write_bytes(f.read())
-    monkeypatch.setattr(datasets, "PTB_URL", mirror.as_uri() + "/{}")
-    corpus = load_corpus("ptb", tmp_path / "root", download=True)
+    monkeypatch.setattr(download, "PTB_URL", mirror.as_uri() + "/{}")
+    download.download("ptb", tmp_path / "root")
+    corpus = load_corpus("ptb", tmp_path / "root")
     assert len(corpus.dictionary) == 10000 and len(corpus.test) == 82430
     names = sorted(p.name for p in (tmp_path / "root" / "ptb").iterdir())
     assert names == ["ptb.test.txt", "ptb.train.txt", "ptb.valid.txt"]
 
 
-def test_ptb_download_with_wrong_content_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "PTB_URL", PTB_TINY.as_uri() + "/{}")
-    raises_one_line(["MD5", "ptb.train.txt"], datasets.download, "ptb", tmp_path)
+def test_ptb_download_with_wrong_content_leaves_nothing(tmp_path, monkeypatch, ptb_tiny):
+    monkeypatch.setattr(download, "PTB_URL", ptb_tiny.as_uri() + "/{}")
+    raises_one_line(["MD5", "ptb.train.txt"], download.download, "ptb", tmp_path)
     assert list((tmp_path / "ptb").iterdir()) == []
 
 
@@ -147,19 +157,19 @@ def test_wikitext_download_falls_back_to_mirror(tmp_path, monkeypatch):
     with zipfile.ZipFile(archive, "w") as z:
         for p in (tmp_path / "src" / "wikitext-2").iterdir():
             z.write(p, f"wikitext-2/{p.name}")
-    monkeypatch.setattr(datasets, "WIKITEXT2_URLS", ((tmp_path / "gone.zip").as_uri(), archive.as_uri()))
+    monkeypatch.setattr(download, "WIKITEXT2_URLS", ((tmp_path / "gone.zip").as_uri(), archive.as_uri()))
     root = tmp_path / "root"
-    assert datasets.download("wikitext2", root) == root / "wikitext-2"
+    assert download.download("wikitext2", root) == root / "wikitext-2"
     assert load_corpus("wikitext2", root).valid.numel() == 4
     assert sorted(p.name for p in root.iterdir()) == ["wikitext-2"]  # archive removed
 
 
 def test_failed_download_is_one_line(tmp_path, monkeypatch):
     urls = ((tmp_path / "a.zip").as_uri(), (tmp_path / "b.zip").as_uri())
-    monkeypatch.setattr(datasets, "WIKITEXT2_URLS", urls)
-    raises_one_line(urls, datasets.download, "wikitext2", tmp_path)
+    monkeypatch.setattr(download, "WIKITEXT2_URLS", urls)
+    raises_one_line(urls, download.download, "wikitext2", tmp_path)
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "url", (tmp_path / "cifar.tar.gz").as_uri())
-    raises_one_line(["CIFAR-10", tmp_path / "cifar.tar.gz", "by hand"], load_images, "cifar10", tmp_path, download=True)
+    raises_one_line(["CIFAR-10", tmp_path / "cifar.tar.gz", "by hand"], download.download, "cifar10", tmp_path)
 
 
 # -- CIFAR in the official layout --------------------------------------------------------------------------
@@ -192,7 +202,7 @@ def test_cifar_final_reads_what_torchvision_reads(cifar_root, mini, monkeypatch)
     assert data.train.y.dtype == torch.int64
     assert torch.equal(data.train.x, nchw(mini["x_train"])) and torch.equal(data.valid.x, nchw(mini["x_test"]))
     assert torch.equal(data.valid.y, torch.from_numpy(mini["y_test"].astype(np.int64)))
-    assert (data.num_classes, data.mean, data.std) == (10, datasets.CIFAR10_MEAN, datasets.CIFAR10_STD)
+    assert (data.num_classes, data.mean, data.std) == (10, images.CIFAR10_MEAN, images.CIFAR10_STD)
     # torchvision reads the same layout once its MD5 checks (official files only) are switched off
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a: True)
@@ -227,7 +237,7 @@ def test_cifar100_uses_fine_labels(tmp_path, mini):
     write_batch(folder / "train", mini["x_train"], mini["y_train"] + 90, "fine_labels")
     write_batch(folder / "test", mini["x_test"], mini["y_test"] + 90, "fine_labels")
     data = load_images("cifar100", tmp_path, purpose="final")
-    assert data.num_classes == 100 and int(data.train.y.max()) == 99 and data.mean == datasets.CIFAR100_MEAN
+    assert data.num_classes == 100 and int(data.train.y.max()) == 99 and data.mean == images.CIFAR100_MEAN
 
 
 def test_cifar_corruption_names_the_file(cifar_root, mini):
@@ -246,9 +256,9 @@ def test_cifar_corruption_names_the_file(cifar_root, mini):
 
 # -- npz: the bundled sample and files given by path -------------------------------------------------------
 
-def test_bundled_sample_is_the_genuine_mini_file():
+def test_bundled_sample_is_the_genuine_mini_file(data):
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
-    assert digest(datasets.SAMPLE_NPZ) == digest(MINI)
+    assert digest(images.SAMPLE_NPZ) == digest(data("cifar10", "cifar10-mini-train500-test200.npz"))
 
 
 def test_sample_splits(mini):
@@ -259,18 +269,18 @@ def test_sample_splits(mini):
     assert (len(search.train), len(search.valid)) == (450, 50)
     assert search.valid.y.bincount(minlength=10).tolist() == [5] * 10
     assert torch.equal(search.valid.x, load_images("cifar10-sample").valid.x)
-    assert "500 train / 200 test images" in datasets.check("cifar10-sample")
+    assert "500 train / 200 test images" in download.check("cifar10-sample")
 
 
-def test_npz_path_holds_out_its_last_images():
-    with np.load(TRAIN4000) as z:
+def test_npz_path_holds_out_its_last_images(train4000):
+    with np.load(train4000) as z:
         x, y = z["x"], z["y"]
-    data = load_images("cifar10", npz_path=TRAIN4000)
+    data = load_images("cifar10", npz_path=train4000)
     assert (len(data.train), len(data.valid)) == (3500, 500)
     assert torch.equal(data.valid.x, nchw(x[3500:])) and torch.equal(data.train.x, nchw(x[:3500]))
     assert data.valid.y.tolist() == y[3500:].tolist()
-    assert len(load_images("cifar10", npz_path=TRAIN4000, dev_size=1000).valid) == 1000
-    raises_one_line([TRAIN4000, "no test split"], load_images, "cifar10", npz_path=TRAIN4000, purpose="final")
+    assert len(load_images("cifar10", npz_path=train4000, dev_size=1000).valid) == 1000
+    raises_one_line([train4000, "no test split"], load_images, "cifar10", npz_path=train4000, purpose="final")
 
 
 @pytest.mark.parametrize("change, problem", [
@@ -290,7 +300,7 @@ def test_malformed_npz_names_file_and_problem(tmp_path, change, problem):
 
 def test_truncated_or_missing_npz(tmp_path):
     path = tmp_path / "cut.npz"
-    path.write_bytes(MINI.read_bytes()[:100000])
+    path.write_bytes(images.SAMPLE_NPZ.read_bytes()[:100000])
     raises_one_line([path, "not a readable .npz"], load_images, "cifar10", npz_path=path)
     raises_one_line([tmp_path / "none.npz", "not found"], load_images, "cifar10", npz_path=tmp_path / "none.npz")
 
@@ -303,10 +313,10 @@ def test_bad_arguments_are_user_errors():
 
 def test_default_data_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("NAO_WS_DATA", str(tmp_path))
-    assert datasets.default_data_dir() == tmp_path
+    assert tasks.default_data_dir() == tmp_path
     monkeypatch.delenv("NAO_WS_DATA")
-    repo_data = Path(datasets.__file__).resolve().parents[1] / "data"
-    assert datasets.default_data_dir() == repo_data and (repo_data / "README.md").is_file()
+    repo_data = Path(tasks.__file__).resolve().parents[2] / "data"
+    assert tasks.default_data_dir() == repo_data and (repo_data / "README.md").is_file()
 
 
 # -- batches -----------------------------------------------------------------------------------------------
@@ -344,7 +354,7 @@ def test_normalisation(sample):
     std = pixels.std(dim=(0, 2, 3)).tolist()
     x = torch.cat([x for x, _ in ImageBatches(sample.train, 50, mean, std, train=False, generator_seed=0)])
     assert x.mean(dim=(0, 2, 3)).abs().max() < 1e-4 and (x.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-3
-    x = torch.cat([x for x, _ in fixed_batches(sample.train, 50, datasets.CIFAR10_MEAN, datasets.CIFAR10_STD, "cpu")])
+    x = torch.cat([x for x, _ in fixed_batches(sample.train, 50, images.CIFAR10_MEAN, images.CIFAR10_STD, "cpu")])
     assert x.mean(dim=(0, 2, 3)).abs().max() < 0.1  # the published CIFAR-10 statistics fit the sample
 
 

@@ -2,19 +2,18 @@
 (supernet.optim), and the search loop reads step results in batches."""
 import collections
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from nao_ws import search as search_mod
-from nao_ws import training
-from nao_ws.config import build_config
+from nao_ws.config.options import resolve
+from nao_ws.config.recipes import RnnSupernet
 from nao_ws.monitor import Monitor
-from nao_ws.runs import RunDir
-from nao_ws.recipes import RnnSupernet
+from nao_ws.search import options
+from nao_ws.search.sources.supernet import SupernetSource
+from nao_ws.train import trainer as training
 from supernet import cnn, optim, rnn
 from supernet.spaces import get_space
 
@@ -110,13 +109,9 @@ def test_steps_are_judged_in_order_in_batches(monkeypatch):
     (["--task", "ptb", "--tf32"], "--tf32"),
     (["--task", "cifar10", "--space", "cnn", "--channels-last"], "--channels-last"),
 ])
-def test_cuda_only_flags_are_one_line_errors_elsewhere(args, flag, capsys, tmp_path):
-    from nao_ws.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main(["search", *args, "--preset", "smoke", "--device", "cpu", "--output", str(tmp_path / "x")])
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and f"{flag} is " in err and "needs CUDA" in err
+def test_cuda_only_flags_are_one_line_errors_elsewhere(args, flag, cli, capsys, tmp_path):
+    code, _, err = cli(["search", *args, "--preset", "smoke", "--device", "cpu", "--output", tmp_path / "x"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and f"{flag} is " in err and "needs CUDA" in err
     assert not (tmp_path / "x").exists()
 
 
@@ -139,45 +134,40 @@ class HostReads(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-PTB_TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "ptb-tiny"
-SEARCHES = {"cnn-ws": (search_mod.CnnSearchConfig, search_mod.CNN_PRESETS, "cifar10", {}),
-            "nb201": (search_mod.Nb201SearchConfig, search_mod.NB201_PRESETS, "cifar10", {}),
-            "rnn": (search_mod.RnnSearchConfig, search_mod.RNN_PRESETS, "ptb", {"data_dir": str(PTB_TINY)})}
-
-
-@pytest.mark.parametrize("space", sorted(SEARCHES))
-def test_a_search_epoch_reads_the_device_once_per_batch_of_steps(space, tmp_path, monkeypatch):
+@pytest.mark.parametrize("task, space", [("cifar10", "cnn-ws"), ("cifar10", "nb201"), ("ptb", "rnn")])
+def test_a_search_epoch_reads_the_device_once_per_batch_of_steps(task, space, monkeypatch, data):
     """The whole training epoch of a search (data, sampling, steps, bookkeeping) reads values on the host only
     where EpochStats reads a batch of step results, in one transfer; scoring reads once per chunk."""
-    cls, presets, task, extra = SEARCHES[space]
-    cfg = build_config(cls, {**presets["smoke"], "task": task, "space": space, "device": "cpu", **extra})
-    search = search_mod.Search(cfg, RunDir.create(tmp_path / "run", "search", task), Monitor(None, progress=False))
-    search.initial_pool()
+    cls, presets, base = options.config_for(task, space, None)
+    extra = {"data_dir": str(data("ptb-tiny"))} if task == "ptb" else {}
+    cfg = resolve(cls, presets, "smoke", None, {"task": task, "device": "cpu", **extra}, base=base)
+    source = SupernetSource(cfg)
+    rng = np.random.default_rng(0)
+    pool = [source.space.sample(rng) for _ in range(6)]
     monkeypatch.setattr(training, "SYNC_EVERY", 3)
     steps = []
     add = training.EpochStats.add
     monkeypatch.setattr(training.EpochStats, "add", lambda self, *a: steps.append(a) or add(self, *a))
     with HostReads() as mode:
-        search.train_epoch()
+        source.advance(0, pool, rng, Monitor(None, progress=False))
     assert len(steps) > 3 and all(isinstance(v, torch.Tensor) for step in steps for v in step)
     assert mode.reads == {"tolist": math.ceil(len(steps) / 3)}, mode.reads
-    archs = [search_mod.parse_arch(t, space) for t in search.state.pool[:4]]
     with HostReads() as mode:
-        search.task.score(archs, search.monitor)
+        list(source.score(pool[:4], Monitor(None, progress=False)))
     assert mode.reads == {"tolist": 1}, mode.reads
 
 
 def test_a_final_cnn_training_epoch_reads_the_device_once_per_batch_of_steps(monkeypatch):
     """`nao-ws train` (and every standalone candidate) steps with fused SGD, without waiting for the device."""
-    from nao_ws import train_cnn
-    from nao_ws.datasets import load_images
+    from nao_ws.data.images import load_images
+    from nao_ws.train.cnn import CnnTrainer
+    from nao_ws.train.options import CnnTrainConfig
 
     data = load_images("cifar10-sample", purpose="search")  # 450 training images
-    cfg = train_cnn.Config(task="cifar10-sample", layers=1, channels=4, epochs=1, batch_size=45, cutout=0)
-    trainer = train_cnn.Trainer(get_space("cnn-ws").sample(np.random.default_rng(0)), data, cfg,
-                                torch.device("cpu"), seed=0)
+    cfg = CnnTrainConfig(task="cifar10-sample", layers=1, channels=4, epochs=1, batch_size=45, cutout=0)
+    trainer = CnnTrainer(get_space("cnn-ws").sample(np.random.default_rng(0)), data, cfg, torch.device("cpu"), seed=0)
     monkeypatch.setattr(training, "SYNC_EVERY", 3)
     with HostReads() as mode:
-        record = trainer.train_epoch(None)
+        record = trainer.train_epoch()
     assert mode.reads == {"tolist": math.ceil(len(trainer.batches) / 3)}, mode.reads
     assert record["skipped_steps"] == 0 and record["train_loss"] > 0

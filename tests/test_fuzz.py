@@ -3,9 +3,8 @@ options of `arch show`, `arch sample`, `train --dry-run` and `search`. Every gen
 (exit status 0) or is a one-line error with exit status 2; never a traceback. A `search` that fails has
 created nothing, and one that passes reaches the search loop (stubbed here: its validation is what is under
 test) with a valid config. Bounded to well under a minute in all."""
-import contextlib
 import copy
-import io
+import dataclasses
 import json
 import math
 import os
@@ -16,25 +15,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from nao_ws import config, search as ws, standalone, train_cnn, train_rnn
-from nao_ws.cli import main
+from nao_ws.config.options import field_types, flag_name
+from nao_ws.search import options as search_options
+from nao_ws.train.options import CnnTrainConfig, RnnTrainConfig
 from supernet.spaces import get_space
 
-PTB_TINY = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "ptb-tiny")
 FUZZ = settings(max_examples=int(os.environ.get("NAO_WS_FUZZ_EXAMPLES", "200")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-
-
-def run(args) -> tuple[int, str, str]:
-    """The real entry point in this process; any exception but SystemExit propagates and fails the test."""
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(args)
-        except SystemExit as e:
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def assert_clean(code: int, err: str, allow=("run folder: ",)) -> None:
@@ -96,13 +83,13 @@ def arch_json(draw):
 @FUZZ
 @given(arch=st.one_of(arch_strings(), arch_json()), space=st.sampled_from([None, "cnn-ws", "cnn", "rnn"]),
        as_file=st.booleans())
-def test_arch_show(arch, space, as_file):
+def test_arch_show(arch, space, as_file, cli):
     with tempfile.TemporaryDirectory() as tmp:
         if as_file:
             path = Path(tmp) / "arch.json"
             path.write_text(arch)
             arch = str(path)
-        code, out, err = run(["arch", "show", *(["--space", space] if space else []), "--", arch])
+        code, out, err = cli(["arch", "show", *(["--space", space] if space else []), "--", arch])
     assert_clean(code, err)
     if code == 0:
         assert json.loads(out.splitlines()[0])["space"] in ("cnn-ws", "cnn", "rnn")
@@ -111,8 +98,8 @@ def test_arch_show(arch, space, as_file):
 @FUZZ
 @given(space=st.sampled_from(["cnn-ws", "cnn", "rnn"]), n=st.integers(-2, 5), seed=hostile_int,
        unique=st.booleans())
-def test_arch_sample(space, n, seed, unique):
-    code, out, err = run(["arch", "sample", "--space", space, "-n", str(n), "--seed", str(seed),
+def test_arch_sample(space, n, seed, unique, cli):
+    code, out, err = cli(["arch", "sample", "--space", space, "-n", str(n), "--seed", str(seed),
                           "--unique" if unique else "--no-unique"])
     assert_clean(code, err)
     assert code != 0 or len(out.splitlines()) == n
@@ -129,93 +116,97 @@ hostile_number = st.one_of(
 SIZE_CAPS = {"layers": 40, "rerank_layers": 40}  # valid, but building more cells only takes long
 
 
-def numeric_fields(*classes) -> list[str]:
-    names = set()
+def ranges(*classes) -> dict:
+    """Field name -> (its declared range, int?) over the numeric fields of ``classes``."""
+    out = {}
     for cls in classes:
-        names |= {n for n, t in config._field_types(cls).items() if t in (int, float)}
-    return sorted(names)
+        types = field_types(cls)
+        for f in dataclasses.fields(cls):
+            if types[f.name] in (int, float):
+                out[f.name] = (f.metadata["within"], types[f.name] is int)
+    return out
 
 
-INT_FIELDS = {n for cls in (ws.CnnSearchConfig, ws.RnnSearchConfig, standalone.Config, train_cnn.Config,
-                            train_rnn.Config) for n, t in config._field_types(cls).items() if t is int}
+TRAIN_RANGES = ranges(CnnTrainConfig, RnnTrainConfig)
+SEARCH_RANGES = ranges(*search_options.CONFIGS)
 
 
 @st.composite
-def in_range(draw, name: str) -> str:
+def in_range(draw, name: str, limits) -> str:
     """A value the option's own range admits (so that combinations and later checks get exercised too)."""
-    limits, is_int = config.RANGES[name], name in INT_FIELDS
-    lo = limits.lo if limits.lo is not None else 0
-    hi = min(limits.hi if limits.hi is not None else lo + 64, SIZE_CAPS.get(name, math.inf))
+    within, is_int = limits[name]
+    lo = within.lo if within.lo is not None else 0
+    hi = min(within.hi if within.hi is not None else lo + 64, SIZE_CAPS.get(name, math.inf))
     value = draw(st.integers(math.ceil(lo), math.floor(hi)) if is_int else st.floats(lo, hi))
-    return str(value) if value in limits else str(limits.lo if limits.lo is not None else 1)
+    return str(value) if value in within else str(within.lo if within.lo is not None else 1)
 
 
 @st.composite
-def numeric_flags(draw, fields):
+def numeric_flags(draw, limits):
     flags = []
-    for name in draw(st.lists(st.sampled_from(fields), min_size=1, max_size=4, unique=True)):
-        value = draw(st.one_of(in_range(name), hostile_number))
+    for name in draw(st.lists(st.sampled_from(sorted(limits)), min_size=1, max_size=4, unique=True)):
+        value = draw(st.one_of(in_range(name, limits), hostile_number))
         if name in SIZE_CAPS:
             try:
                 if float(value) > SIZE_CAPS[name]:
                     value = str(SIZE_CAPS[name])
             except ValueError:
                 pass
-        flags.append(f"{config.flag_name(name)}={value}")
+        flags.append(f"{flag_name(name)}={value}")
     return flags
 
 
-TRAIN_TASKS = [["--task", "cifar10"], ["--task", "cifar10", "--space", "cnn"], ["--task", "ptb", "--data-dir", PTB_TINY]]
+TRAIN_TASKS = [["--task", "cifar10"], ["--task", "cifar10", "--space", "cnn"], ["--task", "ptb", "--data-dir", "PTB"]]
 
 
 @FUZZ
 @given(task=st.sampled_from(TRAIN_TASKS), preset=st.sampled_from(["paper", "smoke"]),
-       flags=numeric_flags(numeric_fields(train_cnn.Config, train_rnn.Config)),
-       arch=st.one_of(st.none(), arch_strings()))
-def test_train_dry_run(task, preset, flags, arch):
+       flags=numeric_flags(TRAIN_RANGES), arch=st.one_of(st.none(), arch_strings()))
+def test_train_dry_run(task, preset, flags, arch, cli, data):
+    task = [str(data("ptb-tiny")) if a == "PTB" else a for a in task]
     args = ["train", *task, "--preset", preset, "--dry-run", "--json", *flags]
-    code, out, err = run(args + ([f"--arch={arch}"] if arch is not None else []))
+    code, out, err = cli(args + ([f"--arch={arch}"] if arch is not None else []))
     assert_clean(code, err)
     if code == 0:
         assert json.loads(out.strip().splitlines()[-1])["params"] > 0
 
 
-SEARCH_TASKS = [["--task", "cifar10"], ["--task", "cifar10", "--space", "cnn"], ["--task", "ptb", "--data-dir", PTB_TINY]]
+SEARCH_TASKS = [["--task", "cifar10"], ["--task", "cifar10", "--space", "cnn"], ["--task", "ptb", "--data-dir", "PTB"],
+                ["--task", "cifar10", "--space", "nb201"]]
 
 
 @pytest.fixture
 def stubbed_search(monkeypatch):
-    """The loops replaced by a recorder of the config they were given: validation is what is fuzzed."""
+    """The driver replaced by a recorder of the config it was given: validation is what is fuzzed."""
+    from nao_ws.search import driver
+
     calls = []
 
-    def weight_sharing(cfg, run_dir, resume=False, progress=True):
-        calls.append(cfg)
-        return {"text": "", "inherited": {"score": 0.0}, "rerank": None}
-
-    def standalone_run(cfg, run_dir, monitor, resume=False):
+    def recorder(cfg, run_dir, resume=False, progress=True, source=None):
         calls.append(cfg)
         return {"text": "", "score": 0.0}
 
-    monkeypatch.setattr(ws, "run", weight_sharing)
-    monkeypatch.setattr(standalone, "run", standalone_run)
+    monkeypatch.setattr(driver, "run", recorder)
     return calls
 
 
 @FUZZ
-@given(task=st.sampled_from(SEARCH_TASKS), flags=numeric_flags(numeric_fields(
-    ws.CnnSearchConfig, ws.RnnSearchConfig, standalone.Config)))
-def test_search_validates_before_creating_anything(stubbed_search, task, flags):
+@given(task=st.sampled_from(SEARCH_TASKS), strategy=st.sampled_from(["nao", "random", "rea"]),
+       flags=numeric_flags(SEARCH_RANGES))
+def test_search_validates_before_creating_anything(stubbed_search, task, strategy, flags, cli, data):
+    task = [str(data("ptb-tiny")) if a == "PTB" else a for a in task]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         before = len(stubbed_search)
-        code, _, err = run(["search", *task, "--preset", "smoke", *flags, "--output", str(out), "--no-progress"])
+        code, _, err = cli(["search", *task, "--strategy", strategy, "--preset", "smoke", *flags, "--output", out,
+                            "--no-progress"])
         assert_clean(code, err)
         if code == 0:
             assert len(stubbed_search) == before + 1 and (out / "config.json").is_file()
             cfg = stubbed_search[-1]
-            for name, limits in config.RANGES.items():
+            for name, (within, _) in SEARCH_RANGES.items():
                 value = getattr(cfg, name, None)
-                assert value is None or value in limits, (name, value)
+                assert value is None or value in within, (name, value)
                 assert not isinstance(value, float) or math.isfinite(value)
         else:
             assert len(stubbed_search) == before and not out.exists()

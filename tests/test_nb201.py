@@ -1,29 +1,28 @@
-"""The NAS-Bench-201 space and the tabular search on the real table (issue 13): canonical classes, round trips,
-strategies that never spend a query twice, a sealed test column, exact kill-and-resume, one-line errors."""
+"""The NAS-Bench-201 space and its table (reference §8): canonical classes, round trips, tables read with one-line
+errors, the official file through its API package, and a search that spends each query on a new cell and reads
+the test column only at the end (every strategy's run and resume: the search matrix in test_search.py)."""
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nao_ws import tabular
+from nao_ws.search.sources import table as tabular
 from supernet.spaces import NB201_EDGES, NB201_OPS, SpaceError, get_space, parse_arch
-from test_search import cli  # the suite's in-process CLI runner (pytest puts tests/ on sys.path)
 
-REPO = Path(__file__).resolve().parents[1]
-TABLE = REPO.parent / "shared" / "data" / "nb201" / "nb201-cifar10-12epoch.csv"
 SP = get_space("nb201")
-FAST = ["search", "--task", "cifar10", "--space", "nb201", "--benchmark", str(TABLE), "--preset", "smoke",
-        "--no-progress"]
 
 
-def lines(path):
-    return [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+@pytest.fixture(scope="module")
+def table(data):
+    return data("nb201", "nb201-cifar10-12epoch.csv")
+
+
+@pytest.fixture(scope="module")
+def fast(table):
+    """A smoke search on the table (without --output)."""
+    return ["search", "--task", "cifar10", "--space", "nb201", "--benchmark", str(table), "--preset", "smoke",
+            "--no-progress"]
 
 
 # -- the space -----------------------------------------------------------------------------------------------
@@ -97,14 +96,14 @@ def test_every_cell_round_trips():
     ("|none~1|+|none~0|none~1|+|none~0|none~1|none~2|", "one edge from each of nodes 0..0"),
     ("|none~0|+|none~0|none~1|+|none~0|none~1|", "one edge from each of nodes 0..2"),
 ])
-def test_malformed_cell_strings_are_one_line_errors(text, msg, capsys):
+def test_malformed_cell_strings_are_one_line_errors(text, msg, cli, capsys):
     with pytest.raises(SpaceError, match=msg):
         parse_arch(text)
     code, _, err = cli(["arch", "show", text], capsys)
     assert code == 2 and msg in err and len(err.strip().splitlines()) == 1
 
 
-def test_arch_commands_and_plot(tmp_path, capsys):
+def test_arch_commands_and_plot(tmp_path, cli, capsys):
     code, out, _ = cli(["arch", "sample", "--space", "nb201", "-n", "3", "--seed", "1"], capsys)
     assert code == 0 and len(out.splitlines()) == 3
     text = out.splitlines()[0]
@@ -123,13 +122,13 @@ def _write(path, header, rows):
 
 
 @pytest.fixture(scope="module")
-def table_rows():
-    text = TABLE.read_text().splitlines()
+def table_rows(table):
+    text = table.read_text().splitlines()
     return text[0], text[1:]
 
 
 @pytest.mark.parametrize("case", ["missing", "columns", "cell", "duplicate", "task", "short", "binary"])
-def test_bad_tables_are_one_line_errors(case, tmp_path, table_rows, capsys):
+def test_bad_tables_are_one_line_errors(case, tmp_path, table_rows, fast, cli, capsys):
     header, rows = table_rows
     task, path = "cifar10", tmp_path / "t.csv"
     if case == "missing":
@@ -156,7 +155,7 @@ def test_bad_tables_are_one_line_errors(case, tmp_path, table_rows, capsys):
         path.write_bytes(bytes(range(256)) * 10)
         expect = "benchmark file"
     out = tmp_path / "run"
-    args = FAST[:] + ["--output", str(out)]
+    args = fast[:] + ["--output", str(out)]
     args[args.index("--benchmark") + 1] = str(path)
     args[args.index("--task") + 1] = task
     code, _, err = cli(args, capsys)
@@ -164,12 +163,12 @@ def test_bad_tables_are_one_line_errors(case, tmp_path, table_rows, capsys):
     assert not out.exists()  # validated before the run folder is made
 
 
-def test_official_file_needs_its_api_package(tmp_path, monkeypatch, capsys):
+def test_official_file_needs_its_api_package(tmp_path, monkeypatch, fast, cli, capsys):
     official = tmp_path / "NAS-Bench-201-v1_1-096897.pth"
     official.write_bytes(b"not read without the package")
     for name in ("nats_bench", "nas_201_api"):
         monkeypatch.setitem(sys.modules, name, None)  # import fails as if not installed
-    args = FAST[:] + ["--output", str(tmp_path / "run")]
+    args = fast[:] + ["--output", str(tmp_path / "run")]
     args[args.index("--benchmark") + 1] = str(official)
     code, _, err = cli(args, capsys)
     assert code == 2 and "pip install nats_bench" in err
@@ -203,79 +202,30 @@ def test_official_file_through_the_api(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("strategy", ["nao", "random", "rea"])
 def test_search_spends_each_query_on_a_new_cell_and_reads_test_only_at_the_end(strategy, tmp_path, monkeypatch,
-                                                                               capsys):
+                                                                               fast, table, cli, capsys, jsonl):
     out = tmp_path / strategy
     reads = []
     real = tabular.Table.test_accuracy
 
     def spy(self, arch):
-        reads.append(len(lines(out / "pool.jsonl")))
+        reads.append(len(jsonl(out / "pool.jsonl")))
         return real(self, arch)
 
     monkeypatch.setattr(tabular.Table, "test_accuracy", spy)
-    code, stdout, err = cli(FAST + ["--strategy", strategy, "--output", str(out), "--budget", "16"], capsys)
+    code, stdout, err = cli(fast + ["--strategy", strategy, "--output", out, "--budget", "16"], capsys)
     assert code == 0, err
-    pool = lines(out / "pool.jsonl")
+    pool = jsonl(out / "pool.jsonl")
     assert [r["query"] for r in pool] == list(range(1, 17))
     assert len({r["canonical"] for r in pool}) == 16  # no query spent twice
-    assert all(r["canonical"] == SP.format(SP.canonical(SP.parse(r["arch"]))) for r in pool)
     assert reads and set(reads) == {16}  # the test column only once the budget is spent
-    table = tabular.load_table(TABLE, "cifar10")
-    assert all(r["score"] == table.score(SP.parse(r["arch"])) for r in pool)
     best = json.loads((out / "best.json").read_text())
-    top = max(pool, key=lambda r: r["score"])
-    assert best["text"] == top["arch"] and best["test_accuracy"] == table.test_accuracy(SP.parse(top["arch"]))
-    assert json.loads(stdout)["best"] == best["text"]
-    origins = {r["origin"] for r in pool}
-    assert origins <= {"random", strategy} and (strategy == "random" or strategy in origins)
+    assert json.loads(stdout)["best"] == best["text"] and json.loads(stdout)["test_accuracy"] == best["test_accuracy"]
 
 
-def _spawn(args):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "nao_ws.cli", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def test_killed_and_resumed_tabular_search_equals_uninterrupted(tmp_path, capsys):
-    args = FAST + ["--strategy", "nao", "--budget", "24", "--seed", "2"]
-    ref = tmp_path / "ref"
-    assert cli(args + ["--output", str(ref)], capsys)[0] == 0
-    run = tmp_path / "killed"
-    p = _spawn(args + ["--output", str(run)])
-    kills = 0
-    for wanted in (9, 17):  # after the random cells, and during the controller rounds
-        end = time.time() + 120
-        while p.poll() is None and time.time() < end and len(lines(run / "pool.jsonl") if (run / "pool.jsonl").exists()
-                                                             else []) < wanted:
-            time.sleep(0.02)
-        if p.poll() is not None:
-            break
-        p.send_signal(signal.SIGKILL)
-        p.wait()
-        kills += 1
-        p = _spawn(["search", "--resume", str(run), "--no-progress"])
-    assert p.wait() == 0, p.stderr.read()
-    assert kills >= 1
-    assert lines(run / "pool.jsonl") == lines(ref / "pool.jsonl")
-    strip = lambda rs: [{k: v for k, v in r.items() if "seconds" not in k} for r in rs]  # noqa: E731
-    assert strip(lines(run / "metrics.jsonl")) == strip(lines(ref / "metrics.jsonl"))
-    assert json.loads((run / "best.json").read_text()) == json.loads((ref / "best.json").read_text())
-
-
-def test_resume_restores_a_cut_pool_log(tmp_path, capsys):
+def test_a_round_of_nao_grows_with_what_it_has_seen(fast, cli, tmp_path, jsonl):
+    """--per-round 4 and --round-fraction 0.25: rounds of 4 until 16 queries, then a quarter of those so far."""
     out = tmp_path / "run"
-    assert cli(FAST + ["--strategy", "rea", "--budget", "12", "--output", str(out)], capsys)[0] == 0
-    full = (out / "pool.jsonl").read_text()
-    (out / "pool.jsonl").write_text(full[: len(full) // 2])  # cut mid-line
-    assert cli(["search", "--resume", str(out), "--no-progress"], capsys)[0] == 0
-    assert (out / "pool.jsonl").read_text() == full
-
-
-def test_option_errors(tmp_path, capsys):
-    for extra, msg in [(["--strategy", "bogus"], "unknown"), (["--budget", "0"], "--budget 0"),
-                       (["--budget", "5000"], "4930"), (["--population", "3", "--tournament", "4", "--strategy", "rea"],
-                                                        "--tournament 4")]:
-        out = tmp_path / "x"
-        code, _, err = cli(FAST + extra + ["--output", str(out)], capsys)
-        assert code == 2 and msg in err, (extra, err)
-        assert not out.exists()
+    assert cli(fast + ["--budget", "40", "--initial", "8", "--per-round", "4", "--round-fraction", "0.25",
+                       "--output", out])[0] == 0
+    sizes = [m["scored"] for m in jsonl(out / "metrics.jsonl") if m["phase"] == "score"]
+    assert sizes == [8, 4, 4, 4, 5, 6, 7, 2]

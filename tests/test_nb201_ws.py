@@ -1,17 +1,18 @@
-"""The NAS-Bench-201 weight-sharing supernet (issue 15): it computes the sampled cell and trains only that
-path, weight decay and momentum on unsampled weights as chosen, the BN scoring modes, and the search on it
-(smoke run, exact resume, one-line errors)."""
+"""The NAS-Bench-201 weight-sharing supernet: it computes the sampled cell and trains only that path, weight
+decay and momentum on unsampled weights as chosen, the BN scoring modes, how its search samples and scores, and
+its one-line errors (its runs and resume: the search matrix in test_search_supernet.py)."""
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from nao_ws import datasets, search as search_mod
-from nao_ws.cli import main
+from nao_ws.data.batches import fixed_batches
+from nao_ws.data.images import load_images
+from nao_ws.search.sources.supernet import SupernetSource
 from supernet import cnn, nb201, optim
 from supernet.spaces import get_space
-from test_search import cli, read_jsonl, strip_timing  # the suite's helpers (pytest puts tests/ on sys.path)
 
 SP = get_space("nb201")
 # conv 3x3, conv 1x1, pool, skip, none; node 2 a zero node (both its edges none)
@@ -25,9 +26,9 @@ FAST = ["search", "--task", "cifar10", "--space", "nb201", "--preset", "smoke", 
 @pytest.fixture(scope="module")
 def images():
     """Real CIFAR-10 images (the bundled sample), normalised: (train batches, dev batches)."""
-    data = datasets.load_images("cifar10-sample", purpose="search")
-    train = datasets.fixed_batches(data.train, 16, data.mean, data.std, "cpu", limit=32)
-    dev = datasets.fixed_batches(data.valid, 20, data.mean, data.std, "cpu", limit=40)
+    data = load_images("cifar10-sample", purpose="search")
+    train = fixed_batches(data.train, 16, data.mean, data.std, "cpu", limit=32)
+    dev = fixed_batches(data.valid, 20, data.mean, data.std, "cpu", limit=40)
     return train, dev
 
 
@@ -64,7 +65,7 @@ def test_a_step_trains_only_the_sampled_ops(images):
 @pytest.mark.parametrize("unsampled", ["skip", "decay"])
 def test_unsampled_weights_decay_only_when_asked(images, unsampled):
     """skip: weights off the path keep their values and get no momentum; decay: every step shrinks them by
-    lr x weight decay (SPEC 3.1, as both references) and keeps a momentum buffer; a non-finite step changes
+    lr x weight decay (reference §3.1, as both references) and keeps a momentum buffer; a non-finite step changes
     nothing either way (fused SGD skips it on the device)."""
     (x, y), _ = images[0]
     model = supernet()
@@ -124,74 +125,42 @@ def test_recalibrated_scoring_measures_each_cell_and_leaves_nothing_behind(image
         assert cnn.score(net, [arch], dev)[0].loss == pytest.approx(s.loss, rel=1e-5)
 
 
-def test_search_smoke_resumes_exactly(tmp_path, monkeypatch, capsys):
-    """A NAO-WS smoke search on the nb201 supernet, and the same search dying after its first controller fit
-    and resumed: the same pool, metrics and best cell."""
-    flags = ["--deterministic", "--seed", "1", "--score-bn", "recalibrate", "--unsampled", "decay",
-             "--sampling", "balanced"]
-    ref = tmp_path / "ref"
-    code, out, err = cli(FAST + flags + ["--output", str(ref)], capsys)
-    assert code == 0, err
-    assert json.loads(out.strip().splitlines()[-1])["best"] == json.loads((ref / "best.json").read_text())["text"]
-    pool = read_jsonl(ref / "pool.jsonl")
-    assert {r["origin"] for r in pool} >= {"seed", "nao"} and all(SP.parse(r["arch"]) for r in pool)
-    assert json.loads((ref / "best.json").read_text())["rerank"]["params"] > 0
-
-    class Died(Exception):
-        pass
-
-    real, died = search_mod.PHASES["controller"], []
-
-    def fit_then_die(self):
-        real(self)
-        if not died:
-            died.append(True)
-            raise Died
-
-    monkeypatch.setitem(search_mod.PHASES, "controller", fit_then_die)
-    run = tmp_path / "killed"
-    with pytest.raises(Died):
-        main(FAST + flags + ["--output", str(run)])
-    code, _, err = cli(["search", "--resume", str(run), "--no-progress"], capsys)
-    assert code == 0, err
-    assert read_jsonl(run / "pool.jsonl") == pool
-    assert strip_timing(read_jsonl(run / "metrics.jsonl")) == strip_timing(read_jsonl(ref / "metrics.jsonl"))
-    assert strip_timing(json.loads((run / "best.json").read_text())) == \
-        strip_timing(json.loads((ref / "best.json").read_text()))
-
-
 @pytest.mark.parametrize("metric", ["accuracy", "loss"])
-def test_score_metric_ranks_the_pool(metric, tmp_path, capsys):
+def test_score_metric_ranks_the_pool(metric, tmp_path, cli, jsonl):
     """--score-metric: every pool score is the accuracy, or minus the loss, of the same scoring images, and the
     best cell is the best by it."""
     run = tmp_path / metric
     code, _, err = cli(FAST + ["--epochs", "1", "--eval-every", "1", "--rerank-top", "0", "--score-metric", metric,
-                               "--output", str(run)], capsys)
+                               "--output", run])
     assert code == 0, err
-    pool = read_jsonl(run / "pool.jsonl")
+    pool = jsonl(run / "pool.jsonl")
     want = [r["valid_acc"] if metric == "accuracy" else -r["valid_loss"] for r in pool]
     assert [r["score"] for r in pool] == want and len(set(want)) > 1
-    assert json.loads((run / "best.json").read_text())["inherited"]["score"] == max(want)
+    assert json.loads((run / "best.json").read_text())["score"] == max(want)
 
 
 @pytest.mark.parametrize("sampling", ["uniform", "space"])
-def test_sampling_draws_from_the_pool_or_the_whole_space(sampling, tmp_path, monkeypatch):
+def test_sampling_draws_from_the_pool_or_the_whole_space(sampling):
     """--sampling uniform trains only the pool's cells; --sampling space draws any cell of the space."""
-    from nao_ws.config import build_config
-    from nao_ws.monitor import Monitor
-    from nao_ws.runs import RunDir
-
-    cfg = build_config(search_mod.Nb201SearchConfig, {**search_mod.NB201_PRESETS["smoke"], "task": "cifar10",
-                                                       "space": "nb201", "device": "cpu", "sampling": sampling})
-    search = search_mod.Search(cfg, RunDir.create(tmp_path / "run", "search", "cifar10"), Monitor(None, progress=False))
-    search.initial_pool()
-    picked = []
-    monkeypatch.setattr(search.task, "train_epoch",
-                        lambda epoch, pick, lr_scale, monitor: picked.extend(pick() for _ in range(200)) or {})
-    search.train_epoch()
-    pool = {SP.parse(t).ops for t in search.state.pool}
-    outside = sum(a.ops not in pool for a in picked)
+    source = SupernetSource.__new__(SupernetSource)  # the sampler only: no supernet, no data
+    source.cfg, source.space, source.sizes = SimpleNamespace(sampling=sampling), SP, {}
+    rng = np.random.default_rng(0)
+    pool = [SP.sample(rng) for _ in range(10)]
+    pick = source.sampler(pool, rng)
+    outside = sum(pick().ops not in {a.ops for a in pool} for _ in range(200))
     assert outside == 0 if sampling == "uniform" else outside > 150, outside
+
+
+def test_balanced_sampling_draws_in_proportion_to_parameter_counts():
+    model = supernet()
+    source = SupernetSource.__new__(SupernetSource)
+    source.cfg, source.space, source.sizes = SimpleNamespace(sampling="balanced"), SP, {}
+    source.supernet = SimpleNamespace(arch_size=model.arch_parameters)
+    pool = [SP.make([3] * 6), SP.make([0] * 6)]
+    pick = source.sampler(pool, np.random.default_rng(0))
+    drawn = sum(pick() == pool[0] for _ in range(2000)) / 2000
+    sizes = [model.arch_parameters(a) for a in pool]
+    assert drawn == pytest.approx(sizes[0] / sum(sizes), abs=0.03)
 
 
 def test_balanced_sampling_follows_parameter_counts():
@@ -203,21 +172,15 @@ def test_balanced_sampling_follows_parameter_counts():
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--task", "cifar10", "--space", "nb201", "--score-bn", "running"], "--score-bn running is unknown"),
-    (["--task", "cifar10", "--space", "nb201", "--unsampled", "sometimes"], "--unsampled sometimes is unknown"),
-    (["--task", "cifar10", "--space", "nb201", "--score-metric", "top5"], "--score-metric top5 is unknown"),
-    (["--task", "cifar10", "--sampling", "params"], "--sampling params is unknown"),
+    (["--task", "cifar10", "--space", "nb201", "--score-bn", "running"], "--score-bn 'running' is unknown"),
+    (["--task", "cifar10", "--space", "nb201", "--unsampled", "sometimes"], "--unsampled 'sometimes' is unknown"),
+    (["--task", "cifar10", "--space", "nb201", "--score-metric", "top5"], "--score-metric 'top5' is unknown"),
+    (["--task", "cifar10", "--sampling", "params"], "--sampling 'params' is unknown"),
     (["--task", "ptb", "--sampling", "balanced"], "every rnn cell"),
     (["--task", "cifar10", "--space", "nb201", "--aux-weight", "0.4"], "--aux-weight does not apply"),
     (["--task", "ptb", "--space", "nb201"], "searches the rnn space"),
 ])
-def test_bad_options_are_one_line_errors(args, needle, capsys, tmp_path):
-    code, _, err = cli(["search", *args, "--output", str(tmp_path / "x")], capsys)
+def test_bad_options_are_one_line_errors(args, needle, cli, capsys, tmp_path):
+    code, _, err = cli(["search", *args, "--output", tmp_path / "x"], capsys)
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x").exists()
-
-
-def test_presets_follow_the_spec():
-    paper = search_mod.Nb201SearchConfig(task="cifar10", space="nb201", **search_mod.NB201_PRESETS["paper"])
-    assert (paper.layers, paper.channels, paper.batch_size, paper.lr, paper.weight_decay, paper.nesterov,
-            paper.epochs, paper.eval_every) == (5, 16, 256, 0.1, 5e-4, True, 150, 30)

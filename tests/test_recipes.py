@@ -1,6 +1,7 @@
-"""Each SPEC value is declared once in code: the training recipes live in nao_ws/recipes.py, the controller's
-values (SPEC 2) in controller/config.py, and nothing restates them (a second declaration citing the same SPEC
-section, a constant or a keyword default, a command option that repeats a controller preset)."""
+"""Each value of the reference (docs/reference.md) is declared once in code: the training recipes live in
+nao_ws/config/recipes.py, the controller's values (reference §2) in controller/config.py, and nothing restates
+them (a second declaration citing the same section, a constant or a keyword default, a command option that
+repeats a controller preset)."""
 import ast
 import dataclasses
 import re
@@ -8,26 +9,29 @@ from collections import defaultdict
 from pathlib import Path
 
 from controller import config as ctrl_config
-from nao_ws import recipes, search, standalone
+from nao_ws.config import recipes
+from nao_ws.config.options import resolve
+from nao_ws.search import options
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCT = [p for pkg in ("supernet", "nao_ws", "controller", "benchmarks") for p in sorted((ROOT / pkg).glob("*.py"))]
+PRODUCT = [p for pkg in ("supernet", "nao_ws", "controller", "benchmarks") for p in sorted((ROOT / pkg).rglob("*.py"))]
 RECIPES = (recipes.CnnSupernet, recipes.RnnSupernet, recipes.CnnFinal, recipes.RnnFinal)
 FIELDS = {f.name for r in RECIPES for f in dataclasses.fields(r)}
 NEUTRAL = (None, False, 0, 1.0)  # "off" values a function may default to: no head, no dropout, no clip ...
-CONTROLLER = ROOT / "controller" / "config.py"  # the one home of SPEC 2's values
+CONTROLLER = ROOT / "controller" / "config.py"  # the one home of reference §2's values
 # `name = value`, `name: type = option(value`, `name: type = field(default=value` or `"name": value`, then a
-# comment citing a SPEC section
+# comment citing a section of the reference
 DECLARATION = re.compile(r"""^\s*"?(?P<name>[A-Za-z_]\w*)"?\s*(?::[^=#]*)?[=:]\s*(?:option\(|field\(default=)?\s*"""
-                         r"""(?P<value>-?[\d.]+(?:e-?\d+)?|"[^"]*")[^#]*#.*SPEC (?P<section>\d+(?:\.\d+)?)""")
+                         r"""(?P<value>-?[\d.]+(?:e-?\d+)?|"[^"]*")[^#]*#.*reference §(?P<section>\d+(?:\.\d+)?)""")
 
 
-def test_the_recipes_are_the_sections_of_the_spec():
-    assert [r.__doc__.split("(SPEC ")[1][:3] for r in RECIPES] == ["3.1", "3.2", "5.1", "5.2"]
+def test_the_recipes_are_the_sections_of_the_reference():
+    assert [r.__doc__.split("(reference §")[1][:3] for r in RECIPES] == ["3.1", "3.2", "5.1", "5.2"]
+    assert (ROOT / "docs" / "reference.md").is_file()
 
 
 def _declarations() -> dict:
-    """(name, SPEC section) -> where a line declares it."""
+    """(name, section) -> where a line declares it."""
     seen = defaultdict(list)
     for path in PRODUCT:
         for n, line in enumerate(path.read_text().splitlines(), 1):
@@ -37,28 +41,33 @@ def _declarations() -> dict:
     return seen
 
 
-def test_no_spec_value_is_declared_twice():
+def test_no_value_of_the_reference_is_declared_twice():
     seen = _declarations()
     repeated = {key: where for key, where in seen.items() if len(where) > 1}
     assert not repeated
     assert len(seen) > 80  # the pattern does find the declarations
 
 
-def test_spec_2_values_are_declared_in_the_controller_config_only():
+def test_controller_values_are_declared_in_the_controller_config_only():
     spec2 = [where for (_, section), wheres in _declarations().items() if section.split(".")[0] == "2" for where in wheres]
     elsewhere = [f"{path.relative_to(ROOT)}:{n}" for path, n in spec2 if path != CONTROLLER]
     assert not elsewhere
     assert len(spec2) > 15  # the controller's own declarations are found
 
 
-def test_controller_options_of_the_commands_are_the_controller_presets():
-    """The searches' K, new architectures and controller epochs come from the space's controller preset."""
-    for space, cfg in (("cnn-ws", search.config_class("cifar10")()), ("rnn", search.config_class("ptb")()),
-                       ("cnn", standalone.Config())):
+def _paper(task, space, benchmark=None):
+    cls, presets, base = options.config_for(task, space, benchmark)
+    return resolve(cls, presets, "paper", None, {"task": task}, base=base)
+
+
+def test_controller_options_of_the_searches_are_the_controller_presets():
+    """The searches' K, controller epochs and new architectures per round come from the space's controller preset."""
+    for task, space in (("cifar10", "cnn-ws"), ("ptb", "rnn"), ("cifar10", "cnn"), ("cifar10", "nb201")):
         _, train, generate = ctrl_config.preset(space)
+        cfg = _paper(task, space)
         assert (cfg.seeds, cfg.controller_epochs) == (generate.num_seeds, train.epochs), space
-    assert standalone.Config().new_per_round == ctrl_config.preset("cnn")[2].num_new
-    assert search.CNN_PRESETS["ref-pt"]["new_per_iter"] == ctrl_config.preset("cnn-ws")[2].num_new
+    assert _paper("cifar10", "cnn").new_per_round == ctrl_config.preset("cnn")[2].num_new
+    assert options.CNN_PRESETS["ref-pt"]["new_per_iter"] == ctrl_config.preset("cnn-ws")[2].num_new
 
 
 def test_no_constant_or_default_restates_a_recipe_field():
@@ -78,3 +87,10 @@ def test_no_constant_or_default_restates_a_recipe_field():
                 found += [f"{path.name}: {node.name}({a.arg}={ast.unparse(d)})" for a, d in pairs
                           if a.arg in FIELDS and not (isinstance(d, ast.Constant) and d.value in NEUTRAL)]
     assert not found
+
+
+def test_no_product_file_cites_a_file_outside_the_repository():
+    """Comments cite docs/ or the paper; the team's notes outside the repository are no source for a user."""
+    cited = [f"{p.relative_to(ROOT)}" for p in PRODUCT if re.search(r"SPEC|DESIGN\.md|\.\./shared", p.read_text())
+             and p.parent.name != "benchmarks"]
+    assert not cited

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from nao_ws import search
+from nao_ws.config.recipes import RnnSupernet
 from nao_ws.errors import NaoWsError
-from nao_ws.recipes import RnnSupernet
+from nao_ws.search.options import RnnWsSearch
+from nao_ws.search.sources.supernet import check_config
 from supernet import rnn, rnn_graphs, rnn_tensor
 from supernet.spaces import get_space
 
@@ -129,11 +130,11 @@ def test_a_captured_step_makes_no_index_tensor_of_its_own(output):
 
 
 def test_cuda_graph_is_a_one_line_error_where_it_cannot_apply():
-    ptb = search.RnnSearchConfig(task="ptb", space="rnn", device="cpu", cuda_graph=True)
+    ptb = RnnWsSearch(task="ptb", space="rnn", device="cpu", cuda_graph=True, seeds=100)
     with pytest.raises(NaoWsError, match="^--cuda-graph .* needs CUDA.*drop --cuda-graph"):
-        search.check_config(ptb)
+        check_config(ptb)
     with pytest.raises(NaoWsError, match="--cuda-graph .*--deterministic"):
-        search.check_config(dataclasses.replace(ptb, deterministic=True))
+        check_config(dataclasses.replace(ptb, deterministic=True))
     model, optimizer = _model()
     with pytest.raises(ValueError, match="CUDA device"):
         rnn_graphs.GraphedSteps(model, optimizer, tar=0.0, grad_clip=1.0)

@@ -1,19 +1,18 @@
-"""RNN supernet and cell (SPEC 1.3, 3.2): the math, weight sharing, dropout masks, scoring, training step."""
+"""RNN supernet and cell (reference §1.3, §3.2): the math, weight sharing, dropout masks, scoring, training step."""
 import copy
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from nao_ws.recipes import RnnSupernet
+from nao_ws.config.recipes import RnnSupernet
 from supernet import rnn
 from supernet.spaces import get_space, parse_arch
+from supernet.variants import CELL_OUTPUTS
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SPACE = get_space("rnn")
-REF_22 = "0 1 1 1 2 2 1 2 4 1 4 1 4 1 7 1 8 2 1 0 4 1"  # SPEC 5.2
+REF_22 = "0 1 1 1 2 2 1 2 4 1 4 1 4 1 7 1 8 2 1 0 4 1"  # reference §5.2
 NO_DROPOUT = dict.fromkeys(rnn.DROPOUTS, 0.0)
 
 
@@ -28,7 +27,7 @@ def archs(n, seed=0):
 
 
 def reference_cell(cell, x, h, arch, output="loose"):
-    """SPEC 1.3 transcribed literally, one node and one time step at a time; the output is the mean of the
+    """reference §1.3 transcribed literally, one node and one time step at a time; the output is the mean of the
     loose ends or (``all``) of nodes 1..11."""
     outputs = []
     for t in range(x.size(0)):
@@ -59,7 +58,7 @@ def test_cell_output_all_is_the_mean_of_nodes_1_to_11(step):
     x, h = torch.randn(4, 3, 6), torch.randn(3, 6)
     for arch in archs(8):
         out = {}
-        for output in rnn.CELL_OUTPUTS:
+        for output in CELL_OUTPUTS:
             cell.output = output
             out[output] = cell(x, h, arch)
             torch.testing.assert_close(out[output], reference_cell(cell, x, h, arch, output), rtol=1e-5, atol=1e-6)
@@ -68,11 +67,12 @@ def test_cell_output_all_is_the_mean_of_nodes_1_to_11(step):
 
 def test_recipes_choose_the_cell_output():
     """Search: the mean of the loose ends (ENAS); final training: ref-TF's final cell, nodes 1..11."""
-    from nao_ws import search, train_rnn
+    from nao_ws.search.options import RnnWsSearch
+    from nao_ws.train.options import RnnTrainConfig
 
     arch = parse_arch(REF_22, "rnn")
-    assert rnn.build_lm(20, search.RnnSearchConfig(task="ptb", emb_size=8)).cell.output == "loose"
-    assert rnn.build_lm(20, train_rnn.Config(task="ptb", emb_size=8), arch).cell.output == "all"
+    assert rnn.build_lm(20, RnnWsSearch(task="ptb", emb_size=8)).cell.output == "loose"
+    assert rnn.build_lm(20, RnnTrainConfig(task="ptb", emb_size=8), arch).cell.output == "all"
     with pytest.raises(ValueError, match="cell_output"):
         rnn.build_lm(20, RnnSupernet(emb_size=8, cell_output="last"))
 
@@ -142,10 +142,10 @@ def test_variational_masks_are_constant_over_time():
     assert torch.equal(y, y[:1].expand_as(y)) and (y == 0).any()
 
 
-def test_untrained_perplexity_is_near_the_vocabulary_size():
-    from nao_ws.datasets import load_corpus
+def test_untrained_perplexity_is_near_the_vocabulary_size(data):
+    from nao_ws.data.text import load_corpus
 
-    corpus = load_corpus("ptb", DATA / "ptb")
+    corpus = load_corpus("ptb", data("ptb"))
     vocab = len(corpus.dictionary)
     torch.manual_seed(0)
     model = lm(vocab, 16)
@@ -154,10 +154,10 @@ def test_untrained_perplexity_is_near_the_vocabulary_size():
         assert abs(result["valid_ppl"] / vocab - 1) < 0.10
 
 
-def test_scoring_is_deterministic_and_side_effect_free():
-    from nao_ws.datasets import load_corpus
+def test_scoring_is_deterministic_and_side_effect_free(data):
+    from nao_ws.data.text import load_corpus
 
-    corpus = load_corpus("ptb", DATA / "ptb-tiny")
+    corpus = load_corpus("ptb", data("ptb-tiny"))
     torch.manual_seed(0)
     model = lm(len(corpus.dictionary), 8)
     windows = rnn.score_windows(corpus.valid, num_windows=16, bptt=10, burn_in=5)

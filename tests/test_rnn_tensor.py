@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from nao_ws.recipes import RnnSupernet
+from nao_ws.config.recipes import RnnSupernet
 from supernet import rnn, rnn_tensor
 from supernet.spaces import get_space
 

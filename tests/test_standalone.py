@@ -1,5 +1,5 @@
-"""The standalone search (Algorithm 1, issue 7): smoke runs on both executors, retries of killed workers,
-a killed and resumed driver, and one-line errors for wrong executor settings.
+"""Standalone training as a score source (Algorithm 1): smoke runs on both executors, retries of killed workers,
+a killed and resumed driver that trains no finished candidate again, and one-line errors for wrong settings.
 
 Most tests inject a stand-in candidate function (a pseudo-score from the architecture's text) so they
 exercise the loop, the controller and the executors in seconds; the smoke tests train real candidates on
@@ -13,19 +13,18 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from nao_ws import standalone
-from nao_ws.config import build_config, config_to_dict
+from nao_ws.config.options import build_config, config_to_dict
 from nao_ws.errors import NaoWsError
-from nao_ws.executors import cpu_cores, make_executor
-from nao_ws.monitor import Monitor
 from nao_ws.runs import RunDir
+from nao_ws.search import driver, options
+from nao_ws.search.sources import standalone
+from nao_ws.search.sources.executors import cpu_cores, make_executor
 from supernet.spaces import parse_arch
 
 
@@ -57,14 +56,6 @@ def worker_killing_candidate(c, data, device, log: str, marker: str) -> dict:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def driver_killing_candidate(c, data, device, log: str, kill_at: int) -> dict:
-    """Run in the driver (local executor): SIGKILLs the driver itself when training number ``kill_at`` starts."""
-    _log_attempt(log, c.text)
-    if len(Path(log).read_text().splitlines()) == kill_at:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return pseudo_result(c.text)
-
-
 def always_failing_candidate(c, data, device, log: str) -> dict:
     _log_attempt(log, c.text)
     raise RuntimeError("out of cheese")
@@ -81,32 +72,27 @@ def ray_instance():
     ray.shutdown()
 
 
-def smoke_config(**overrides) -> standalone.Config:
-    return build_config(standalone.Config, {"task": "cifar10-sample"}, standalone.PRESETS["smoke"], overrides,
-                        where=("test", "preset smoke", "test"))
+def smoke_config(**overrides) -> options.StandaloneSearch:
+    _, presets, base = options.config_for("cifar10-sample", "cnn", None)
+    return build_config(options.StandaloneSearch, base, {"task": "cifar10-sample"}, presets["smoke"], overrides,
+                        where=("defaults", "test", "preset smoke", "test"))
 
 
-def new_run(path: Path, cfg: standalone.Config) -> RunDir:
+def new_run(path: Path, cfg) -> RunDir:
     run = RunDir.create(str(path), "search", cfg.task)
     run.write_config(config_to_dict(cfg))
     return run
 
 
-def search(path: Path, cfg: standalone.Config, candidate_fn=standalone.train_candidate, resume=False) -> dict:
+def search(path: Path, cfg, candidate_fn=standalone.train_candidate, resume=False) -> dict:
     run = RunDir.open(path) if resume else new_run(path, cfg)
-    monitor = Monitor(run.path, progress=False)
-    try:
-        return standalone.run(cfg, run, monitor, resume=resume, candidate_fn=candidate_fn)
-    finally:
-        monitor.close()
+    source = standalone.StandaloneSource(cfg, candidate_fn=candidate_fn)
+    return driver.run(cfg, run, resume=resume, progress=False, source=source)
 
 
 def results(path: Path) -> dict:
-    return {r["text"]: (r["round"], r["status"], r.get("score")) for r in RunDir(path).read_jsonl("results.jsonl")}
-
-
-def pools(path: Path) -> list:
-    return [(r["round"], r["text"], r["origin"]) for r in RunDir(path).read_jsonl("pool.jsonl")]
+    """text -> (round, failed?, score) of every finished candidate."""
+    return {r["arch"]: (r["round"], "failed" in r, r["score"]) for r in RunDir(path).read_jsonl("pool.jsonl")}
 
 
 def attempts(log: Path) -> list[str]:
@@ -115,24 +101,15 @@ def attempts(log: Path) -> list[str]:
 
 # -- smoke runs: real candidates on the bundled sample ---------------------------------------------------------
 
-def _check_smoke(path: Path, out: dict, cfg: standalone.Config) -> None:
-    recs = RunDir(path).read_jsonl("results.jsonl")
-    assert out["failed"] == 0 and out["trained"] == len(recs) >= cfg.pool_size + 1
-    assert all(0.0 <= r["valid_acc"] <= 1.0 and r["params"] > 0 for r in recs)
-    best = json.loads((path / "best.json").read_text())
-    assert best["score"] == max(r["score"] for r in recs)
-    assert parse_arch(json.dumps(best)).space == "cnn"  # the best.json wrapper parses as an architecture
-    assert [m["round"] for m in RunDir(path).read_jsonl("metrics.jsonl")] == list(range(cfg.rounds))
-    assert list((path / "tb").iterdir()) and RunDir(path).list_checkpoints()
-
-
-@pytest.mark.parametrize("executor", ["local", "ray"])
-def test_smoke(tmp_path, executor, request):
-    if executor == "ray":
-        request.getfixturevalue("ray_instance")
-    cfg = smoke_config(executor=executor)
+def test_smoke_on_ray(tmp_path, ray_instance):
+    """Real candidates trained by Ray tasks (the local executor's run is in the search matrix)."""
+    cfg = smoke_config(executor="ray")
     out = search(tmp_path / "run", cfg)
-    _check_smoke(tmp_path / "run", out, cfg)
+    recs = RunDir(tmp_path / "run").read_jsonl("pool.jsonl")
+    assert len(recs) == cfg.pool_size + cfg.new_per_round and not any("failed" in r for r in recs)
+    assert all(0.0 <= r["valid_acc"] <= 1.0 and r["params"] > 0 for r in recs)
+    assert out["score"] == max(r["score"] for r in recs)
+    assert parse_arch(json.dumps(out)).space == "cnn"  # the best.json record parses as an architecture
 
 
 # -- failures: killed workers, failing candidates --------------------------------------------------------------
@@ -143,14 +120,13 @@ def test_ray_worker_killed_mid_candidate_is_retried(tmp_path, ray_instance):
     search(tmp_path / "ray", cfg, functools.partial(worker_killing_candidate, log=str(log), marker=str(marker)))
     assert marker.exists()
     got = results(tmp_path / "ray")
-    assert len(got) == len(pools(tmp_path / "ray")) and all(status == "ok" for _, status, _ in got.values())
+    assert len(got) == cfg.pool_size + cfg.new_per_round and not any(failed for _, failed, _ in got.values())
     counts = {t: attempts(log).count(t) for t in got}
     assert sorted(counts.values()) == [1] * (len(got) - 1) + [2]  # only the killed candidate ran twice
     # and scheduling does not matter: the same search run locally, one candidate after another
     search(tmp_path / "local", dataclasses.replace(cfg, executor="local"),
            functools.partial(counting_candidate, log=str(tmp_path / "local-attempts")))
     assert results(tmp_path / "local") == got
-    assert pools(tmp_path / "local") == pools(tmp_path / "ray")
 
 
 @pytest.mark.skipif(cpu_cores() < 2, reason="two worker processes need two CPU cores")
@@ -186,66 +162,57 @@ def test_every_candidate_failing_is_a_one_line_error(tmp_path):
     with pytest.raises(NaoWsError, match="every candidate failed .*out of cheese"):
         search(tmp_path / "run", smoke_config(max_retries=0),
                functools.partial(always_failing_candidate, log=str(tmp_path / "attempts")))
-    recs = RunDir(tmp_path / "run").read_jsonl("results.jsonl")
-    assert len(recs) == smoke_config().pool_size and {r["status"] for r in recs} == {"failed"}
+    recs = RunDir(tmp_path / "run").read_jsonl("pool.jsonl")
+    assert len(recs) == smoke_config().pool_size and all(r["score"] is None and r["failed"] for r in recs)
 
 
-# -- the driver killed and resumed ----------------------------------------------------------------------------
+def test_failed_candidates_are_recorded_and_left_out_of_the_history(tmp_path):
+    """A candidate that fails every attempt is a record with its error, never a score the strategy learns."""
+    fails = set()
 
-DRIVER = """
-import functools, sys
-sys.path.insert(0, {tests!r})
-import test_standalone as t
-from nao_ws.runs import RunDir
-from nao_ws.monitor import Monitor
-from nao_ws import standalone
-cfg = t.smoke_config()
-run = t.new_run({path!r}, cfg)
-standalone.run(cfg, run, Monitor(run.path, progress=False),
-               candidate_fn=functools.partial(t.driver_killing_candidate, log={log!r}, kill_at={kill_at}))
-"""
+    def half_failing(c, data, device):
+        if int(hashlib.sha256(c.text.encode()).hexdigest(), 16) % 2:
+            fails.add(c.text)
+            raise RuntimeError("out of cheese")
+        return pseudo_result(c.text)
+
+    out = search(tmp_path / "run", smoke_config(max_retries=0), half_failing)
+    recs = RunDir(tmp_path / "run").read_jsonl("pool.jsonl")
+    assert fails and {r["arch"] for r in recs if "failed" in r} == fails
+    assert out["text"] not in fails and out["score"] == max(r["score"] for r in recs if r["score"] is not None)
 
 
-@pytest.mark.parametrize("kill_at", [3, 8])  # in round 0, and in round 1 (after a controller fit)
-def test_driver_killed_and_resumed_ends_as_an_uninterrupted_run(tmp_path, kill_at):
+# -- the driver stopped and resumed ---------------------------------------------------------------------------
+
+class Died(BaseException):
+    """The driver's death in the middle of a round (SIGKILL itself: the search matrix in test_search.py)."""
+
+
+def dying_candidate(c, data, device, log: str, die_at: int) -> dict:
+    _log_attempt(log, c.text)
+    if len(Path(log).read_text().splitlines()) == die_at:
+        raise Died
+    return pseudo_result(c.text)
+
+
+@pytest.mark.parametrize("die_at", [3, 8])  # in round 0, and in round 1 (after a controller fit)
+def test_a_resumed_search_trains_no_finished_candidate_again(tmp_path, die_at):
     cfg = smoke_config()
-    path, log = tmp_path / "killed", tmp_path / "attempts"
-    script = DRIVER.format(tests=str(Path(__file__).parent), path=str(path), log=str(log), kill_at=kill_at)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    path, log = tmp_path / "stopped", tmp_path / "attempts"
+    with pytest.raises(Died):
+        search(path, cfg, functools.partial(dying_candidate, log=str(log), die_at=die_at))
     finished = set(results(path))
-    assert len(finished) == kill_at - 1 and len(attempts(log)) == kill_at
+    assert len(finished) == die_at - 1
 
     resumed_log = tmp_path / "resumed-attempts"
     out = search(path, cfg, functools.partial(counting_candidate, log=str(resumed_log)), resume=True)
     assert not finished & set(attempts(resumed_log))  # no finished candidate trained again
-    assert len(attempts(resumed_log)) == len(pools(path)) - len(finished)
+    assert len(attempts(resumed_log)) == cfg.pool_size + cfg.new_per_round - len(finished)
 
     ref_path = tmp_path / "uninterrupted"
     ref = search(ref_path, cfg, functools.partial(counting_candidate, log=str(tmp_path / "ref-attempts")))
-    assert results(path) == results(ref_path)
-    assert pools(path) == pools(ref_path)
-    assert out == ref
+    assert results(path) == results(ref_path) and out == ref
     assert (path / "best.json").read_text() == (ref_path / "best.json").read_text()
-    drop_timing = lambda m: {k: v for k, v in m.items() if "seconds" not in k}  # noqa: E731
-    assert [drop_timing(m) for m in RunDir(path).read_jsonl("metrics.jsonl")] == \
-           [drop_timing(m) for m in RunDir(ref_path).read_jsonl("metrics.jsonl")]
-
-
-def test_resume_repairs_a_torn_pool_and_stale_metrics(tmp_path):
-    cfg = smoke_config()
-    path = tmp_path / "run"
-    search(path, cfg, functools.partial(counting_candidate, log=str(tmp_path / "a")))
-    run = RunDir(path)
-    pool_lines = (path / "pool.jsonl").read_text().splitlines(keepends=True)
-    (path / "pool.jsonl").write_text("".join(pool_lines[:-2]) + pool_lines[-1][:20])  # round 1 cut mid-line
-    before = run.read_jsonl("metrics.jsonl")
-    out = search(path, cfg, functools.partial(counting_candidate, log=str(tmp_path / "b")), resume=True)
-    assert not (tmp_path / "b").exists()  # everything was finished: nothing trained
-    assert len((path / "pool.jsonl").read_text().splitlines()) == len(pool_lines)
-    assert run.read_jsonl("metrics.jsonl")[:1] == before[:1] and len(run.read_jsonl("metrics.jsonl")) == cfg.rounds
-    assert out["trained"] == len(pools(path))
 
 
 # -- settings errors -----------------------------------------------------------------------------------------

@@ -12,21 +12,21 @@ import numpy as np
 import pytest
 import torch
 
-from nao_ws import config, runs, search, standalone, tabular, train_cnn, train_rnn
-from nao_ws.cli import main
-from nao_ws.runs import RunDir
+from nao_ws.config.options import field_types
+from nao_ws.errors import NaoWsError
+from nao_ws.runs import RunDir, files
+from nao_ws.search import options as search_options
+from nao_ws.train import cnn as train_cnn, options as train_options
 from supernet.spaces import arch_to_json, parse_arch
-from test_search import cli  # the suite's in-process CLI runner (pytest puts tests/ on sys.path)
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-PTB_TINY = str(SHARED / "ptb-tiny")
 NAONET_B = "0 1 0 2 0 1 2 2 1 3 0 2 4 0 1 3 2 1 0 3 | 1 1 1 0 2 1 2 4 1 0 2 3 3 1 2 2 0 2 0 2"
 TRAIN = ["train", "--task", "cifar10-sample", "--preset", "smoke", "--epochs", "2", "--batch-size", "100",
          "--layers", "1", "--channels", "4", "--device", "cpu", "--deterministic", "--no-progress"]
-SEARCH = ["search", "--task", "ptb", "--data-dir", PTB_TINY, "--preset", "smoke", "--epochs", "1", "--eval-every", "1",
-          "--pool-size", "4", "--new-per-iter", "2", "--random-per-iter", "1", "--seeds", "2", "--rerank-top", "0",
-          "--strategy", "random", "--emb-size", "16", "--batch-size", "512", "--score-windows", "4", "--device", "cpu",
+SEARCH = ["search", "--task", "ptb", "--data-dir", "PTB_TINY", "--preset", "smoke", "--epochs", "1", "--eval-every",
+          "1", "--pool-size", "4", "--new-per-iter", "2", "--random-per-iter", "1", "--rerank-top", "0", "--strategy",
+          "random", "--emb-size", "16", "--batch-size", "512", "--score-windows", "4", "--device", "cpu",
           "--deterministic", "--no-progress"]
+
 
 
 @pytest.fixture(autouse=True)
@@ -36,14 +36,20 @@ def restore_torch_globals():
     torch.use_deterministic_algorithms(deterministic)
 
 
-def one_line_error(args, capsys, *needles) -> str:
-    """The error line; a search may have said where its run folder is before it failed."""
-    code, _, err = cli(args, capsys)
-    lines = [line for line in err.strip().splitlines() if not line.startswith("run folder: ")]
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert str(needle) in lines[0], lines[0]
-    return lines[0]
+@pytest.fixture
+def one_line_error(cli, capsys, data):
+    """``one_line_error(args, *needles)``: the command fails with one error line (a search may have said where
+    its run folder is before) holding every needle; ``PTB_TINY`` in ``args`` is the real-data PTB excerpt."""
+    def check(args, *needles) -> str:
+        args = [str(data("ptb-tiny")) if a == "PTB_TINY" else a for a in args]
+        code, _, err = cli(args, capsys)
+        lines = [line for line in err.strip().splitlines() if not line.startswith("run folder: ")]
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+        for needle in needles:
+            assert str(needle) in lines[0], lines[0]
+        return lines[0]
+
+    return check
 
 
 @pytest.fixture
@@ -57,18 +63,18 @@ def binary(tmp_path):
 
 @pytest.mark.parametrize("cmd", [["arch", "show"], ["plot", "-o", "x.png"], ["train", "--task", "cifar10", "--dry-run", "--arch"],
                                  ["train", "--dry-run", "--arch"]])
-def test_binary_architecture_file(cmd, binary, capsys):
-    one_line_error(cmd + [str(binary)], capsys, binary, "not text")
+def test_binary_architecture_file(cmd, binary, capsys, one_line_error):
+    one_line_error(cmd + [str(binary)], binary, "not text")
 
 
-def test_architecture_path_that_is_a_folder(tmp_path, capsys):
-    one_line_error(["arch", "show", str(tmp_path) + "/"], capsys, "is a folder")
+def test_architecture_path_that_is_a_folder(tmp_path, capsys, one_line_error):
+    one_line_error(["arch", "show", str(tmp_path) + "/"], "is a folder")
 
 
 @pytest.mark.parametrize("cmd", [["train", "--task", "cifar10", "--dry-run"], ["search", "--task", "ptb"]])
-def test_binary_or_folder_config(cmd, binary, tmp_path, capsys):
-    one_line_error(cmd + ["--config", str(binary), "--output", str(tmp_path / "run")], capsys, binary, "not text")
-    one_line_error(cmd + ["--config", str(tmp_path), "--output", str(tmp_path / "run")], capsys, "is a folder")
+def test_binary_or_folder_config(cmd, binary, tmp_path, capsys, one_line_error):
+    one_line_error(cmd + ["--config", str(binary), "--output", str(tmp_path / "run")], binary, "not text")
+    one_line_error(cmd + ["--config", str(tmp_path), "--output", str(tmp_path / "run")], "is a folder")
     assert not (tmp_path / "run").exists()
 
 
@@ -77,25 +83,25 @@ def test_binary_or_folder_config(cmd, binary, tmp_path, capsys):
     ("lr: 0.1\n  epochs: 2\n", "line 2"),
     ("a: b: c\n", "line 1"),
 ])
-def test_yaml_syntax_errors(text, needle, tmp_path, capsys):
+def test_yaml_syntax_errors(text, needle, tmp_path, capsys, one_line_error):
     p = tmp_path / "c.yaml"
     p.write_text(text)
-    one_line_error(["train", "--task", "cifar10", "--dry-run", "--config", str(p)], capsys, "not valid YAML", needle)
+    one_line_error(["train", "--task", "cifar10", "--dry-run", "--config", str(p)], "not valid YAML", needle)
 
 
-def test_config_values_out_of_range_name_the_file(tmp_path, capsys):
+def test_config_values_out_of_range_name_the_file(tmp_path, capsys, one_line_error):
     p = tmp_path / "c.json"
     p.write_text('{"lr": -1, "epochs": 2}')
-    one_line_error(["train", "--task", "cifar10", "--dry-run", "--config", str(p)], capsys, p, "--lr -1 must be > 0")
+    one_line_error(["train", "--task", "cifar10", "--dry-run", "--config", str(p)], p, "--lr -1 must be > 0")
     p.write_text('{"momentum": NaN}')
-    one_line_error(["train", "--task", "cifar10", "--dry-run", "--config", str(p)], capsys, "--momentum nan")
+    one_line_error(["train", "--task", "cifar10", "--dry-run", "--config", str(p)], "--momentum nan")
 
 
-def test_damaged_config_json_on_resume(tmp_path, binary, capsys):
+def test_damaged_config_json_on_resume(tmp_path, binary, capsys, one_line_error):
     (tmp_path / "config.json").write_bytes(binary.read_bytes())
-    one_line_error(["search", "--resume", str(tmp_path)], capsys, "damaged")
+    one_line_error(["search", "--resume", str(tmp_path)], "damaged")
     (tmp_path / "config.json").write_text("[1, 2]")
-    one_line_error(["train", "--resume", str(tmp_path)], capsys, "damaged")
+    one_line_error(["train", "--resume", str(tmp_path)], "damaged")
 
 
 # -- option ranges --------------------------------------------------------------------------------------------
@@ -112,31 +118,32 @@ def test_damaged_config_json_on_resume(tmp_path, binary, capsys):
     (["--channels", "7"], "--channels 7 must be even"),
     (["--lr-min", "0.1", "--lr", "0.05"], "--lr-min 0.1 exceeds --lr 0.05"),
 ])
-def test_search_option_ranges(flags, needle, tmp_path, capsys):
+def test_search_option_ranges(flags, needle, tmp_path, capsys, one_line_error):
     one_line_error(["search", "--task", "cifar10", "--preset", "smoke", *flags, "--output", str(tmp_path / "run")],
-                   capsys, needle)
+                   needle)
     assert not (tmp_path / "run").exists()
 
 
 def test_every_numeric_option_has_a_range():
-    classes = (search.CnnSearchConfig, search.RnnSearchConfig, standalone.Config, train_cnn.Config, train_rnn.Config,
-               tabular.Config)
+    """A number's range is declared with the number: every int and float field of every command has one."""
+    classes = (*search_options.CONFIGS, train_options.CnnTrainConfig, train_options.RnnTrainConfig)
     for cls in classes:
-        for name, t in config._field_types(cls).items():
+        types, fields = field_types(cls), {f.name: f for f in dataclasses.fields(cls)}
+        for name, t in types.items():
             if t in (int, float):
-                assert name in config.RANGES, f"{cls.__qualname__}.{name} has no entry in config.RANGES"
-                default = next(f.default for f in dataclasses.fields(cls) if f.name == name)
-                assert default is None or default in config.RANGES[name], (cls, name)
+                within = fields[name].metadata.get("within")
+                assert within is not None, f"{cls.__qualname__}.{name} declares no range"
+                assert fields[name].default is None or fields[name].default in within, (cls, name)
 
 
 # -- output paths -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("cmd", [TRAIN, SEARCH])
-def test_output_that_is_a_file_or_under_one(cmd, tmp_path, capsys):
+def test_output_that_is_a_file_or_under_one(cmd, tmp_path, capsys, one_line_error):
     f = tmp_path / "file"
     f.write_text("keep me")
-    one_line_error(cmd + ["--output", str(f)], capsys, "is a file, not a folder")
-    one_line_error(cmd + ["--output", str(f / "run")], capsys, f"lies under {f}")
+    one_line_error(cmd + ["--output", str(f)], "is a file, not a folder")
+    one_line_error(cmd + ["--output", str(f / "run")], f"lies under {f}")
     assert f.read_text() == "keep me"
 
 
@@ -149,24 +156,24 @@ def read_only(monkeypatch):
 
 
 @pytest.mark.parametrize("cmd", [TRAIN, SEARCH])
-def test_output_on_a_read_only_file_system(cmd, tmp_path, capsys, monkeypatch):
+def test_output_on_a_read_only_file_system(cmd, tmp_path, capsys, monkeypatch, one_line_error):
     read_only(monkeypatch)
-    one_line_error(cmd + ["--output", str(tmp_path / "run")], capsys, "Read-only file system", "writ")
+    one_line_error(cmd + ["--output", str(tmp_path / "run")], "Read-only file system", "writ")
 
 
-def test_plot_output_unwritable(tmp_path, capsys, monkeypatch):
-    one_line_error(["plot", NAONET_B, "-o", str(tmp_path)], capsys, "is a folder")
+def test_plot_output_unwritable(tmp_path, capsys, monkeypatch, one_line_error):
+    one_line_error(["plot", NAONET_B, "-o", str(tmp_path)], "is a folder")
     for name in ("cells.foo", "cells"):
-        one_line_error(["plot", NAONET_B, "-o", str(tmp_path / name)], capsys, "ending in .png")
+        one_line_error(["plot", NAONET_B, "-o", str(tmp_path / name)], "ending in .png")
     (tmp_path / "f").write_text("")
-    one_line_error(["plot", NAONET_B, "-o", str(tmp_path / "f" / "cells.png")], capsys, "which is a file")
+    one_line_error(["plot", NAONET_B, "-o", str(tmp_path / "f" / "cells.png")], "which is a file")
     read_only(monkeypatch)
-    one_line_error(["plot", NAONET_B, "-o", str(tmp_path / "new" / "cells.png")], capsys, "Read-only file system")
+    one_line_error(["plot", NAONET_B, "-o", str(tmp_path / "new" / "cells.png")], "Read-only file system")
 
 
-def test_data_download_into_a_path_under_a_file(tmp_path, capsys):
+def test_data_download_into_a_path_under_a_file(tmp_path, capsys, one_line_error):
     (tmp_path / "f").write_text("")
-    one_line_error(["data", "download", "--task", "ptb", "--data-dir", str(tmp_path / "f")], capsys, "is a file")
+    one_line_error(["data", "download", "--task", "ptb", "--data-dir", str(tmp_path / "f")], "is a file")
 
 
 # -- a full disk --------------------------------------------------------------------------------------------
@@ -199,27 +206,27 @@ def full_disk_for(monkeypatch, suffix: str, after: int = 0):
                 return Full(fh)
         return fh
 
-    monkeypatch.setattr(runs, "open", fake_open, raising=False)
+    monkeypatch.setattr(files, "open", fake_open, raising=False)
 
 
 def test_disk_full_while_writing_a_checkpoint(tmp_path, monkeypatch):
     run = RunDir.create(str(tmp_path / "run"), "train", "x")
     first = run.save_checkpoint({"kind": "k", "w": torch.ones(3)}, 1)
     full_disk_for(monkeypatch, ".pt.tmp")
-    with pytest.raises(runs.NaoWsError, match=f"No space left on device.*free some disk space, then continue "
+    with pytest.raises(NaoWsError, match=f"No space left on device.*free some disk space, then continue "
                                               f"with --resume {run.path}"):
         run.save_checkpoint({"kind": "k", "w": torch.zeros(3)}, 2)
     assert sorted(p.name for p in run.checkpoints.iterdir()) == [first.name, first.with_suffix(".sha256").name]
     assert torch.equal(run.load_latest_checkpoint()["w"], torch.ones(3))
 
 
-def test_disk_full_during_a_search_then_resume(finished, tmp_path, monkeypatch, capsys):
+def test_disk_full_during_a_search_then_resume(finished, tmp_path, monkeypatch, capsys, one_line_error, cli):
     """The checkpoint after the first epoch fails for lack of space: one line, no temporary file; once space
     is free, the resume ends the search as the uninterrupted run did."""
     ref = finished / "search"
     out = tmp_path / "run"
     full_disk_for(monkeypatch, ".pt.tmp", after=1)
-    one_line_error(SEARCH + ["--output", str(out)], capsys, "No space left on device", f"--resume {out}")
+    one_line_error(SEARCH + ["--output", str(out)], "No space left on device", f"--resume {out}")
     assert not list(out.rglob("*.tmp")) and len(RunDir(out).list_checkpoints()) == 1
     monkeypatch.undo()
     code, _, err = cli(["search", "--resume", str(out), "--no-progress"], capsys)
@@ -234,8 +241,8 @@ def test_disk_full_during_a_search_then_resume(finished, tmp_path, monkeypatch, 
 # -- devices -------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("cmd", [TRAIN, ["search", "--task", "cifar10", "--preset", "smoke"]])
-def test_amp_needs_cuda(cmd, tmp_path, capsys):
-    one_line_error(cmd + ["--amp", "--device", "cpu", "--output", str(tmp_path / "run")], capsys,
+def test_amp_needs_cuda(cmd, tmp_path, capsys, one_line_error):
+    one_line_error(cmd + ["--amp", "--device", "cpu", "--output", str(tmp_path / "run")],
                    "bf16 autocast", "needs CUDA")
     assert not (tmp_path / "run").exists()
 
@@ -248,49 +255,41 @@ def test_amp_needs_cuda(cmd, tmp_path, capsys):
     (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "tpu"], "device"),
     (["--data-dir", "/nonexistent/data"], "/nonexistent/data"),
 ])
-def test_failed_validation_creates_nothing(cmd, flags, needle, tmp_path, capsys):
+def test_failed_validation_creates_nothing(cmd, flags, needle, tmp_path, capsys, one_line_error):
     """So the corrected command may use the same --output."""
     out = tmp_path / "run"
-    one_line_error(cmd + [*flags, "--output", str(out)], capsys, needle)
+    one_line_error(cmd + [*flags, "--output", str(out)], needle)
     assert not out.exists()
 
 
-def test_a_start_failing_after_the_folder_exists_leaves_nothing(tmp_path, capsys, monkeypatch):
+def test_a_start_failing_after_the_folder_exists_leaves_nothing(tmp_path, capsys, monkeypatch, one_line_error):
     """Errors only the run itself finds (here: the first data batch) remove what the start created; an
     --output that existed (empty) stays, empty."""
     def broken(*args, **kwargs):
-        raise runs.NaoWsError("the data broke")
+        raise NaoWsError("the data broke")
 
     monkeypatch.setattr(train_cnn, "load_images", broken)
-    one_line_error(TRAIN + ["--output", str(tmp_path / "a" / "b")], capsys, "the data broke")
+    one_line_error(TRAIN + ["--output", str(tmp_path / "a" / "b")], "the data broke")
     assert not (tmp_path / "a").exists()
     (tmp_path / "empty").mkdir()
-    one_line_error(TRAIN + ["--output", str(tmp_path / "empty")], capsys, "the data broke")
+    one_line_error(TRAIN + ["--output", str(tmp_path / "empty")], "the data broke")
     assert list((tmp_path / "empty").iterdir()) == []
 
 
 # -- resume ---------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(tmp_path_factory, cli, data):
     """A finished train run and a finished search run (module-wide, copied by the tests that change them)."""
-    import contextlib
-    import io
-
     base = tmp_path_factory.mktemp("finished")
     arch_file = base / "arch.json"
     arch_file.write_text(json.dumps(arch_to_json(parse_arch(NAONET_B))))
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        main_ok(TRAIN + ["--arch", str(arch_file), "--output", str(base / "train")])
-        main_ok(SEARCH + ["--output", str(base / "search")])
+    search = [str(data("ptb-tiny")) if a == "PTB_TINY" else a for a in SEARCH]
+    for args in (TRAIN + ["--arch", str(arch_file), "--output", str(base / "train")],
+                 search + ["--output", str(base / "search")]):
+        code, _, err = cli(args)
+        assert code == 0, err
     return base
-
-
-def main_ok(args):
-    try:
-        main(args)
-    except SystemExit as e:
-        assert e.code == 0
 
 
 def copy_run(src: Path, dst: Path) -> Path:
@@ -301,18 +300,18 @@ def copy_run(src: Path, dst: Path) -> Path:
 
 
 @pytest.mark.parametrize("kind", ["train", "search"])
-def test_resume_without_checkpoints_appends_nothing(kind, finished, tmp_path, capsys):
+def test_resume_without_checkpoints_appends_nothing(kind, finished, tmp_path, capsys, one_line_error):
     run = copy_run(finished / kind, tmp_path / kind)
     logs = {p.name: p.read_bytes() for p in run.glob("*.jsonl")}
     for p in (run / "checkpoints").iterdir():
         p.unlink()
-    one_line_error([kind, "--resume", str(run)], capsys, "holds no checkpoint", "new --output")
+    one_line_error([kind, "--resume", str(run)], "holds no checkpoint", "new --output")
     assert {p.name: p.read_bytes() for p in run.glob("*.jsonl")} == logs
 
 
 @pytest.mark.parametrize("kind, log", [("search", "pool.jsonl"), ("search", "metrics.jsonl"),
                                        ("train", "metrics.jsonl")])
-def test_resume_restores_a_cut_log_from_the_checkpoint(kind, log, finished, tmp_path, capsys):
+def test_resume_restores_a_cut_log_from_the_checkpoint(kind, log, finished, tmp_path, capsys, cli):
     run = copy_run(finished / kind, tmp_path / kind)
     whole = (run / log).read_bytes()
     (run / log).write_bytes(whole[: len(whole) // 3])  # cut mid-line: the later records are gone too
@@ -321,7 +320,7 @@ def test_resume_restores_a_cut_log_from_the_checkpoint(kind, log, finished, tmp_
     assert (run / log).read_bytes() == whole
 
 
-def test_train_stores_the_architecture_not_its_file(finished, tmp_path, capsys):
+def test_train_stores_the_architecture_not_its_file(finished, tmp_path, capsys, cli):
     """config.json holds the architecture itself: changing the file the run was started with changes nothing."""
     run = copy_run(finished / "train", tmp_path / "train")
     saved = json.loads((run / "config.json").read_text())
@@ -346,7 +345,7 @@ class Plant:
         return open, (self.path, "w")
 
 
-def test_planted_cifar_batch_runs_nothing(tmp_path, capsys):
+def test_planted_cifar_batch_runs_nothing(tmp_path, capsys, one_line_error, cli):
     probe = tmp_path / "probe"
     pickle.loads(pickle.dumps(Plant(probe))).close()
     assert probe.exists()  # plain pickle would run it
@@ -360,10 +359,10 @@ def test_planted_cifar_batch_runs_nothing(tmp_path, capsys):
         if name == "data_batch_1":
             entry["filenames"] = Plant(target)
         (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
-    one_line_error(["data", "check", "--task", "cifar10", "--data-dir", str(tmp_path / "data")], capsys,
+    one_line_error(["data", "check", "--task", "cifar10", "--data-dir", str(tmp_path / "data")],
                    "data_batch_1", "refers to", "delete it")
     one_line_error(TRAIN[:2] + ["cifar10", "--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "run")],
-                   capsys, "data_batch_1")
+                   "data_batch_1")
     assert not target.exists() and not (tmp_path / "run").exists()
     # the same batches without the plant load, in protocol 2 (the official files) as in the current one
     (folder / "data_batch_1").write_bytes(pickle.dumps({"data": x, "labels": list(range(10))}))

@@ -1,84 +1,31 @@
-"""Run folders, atomic checksummed checkpoints, RNG state capture, seeding and device choice.
+"""Run folders: a self-describing folder per run, its append-only logs and its atomic, checksummed checkpoints.
 
-A run folder is self-describing (DESIGN.md): ``config.json`` holds the resolved config, so
-``--resume RUN_DIR`` needs nothing else. Checkpoints are plain dicts of tensors and Python scalars
-(loadable with ``torch.load(weights_only=True)``), written to a temporary file, fsynced, then renamed,
-with a SHA-256 sidecar; the previous checkpoint is deleted only after the new one is complete, and a
-corrupt or truncated latest checkpoint falls back to the previous one with a warning. A large checkpoint
-can be written off the training thread (``save_checkpoint(background=True)``).
+``config.json`` holds the resolved config, so ``--resume RUN_DIR`` needs nothing else. Checkpoints are plain
+dicts of tensors and Python scalars (loadable with ``torch.load(weights_only=True)``), written to a temporary
+file, fsynced, then renamed, with a SHA-256 sidecar; the previous checkpoint is deleted only after the new one
+is complete, and a corrupt or truncated latest checkpoint falls back to the previous one with a warning. A
+large checkpoint can be written off the training thread (``save_checkpoint(background=True)``).
 """
 from __future__ import annotations
 
-import collections
-import copy
 import datetime as _dt
-import errno
 import hashlib
 import io
 import json
-import math
 import os
-import random
 import shutil
 import threading
 import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from .errors import NaoWsError
+from ..errors import NaoWsError
+from .checkpoints import checkpoint_problem, host_copy
+from .files import file_above, fsync_write, io_error, strict_json, write_json_atomic
 
 CHECKPOINT_GLOB = "ckpt-*.pt"
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all: a temporary file, fsynced, renamed; removed again on any failure."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def file_above(path: Path) -> Path | None:
-    """The file among ``path``'s parents, if one is (then no folder or file can be made at ``path``)."""
-    return next((p for p in path.parents if p.is_file()), None)
-
-
-def io_error(exc: OSError, what: str, run: Path | None = None) -> NaoWsError:
-    """A failed read or write as a one-line user error that says what to do about it."""
-    reason = exc.strerror or exc.__class__.__name__
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = "free some disk space" + (f", then continue with --resume {run}" if run is not None else "")
-    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        fix = "choose an --output where you may write" if run is None else f"make {run} writable, then --resume it"
-    elif exc.errno == errno.ENOTDIR:
-        fix = "a part of the path is a file: choose another path"
-    else:
-        fix = "check the path and the disk"
-    return NaoWsError(f"{what} failed ({reason}): {fix}")
-
-
-def strict_json(obj: Any) -> Any:
-    """``obj`` with NaN and infinities as None, so every file the run writes is standard JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict_json(v) for v in obj]
-    return obj
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    _fsync_write(Path(path), (json.dumps(strict_json(obj), indent=2) + "\n").encode())
 
 
 class RunDir:
@@ -203,7 +150,7 @@ class RunDir:
             p = self.path / name
             if not p.exists() or p.read_bytes() != text.encode():
                 try:
-                    _fsync_write(p, text.encode())
+                    fsync_write(p, text.encode())
                 except OSError as e:
                     raise io_error(e, f"restoring {p}", self.path) from None
             self._records[name] = list(records)
@@ -211,7 +158,7 @@ class RunDir:
     def truncate_jsonl(self, name: str, n: int) -> None:
         """Keep the first ``n`` records of ``name``: a resumed run drops what was written after its checkpoint."""
         records = self.read_jsonl(name)[:n]
-        _fsync_write(self.path / name, "".join(json.dumps(r) + "\n" for r in records).encode())
+        fsync_write(self.path / name, "".join(json.dumps(r) + "\n" for r in records).encode())
 
     def log(self, message: str) -> None:
         stamp = _dt.datetime.now().isoformat(timespec="seconds")
@@ -247,8 +194,8 @@ class RunDir:
         torch.save(state, buf)
         data = buf.getvalue()
         try:
-            _fsync_write(path, data)
-            _fsync_write(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
+            fsync_write(path, data)
+            fsync_write(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
         except OSError as e:  # e.g. the disk is full: no half checkpoint, the previous ones stay
             path.unlink(missing_ok=True)
             resumable = self.path if self._checkpoint_files() else None  # else the command starts over
@@ -314,35 +261,6 @@ class RunDir:
                              f"command and a new --output (or delete {self.path} first)")
 
 
-def host_copy(obj: Any) -> Any:
-    """``obj`` with every tensor copied to host memory and every dict, list and tuple rebuilt: a snapshot
-    that later in-place updates (training steps, appended records) do not reach."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        out = {k: host_copy(v) for k, v in obj.items()}
-        if hasattr(obj, "_metadata"):  # a module state dict's version record, which load_state_dict reads
-            out = collections.OrderedDict(out)
-            out._metadata = copy.deepcopy(obj._metadata)
-        return out
-    if isinstance(obj, list):
-        return [host_copy(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(host_copy(v) for v in obj)
-    return obj
-
-
-def checkpoint_problem(path: Path) -> str | None:
-    """None if ``path`` matches its SHA-256 sidecar, else what is wrong with it."""
-    side = path.with_suffix(".sha256")
-    if not side.exists():
-        return "has no checksum file"
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != side.read_text().strip():
-        return "fails its checksum (truncated or corrupt)"
-    return None
-
-
 def load_checkpoint_file(path: str | Path, map_location="cpu") -> dict:
     """A single checkpoint given by the user (``nao-ws eval --checkpoint``), with one-line errors."""
     p = Path(path)
@@ -363,103 +281,3 @@ def load_checkpoint_file(path: str | Path, map_location="cpu") -> dict:
     if not isinstance(state, dict) or "kind" not in state:
         raise NaoWsError(f"checkpoint {p} is not a nao-ws checkpoint (no 'kind' entry)")
     return state
-
-
-def load_model_state(model: torch.nn.Module, state: dict, source: str) -> None:
-    """``model.load_state_dict(state)``, with a one-line error when the two do not match."""
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        missing = set(model.state_dict()) - set(state)
-        unexpected = set(state) - set(model.state_dict())
-        detail = (f"{len(missing)} missing, {len(unexpected)} unexpected entries "
-                  f"(e.g. {sorted(missing or unexpected)[0]})" if missing or unexpected
-                  else (str(e).splitlines()[1:] or [str(e)])[0].strip())
-        raise NaoWsError(f"{source} does not fit this model: {detail}; it was written for another "
-                         "architecture or size, or by an incompatible nao-ws version") from None
-
-
-# -- randomness -------------------------------------------------------------------------------------------
-
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed Python, NumPy and torch; ``deterministic`` also asks torch for deterministic kernels."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        # warn_only: CUDA has no deterministic backward for some pooling ops; CPU runs are exact regardless
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
-
-def rng_state() -> dict:
-    """Every global RNG state as tensors and Python scalars (safe for ``weights_only`` loading)."""
-    np_state = np.random.get_state()
-    state = {
-        "python": list(random.getstate()[1]) + [random.getstate()[0]],
-        "python_gauss": random.getstate()[2],
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    py = state["python"]
-    random.setstate((py[-1], tuple(py[:-1]), state["python_gauss"]))
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def generator_state(rng: np.random.Generator) -> dict:
-    """A NumPy Generator's state as plain Python (PCG64 ints)."""
-    return rng.bit_generator.state
-
-
-def set_generator_state(rng: np.random.Generator, state: dict) -> None:
-    rng.bit_generator.state = state
-
-
-# -- devices ----------------------------------------------------------------------------------------------
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without it is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise NaoWsError(f"--device {name} asked for, but no CUDA device is visible: use --device cpu or auto")
-        return torch.device(name)
-    raise NaoWsError(f"unknown device '{name}': use auto, cpu or cuda")
-
-
-# flags that only mean something on CUDA, and what a user on another device should do instead
-CUDA_ONLY = {
-    "amp": "bf16 autocast",
-    "channels_last": "the channels-last memory format (on CPU the CNNs always run channels-last)",
-    "tf32": "TF32 matmuls and convolutions",
-    "cuda_graph": "the capture of the RNN training step into CUDA graphs",
-}
-
-
-def check_device(cfg) -> torch.device:
-    """The device ``cfg`` asks for, with every CUDA-only flag it sets checked against it (one-line errors),
-    before a run creates anything; ``--tf32`` is switched on here."""
-    device = resolve_device(cfg.device)
-    for name, what in CUDA_ONLY.items():
-        if getattr(cfg, name, False) and device.type != "cuda":
-            flag = "--" + name.replace("_", "-")
-            raise NaoWsError(f"{flag} is {what}, which needs CUDA, and this run would be on {device.type}: "
-                             f"drop {flag}, or use --device cuda on a machine with a GPU")
-    if getattr(cfg, "tf32", False):
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    return device

@@ -1,90 +1,46 @@
-"""Final training of a discovered RNN cell on PTB / WikiText-2 (SPEC 5.2), and short candidate training.
+"""Final training of a discovered RNN cell on PTB / WikiText-2 (reference §5.2), and short candidate training.
 
 `nao-ws train --task ptb` calls `train`, `nao-ws eval` calls `evaluate`; the search re-ranks its top
 architectures with `fit_candidate` (no run folder, validation only).
 
-Recipe (SPEC 5.2): SGD, switched to averaged SGD (NT-ASGD) once the validation loss is worse than the best of
-all epochs but the last `asgd_patience`; clipped gradients; variable BPTT with the lr scaled by window length;
+Recipe (reference §5.2): SGD, switched to averaged SGD (NT-ASGD) once the validation loss is worse than the best
+of all epochs but the last `asgd_patience`; clipped gradients; variable BPTT with the lr scaled by window length;
 variational and locked dropouts, weight decay, TAR, tied embedding and softmax. The best validation weights
 (the averaged ones once NT-ASGD is on) are kept and measured on the test split once, at the end.
-Divergence, checkpoint layout and candidate seeding follow `nao_ws.training`'s conventions, as the CNN
-training and the search do.
 """
 from __future__ import annotations
 
 import hashlib
 import math
-import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 
 import torch
 
 from supernet import rnn
 from supernet.spaces import RnnArch, SpaceError, format_arch, parse_arch
 
-from .config import RunConfig, build_config, config_to_dict, option
-from .datasets import Corpus, batchify, load_corpus
-from .errors import NaoWsError
-from .monitor import Monitor
-from .recipes import WIKITEXT2, RnnFinal
-from .runs import RunDir, check_device, resolve_device, rng_state, seed_everything, set_rng_state
-from .training import MAX_NAN_STEPS, ROLLBACK_LR_FACTOR, Checkpoints, Diverged, EpochStats, next_rollback, seeded
+from ..config.options import build_config
+from ..data.text import Corpus, batchify, load_corpus
+from ..errors import NaoWsError
+from ..monitor import Monitor
+from ..runs import RunDir, check_device, resolve_device, seed_everything
+from .options import RnnTrainConfig
+from .trainer import EpochStats, Trainer, seeded
 
-REFERENCE_CELL = "0 1 1 1 2 2 1 2 4 1 4 1 4 1 7 1 8 2 1 0 4 1"  # SPEC 5.2 (ref-TF form: node 0 = tanh)
 LOG_EVERY = 50  # training-loss scalars to TensorBoard every this many windows
 CHECKPOINT_KIND = "train-rnn"
 
 
-@dataclass(frozen=True)
-class Config(RunConfig, RnnFinal):
-    """``nao-ws train`` for PTB / WikiText-2: the SPEC 5.2 recipe (`task_defaults` adapts WikiText-2), the cell
-    and the run options; every field is a flag."""
-
-    arch: str = option(REFERENCE_CELL, "RNN cell: 23 or 22 (ref-TF) integers, JSON, or a JSON file (SPEC 7)")
-    checkpoint_steps: int = option(0, "also checkpoint every N windows (0 = at epoch ends only)")
-    max_nan_steps: int = option(MAX_NAN_STEPS, "non-finite losses in a row before rolling back to the last checkpoint")
-
-
-PRESETS = {
-    "paper": {},
-    "smoke": {"emb_size": 32, "epochs": 2, "test_batch_size": 10},
-}
-
-
-def task_defaults(task: str) -> dict:
-    """WikiText-2's overrides of the PTB recipe (SPEC 5.2)."""
-    return WIKITEXT2 if task == "wikitext2" else {}
-
-
 # -- checks and construction ---------------------------------------------------------------------------------
 
-def _check_config(cfg: Config) -> None:
-    for name in ("batch_size", "bptt", "emb_size", "eval_batch_size", "test_batch_size"):
-        if getattr(cfg, name) < 1:
-            raise NaoWsError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-    for name in ("epochs", "asgd_patience", "checkpoint_steps", "bptt_max_extra", "max_nan_steps"):
-        if getattr(cfg, name) < 0:
-            raise NaoWsError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(cfg, name)}")
-    if cfg.lr <= 0 or cfg.grad_clip <= 0 or cfg.weight_decay < 0 or cfg.tar < 0 or cfg.bptt_jitter < 0:
-        raise NaoWsError("--lr and --grad-clip must be positive; --weight-decay, --tar and --bptt-jitter not negative")
-    if not 0 <= cfg.bptt_short_prob <= 1:
-        raise NaoWsError(f"--bptt-short-prob {cfg.bptt_short_prob} must be in [0, 1]")
-    for name in rnn.DROPOUTS:
-        if not 0 <= getattr(cfg, name) < 1:
-            raise NaoWsError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(cfg, name)}")
-    if cfg.cell_output not in rnn.CELL_OUTPUTS:
-        raise NaoWsError(f"--cell-output {cfg.cell_output} is unknown: use {' or '.join(rnn.CELL_OUTPUTS)}")
-
-
-def _parse(cfg: Config) -> RnnArch:
+def _parse(cfg: RnnTrainConfig) -> RnnArch:
     try:
         return parse_arch(cfg.arch, "rnn")
     except SpaceError as e:
         raise NaoWsError(f"--arch is not an RNN cell, which task {cfg.task} needs: {e}") from None
 
 
-def _check_data(cfg: Config, corpus: Corpus) -> None:
+def _check_data(cfg: RnnTrainConfig, corpus: Corpus) -> None:
     splits = (("train", cfg.batch_size, "--batch-size"), ("valid", cfg.eval_batch_size, "--eval-batch-size"),
               ("test", cfg.test_batch_size, "--test-batch-size"))
     for split, bsz, flag in splits:
@@ -103,7 +59,7 @@ def _vocab_id(corpus: Corpus) -> dict:
     return {"size": len(corpus.dictionary), "sha256": hashlib.sha256(words).hexdigest()}
 
 
-def _check_vocab(state: dict, corpus: Corpus, cfg: Config) -> None:
+def _check_vocab(state: dict, corpus: Corpus, cfg: RnnTrainConfig) -> None:
     saved, here = state["vocab"], _vocab_id(corpus)
     if saved != here:
         where = cfg.data_dir or "the default data folder"
@@ -111,15 +67,14 @@ def _check_vocab(state: dict, corpus: Corpus, cfg: Config) -> None:
                          f"in {where} has a different one ({here['size']} words): pass the --data-dir it was trained on")
 
 
-def _load(cfg: Config) -> tuple[Corpus, RnnArch]:
-    _check_config(cfg)
+def _load(cfg: RnnTrainConfig) -> tuple[Corpus, RnnArch]:
     arch = _parse(cfg)
     corpus = load_corpus(cfg.task, cfg.data_dir)
     _check_data(cfg, corpus)
     return corpus, arch
 
 
-def _build(cfg: Config, arch: RnnArch, vocab_size: int) -> rnn.RnnModel:
+def _build(cfg: RnnTrainConfig, arch: RnnArch, vocab_size: int) -> rnn.RnnModel:
     return rnn.build_lm(vocab_size, cfg, arch)
 
 
@@ -127,7 +82,7 @@ def _params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def dry_run(cfg: Config) -> dict:
+def dry_run(cfg: RnnTrainConfig) -> dict:
     """Build the model without allocating it and report its size."""
     corpus, arch = _load(cfg)
     with torch.device("meta"):
@@ -140,7 +95,7 @@ def dry_run(cfg: Config) -> dict:
 # -- training -------------------------------------------------------------------------------------------------
 
 class ParamAverage:
-    """Mean of the parameters over the steps since the switch to averaged SGD (NT-ASGD, SPEC 5.2)."""
+    """Mean of the parameters over the steps since the switch to averaged SGD (NT-ASGD, reference §5.2)."""
 
     def __init__(self, params):
         self.params = list(params)
@@ -177,17 +132,15 @@ class ParamAverage:
             a.copy_(s)
 
 
-class Trainer:
-    """Model, optimiser, NT-ASGD average, training windows and validation record of one training run.
+class RnnTrainer(Trainer):
+    """Model, optimiser, NT-ASGD average, training windows and validation record of one training run."""
 
-    With a run folder, checkpoints go there (and metrics to metrics.jsonl / TensorBoard); without one
-    (`fit_candidate`) the last checkpoint is kept in memory for rolling back.
-    """
+    kind = CHECKPOINT_KIND
 
-    def __init__(self, cfg: Config, arch: RnnArch, corpus: Corpus, device: torch.device, seed: int,
+    def __init__(self, cfg: RnnTrainConfig, arch: RnnArch, corpus: Corpus, device: torch.device, seed: int,
                  run: RunDir | None = None, monitor: Monitor | None = None):
-        self.cfg, self.arch, self.run, self.device = cfg, arch, run, device
-        self.monitor = monitor or Monitor(None, progress=False)
+        super().__init__(cfg, run, monitor)
+        self.arch, self.device = arch, device
         self.vocab = _vocab_id(corpus)
         self.model = _build(cfg, arch, len(corpus.dictionary)).to(device)
         self.optimizer = rnn.make_optimizer(self.model, cfg.lr, cfg.weight_decay)
@@ -201,47 +154,48 @@ class Trainer:
         self.best_loss = math.inf
         self.best_model: dict | None = None  # on the CPU
         self.stats = EpochStats(cfg.max_nan_steps)  # the current epoch's windows
-        self.rollbacks = 0
-        self.checkpoints = Checkpoints(run)
 
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
-    def fit(self) -> None:
-        """Train until `cfg.epochs` epochs are complete, validating and checkpointing after each."""
-        cfg = self.cfg
-        while self.stream.epoch < cfg.epochs:
-            start = time.perf_counter()
-            bar = self.monitor.bar(total=len(self.stream), initial=self.stream.position // cfg.bptt,
-                                   desc=f"epoch {self.stream.epoch + 1}/{cfg.epochs}")
-            try:
-                for window in self.stream:
-                    result = rnn.train_step(self.model, self.optimizer, window, self.hidden,
-                                            tar=cfg.tar, grad_clip=cfg.grad_clip)
-                    self.hidden = result.hidden
-                    self.stats.add(result.finite, result.loss)
-                    if not result.finite:
-                        continue
-                    self.step += 1
-                    if self.average is not None:
-                        self.average.update()
-                    bar.update()
-                    if self.step % LOG_EVERY == 0:
-                        self.monitor.scalar("train/loss", result.loss, self.step)
-                        bar.set_postfix(loss=f"{result.loss:.3f}")
-                    if cfg.checkpoint_steps and self.step % cfg.checkpoint_steps == 0:
-                        self.checkpoint()
-                train_loss = self.stats.means()["loss"]
-            except Diverged as e:
-                bar.close()
-                self._roll_back(str(e))
-                continue
-            bar.close()
-            self._end_epoch(train_loss, time.perf_counter() - start)
-            self.checkpoint()
+    def identity(self) -> dict:
+        return {"arch": format_arch(self.arch), "vocab": self.vocab}
 
-    def _end_epoch(self, train_loss: float, seconds: float) -> None:
+    def finished(self) -> bool:
+        return self.stream.epoch >= self.cfg.epochs
+
+    def position(self) -> str:
+        return f"step {self.step} (epoch {self.stream.epoch})"
+
+    def train_epoch(self) -> dict:
+        """The rest of the current epoch (a checkpoint may have been taken mid-epoch)."""
+        cfg = self.cfg
+        bar = self.monitor.bar(total=len(self.stream), initial=self.stream.position // cfg.bptt,
+                               desc=f"epoch {self.stream.epoch + 1}/{cfg.epochs}")
+        try:
+            for window in self.stream:
+                result = rnn.train_step(self.model, self.optimizer, window, self.hidden,
+                                        tar=cfg.tar, grad_clip=cfg.grad_clip)
+                self.hidden = result.hidden
+                self.stats.add(result.finite, result.loss)
+                if not result.finite:
+                    continue
+                self.step += 1
+                if self.average is not None:
+                    self.average.update()
+                bar.update()
+                if self.step % LOG_EVERY == 0:
+                    self.monitor.scalar("train/loss", result.loss, self.step)
+                    bar.set_postfix(loss=f"{result.loss:.3f}")
+                if cfg.checkpoint_steps and self.step % cfg.checkpoint_steps == 0:
+                    self.checkpoint()
+            return {"train_loss": self.stats.means()["loss"]}
+        finally:
+            bar.close()
+
+    def end_epoch(self, record: dict) -> None:
+        """Validation, the switch to averaged SGD when it stops improving, the epoch's record."""
         cfg = self.cfg
         with self.average.swapped_in() if self.average is not None else nullcontext():
             valid = rnn.evaluate_stream(self.model, self.valid, cfg.bptt)
@@ -252,13 +206,14 @@ class Trainer:
             earlier = self.history[:len(self.history) - cfg.asgd_patience]  # all but the last `patience` epochs
             if earlier and valid > min(earlier):
                 self.average = ParamAverage(self.model.parameters())
-                self._log(f"epoch {self.stream.epoch}: validation stopped improving, switching to averaged SGD")
+                self.log(f"epoch {self.stream.epoch}: validation stopped improving, switching to averaged SGD")
             self.history.append(valid)
         self.stats = EpochStats(cfg.max_nan_steps)
+        train_loss = record["train_loss"]
         record = {"epoch": self.stream.epoch, "step": self.step, "train_loss": train_loss,
                   "train_ppl": rnn.perplexity(train_loss), "valid_loss": valid, "valid_ppl": rnn.perplexity(valid),
                   "best_valid_ppl": rnn.perplexity(self.best_loss), "lr": self.lr, "averaged": self.average is not None,
-                  "seconds": seconds}
+                  "seconds": record["seconds"]}
         scalars = {k: v for k, v in record.items() if k not in ("epoch", "step")}
         self.monitor.scalars(scalars, self.step, "epoch/")  # one step axis for every event: see train()
         self.monitor.write(f"epoch {record['epoch']}: train ppl {record['train_ppl']:.2f}, "
@@ -266,21 +221,9 @@ class Trainer:
         if self.run is not None:
             self.run.append_jsonl("metrics.jsonl", record)
 
-    def _roll_back(self, why: str) -> None:
-        """Back to the last checkpoint with a lower learning rate (``training``'s divergence policy)."""
-        rollbacks = next_rollback(self.rollbacks, why)
-        failed_at = self.step
-        self.restore(self.checkpoints.latest())
-        self.rollbacks = rollbacks
+    def lower_lr(self, factor: float) -> None:
         for group in self.optimizer.param_groups:
-            group["lr"] *= ROLLBACK_LR_FACTOR
-        self._log(f"{why} after step {failed_at}: rolled back to step {self.step} (epoch {self.stream.epoch}), "
-                  f"lr lowered to {self.lr:g}")
-
-    def _log(self, message: str) -> None:
-        self.monitor.write(message)
-        if self.run is not None:
-            self.run.log(message)
+            group["lr"] *= factor
 
     def test_loss(self, tokens: torch.Tensor) -> float:
         """Loss of the best validation weights on a held-out split (once, at the end)."""
@@ -289,20 +232,11 @@ class Trainer:
         data = batchify(tokens, self.cfg.test_batch_size).to(self.device)
         return rnn.evaluate_stream(self.model, data, self.cfg.bptt)
 
-    # -- checkpoints ----------------------------------------------------------------------------------------
-    def checkpoint(self) -> None:
-        self.checkpoints.save({"kind": CHECKPOINT_KIND, "config": config_to_dict(self.cfg),
-                               "arch": format_arch(self.arch), "vocab": self.vocab, "trainer": self.state_dict(),
-                               "rng": rng_state()}, self.step, logs=("metrics.jsonl",))
-
     def restore(self, state: dict) -> None:
-        if state.get("kind") != CHECKPOINT_KIND or parse_arch(state["arch"], "rnn") != self.arch:
-            raise NaoWsError("the checkpoint is not one of this RNN training run (kind or architecture differ)")
-        if state["vocab"] != self.vocab:
+        if state.get("kind") == self.kind and state.get("vocab") != self.vocab:
             raise NaoWsError(f"the checkpoint was trained on a {state['vocab']['size']}-word vocabulary, the corpus "
                              f"now has a different one ({self.vocab['size']} words): use the data it was trained on")
-        self.load_state_dict(state["trainer"])
-        set_rng_state(state["rng"])
+        super().restore(state)
 
     def state_dict(self) -> dict:
         return {"epoch": self.stream.epoch, "step": self.step, "rollbacks": self.rollbacks,
@@ -325,12 +259,12 @@ class Trainer:
         self.stats.load_state_dict(state["stats"])
 
 
-def train(cfg: Config, run: RunDir, monitor: Monitor, resume: bool) -> dict:
-    """Final training (SPEC 5.2) in a run folder; returns and writes metrics.json (test perplexity at the end)."""
+def train(cfg: RnnTrainConfig, run: RunDir, monitor: Monitor, resume: bool) -> dict:
+    """Final training (reference §5.2) in a run folder; returns and writes metrics.json (test perplexity at the end)."""
     seed_everything(cfg.seed, cfg.deterministic)
     device = check_device(cfg)
     corpus, arch = _load(cfg)
-    trainer = Trainer(cfg, arch, corpus, device, cfg.seed, run=run, monitor=monitor)
+    trainer = RnnTrainer(cfg, arch, corpus, device, cfg.seed, run=run, monitor=monitor)
     state = run.resume_checkpoint() if resume else None
     if state is None:
         run.log(f"training {format_arch(arch)} on {corpus.name}: {_params(trainer.model)} parameters, device {device}")
@@ -351,7 +285,7 @@ def train(cfg: Config, run: RunDir, monitor: Monitor, resume: bool) -> dict:
     return result
 
 
-def fit_candidate(arch: RnnArch | str, corpus: Corpus, cfg: Config, device: torch.device | str, seed: int,
+def fit_candidate(arch: RnnArch | str, corpus: Corpus, cfg: RnnTrainConfig, device: torch.device | str, seed: int,
                   monitor: Monitor | None = None) -> dict:
     """Train `arch` from scratch with `cfg` (e.g. a few epochs) and return its best validation loss.
 
@@ -360,10 +294,9 @@ def fit_candidate(arch: RnnArch | str, corpus: Corpus, cfg: Config, device: torc
     """
     arch = parse_arch(arch, "rnn") if isinstance(arch, str) else arch
     device = torch.device(device)
-    _check_config(cfg)
     _check_data(cfg, corpus)
     with seeded(seed, device):
-        trainer = Trainer(cfg, arch, corpus, device, seed, monitor=monitor)
+        trainer = RnnTrainer(cfg, arch, corpus, device, seed, monitor=monitor)
         trainer.checkpoint()
         trainer.fit()
     return {"valid_loss": trainer.best_loss, "valid_ppl": rnn.perplexity(trainer.best_loss), "params": _params(trainer.model)}
@@ -373,7 +306,7 @@ def evaluate(state: dict, device: str, data_dir: str | None) -> dict:
     """Test perplexity of a checkpoint's best validation weights (`nao-ws eval --checkpoint`)."""
     if state.get("kind") != CHECKPOINT_KIND or "trainer" not in state:
         raise NaoWsError(f"not a {CHECKPOINT_KIND} checkpoint (kind '{state.get('kind')}')")
-    cfg = build_config(Config, state["config"], {"data_dir": data_dir}, where=("checkpoint config", "flags"))
+    cfg = build_config(RnnTrainConfig, state["config"], {"data_dir": data_dir}, where=("checkpoint config", "flags"))
     dev = resolve_device(device)
     corpus = load_corpus(cfg.task, cfg.data_dir)
     _check_vocab(state, corpus, cfg)

@@ -1,19 +1,14 @@
-"""Search strategies: "given the scored architectures, propose the next ones" (DESIGN.md), and the one
-driver of the NAO controller that every search uses.
+"""NAO as a strategy (paper Algorithm 1, reference §2): fit the controller on the history, move the top-K
+embeddings up its predictor's gradient, decode new architectures, propose them.
 
-* :class:`ControllerDriver` builds the controller of a space (an ensemble of ``members`` NAO models), fits it
-  on scored architectures with a progress bar and generates new ones by gradient ascent (SPEC 2.1, 2.2). The
-  weight-sharing search, the standalone search and the tabular strategies all drive the controller through it.
-* :class:`RandomStrategy`, :class:`ReaStrategy` (regularised evolution, Real et al. 2019) and
-  :class:`NaoStrategy` (paper Algorithm 1 with the driver) share one interface, ``propose``; a search loop
-  asks for proposals, scores them with its score source and appends the results to its history.
-
-Every proposal is new: its canonical form is in no set of ``known`` canonical texts, and the strategy adds
-it there, so no strategy spends a query twice.
+:class:`ControllerDriver` is the controller of one space as a search uses it (an ensemble of ``members`` NAO
+models): ``fit`` with a progress bar, ``generate`` by gradient ascent, ``predict``, and its state. With
+``canonical_inputs`` every architecture reaches it in its canonical form, so encodings of one network
+(isomorphic cells, dead edges) look alike to the encoder (measured better on NAS-Bench-201).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -23,33 +18,11 @@ from controller import config as ctrl_config
 from controller.generate import generate, predict
 from controller.model import NAO
 from controller.train import evaluate, export_state, fit, load_state, make_optimizer
-
 from supernet.spaces import parse_arch
 
-from .errors import NaoWsError
-from .monitor import Monitor
-
-
-def canonical_text(space, arch) -> str:
-    """The canonical form's text: the identity of an architecture in every file and known-set."""
-    return space.format(space.canonical(arch))
-
-
-def unique_random(space, n: int, known: set, rng: np.random.Generator, max_tries: int = 100_000) -> list:
-    """Up to ``n`` random architectures whose canonical forms are not in ``known`` (which is updated)."""
-    out = []
-    for _ in range(max_tries):
-        if len(out) == n:
-            break
-        a = space.sample(rng)
-        key = canonical_text(space, a)
-        if key not in known:
-            known.add(key)
-            out.append(a)
-    return out
-
-
-# -- the controller driver -----------------------------------------------------------------------------------
+from ...errors import NaoWsError
+from ...monitor import Monitor
+from . import Proposal, Strategy, canonical_text
 
 @dataclass(frozen=True)
 class Candidate:
@@ -64,7 +37,7 @@ class ControllerDriver:
     """The NAO controller of one space as a search uses it: ``fit``, ``generate``, ``predict``, state.
 
     ``members`` > 1 trains an ensemble of independently initialised controllers on the same data: predictions
-    are the members' mean, and each member generates from its own gradient (issue 13). With
+    are the members' mean, and each member generates from its own gradient. With
     ``canonical_inputs`` every architecture reaches the controller in its canonical form, so encodings of one
     network (isomorphic cells, dead edges) look alike to the encoder.
     """
@@ -84,7 +57,7 @@ class ControllerDriver:
     @classmethod
     def for_space(cls, space, device: torch.device, train: dict | None = None, generate_: dict | None = None,
                   model: dict | None = None, **kwargs) -> "ControllerDriver":
-        """The space's controller preset (SPEC 2.1, 2.2) with overrides of single fields."""
+        """The space's controller preset (reference §2.1, §2.2) with overrides of single fields."""
         model_cfg, train_cfg, gen_cfg = ctrl_config.preset(space.name)
         return cls(space, replace(model_cfg, **(model or {})), replace(train_cfg, **(train or {})),
                    replace(gen_cfg, **(generate_ or {})), device, **kwargs)
@@ -120,7 +93,7 @@ class ControllerDriver:
 
     def generate(self, archs: Sequence, scores: Sequence[float], known: set, *, num_new: int | None = None,
                  num_seeds: int | None = None, by_prediction: bool = False) -> list[Candidate]:
-        """New architectures decoded from the top seeds' moved embeddings (SPEC 2.2), none of whose canonical
+        """New architectures decoded from the top seeds' moved embeddings (reference §2.2), none of whose canonical
         texts is in ``known`` (the kept ones are added to it).
 
         Each member generates up to ``num_new`` (default: the preset's), the first member first. With
@@ -157,105 +130,69 @@ class ControllerDriver:
             load_state(model, optimizer, member)
 
 
-# -- strategies ----------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Proposal:
-    """An architecture to score, who proposed it and how (e.g. the controller's prediction and step size)."""
-
-    arch: object
-    origin: str  # random | rea | nao
-    info: dict = field(default_factory=dict)
-
-
-class RandomStrategy:
-    """Uniform random architectures, each of a canonical class not seen before (random search)."""
-
-    name = "random"
-    batch = 10  # proposals per call: only sets how often a search checkpoints
-
-    def propose(self, history: Sequence[tuple], n: int, known: set, rng: np.random.Generator) -> list[Proposal]:
-        return [Proposal(a, "random") for a in unique_random(self.space, n, known, rng)]
-
-    def __init__(self, space):
-        self.space = space
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-class ReaStrategy(RandomStrategy):
-    """Regularised evolution (Real et al. 2019): ``population`` random architectures first; then, one at a
-    time, the best of ``tournament`` drawn from the ``population`` most recent is mutated (one choice
-    changed, ``space.mutate``) into a new architecture, and the oldest leaves the population (aging)."""
-
-    name = "rea"
-    batch = 1
-
-    def __init__(self, space, population: int, tournament: int):
-        if not hasattr(space, "mutate"):
-            raise NaoWsError(f"--strategy rea needs mutations, which space {space.name} does not define; use nb201")
-        if not 1 <= tournament <= population:
-            raise NaoWsError(f"--tournament {tournament} must lie between 1 and --population {population}")
-        super().__init__(space)
-        self.population, self.tournament = population, tournament
-
-    def propose(self, history: Sequence[tuple], n: int, known: set, rng: np.random.Generator) -> list[Proposal]:
-        if len(history) < self.population:
-            return super().propose(history, min(n, self.population - len(history)), known, rng)
-        alive = history[-self.population:]
-        picked = rng.choice(len(alive), size=self.tournament, replace=False)
-        parent = max((alive[i] for i in picked), key=lambda rec: rec[1])[0]
-        for _ in range(100):  # a mutation into an unseen class; all of a parent's neighbours seen is rare
-            child = self.space.mutate(parent, rng)
-            key = canonical_text(self.space, child)
-            if key not in known:
-                known.add(key)
-                return [Proposal(child, "rea", {"parent": self.space.format(parent)})]
-        return super().propose(history, 1, known, rng)
-
-
-class NaoStrategy(RandomStrategy):
-    """Paper Algorithm 1 on a score source: ``initial`` random architectures, then rounds of ``per_round``:
-    fit the controller on every scored architecture, move the top ``seeds`` up the predictor's gradient and
-    decode ``candidates`` new ones (SPEC 2.2), and propose the ``per_round`` the controller predicts best
-    (a search may ask for more per round: then proportionally more candidates).
-    Generation that finds too few is topped up with random architectures (origin ``random``)."""
+class NaoStrategy(Strategy):
+    """Each round: fit the controller on every (architecture, score) of the history, measuring first how the
+    last fit predicts the architectures it never saw; generate ``candidates`` new ones from the top ``seeds``
+    (reference §2.2) and propose the first found or the best predicted (``select``). Too few found: the search
+    tops the round up with random architectures."""
 
     name = "nao"
 
-    def __init__(self, space, driver: ControllerDriver, *, initial: int, per_round: int, seeds: int,
-                 candidates: int, seed: int, by_prediction: bool = True, monitor: Monitor | None = None):
-        if initial < 2 or per_round < 1 or candidates < per_round:
-            raise NaoWsError("NAO needs --initial >= 2 random architectures to fit on, --per-round >= 1 and "
-                             "--candidates >= --per-round")
+    def __init__(self, space, driver: ControllerDriver, *, seeds: int, candidates: int, per_round: int,
+                 round_fraction: float, by_prediction: bool, seed: int, monitor: Monitor | None = None):
         super().__init__(space)
-        self.driver, self.initial, self.batch = driver, initial, per_round
-        self.seeds, self.candidates, self.seed, self.monitor = seeds, candidates, seed, monitor
-        self.by_prediction = by_prediction
+        self.driver, self.seeds, self.candidates, self.seed, self.monitor = driver, seeds, candidates, seed, monitor
+        self.per_round, self.round_fraction, self.by_prediction = per_round, round_fraction, by_prediction
         self.fits = 0
-        self.last_fit: dict = {}
+        self.fitted: list[str] = []  # canonical texts of the last fit's architectures
+
+    @classmethod
+    def from_config(cls, cfg, space, device: torch.device, monitor: Monitor | None) -> "NaoStrategy":
+        driver = ControllerDriver.for_space(space, device, train={"epochs": cfg.controller_epochs,
+                                                                  "holdout": cfg.controller_holdout},
+                                            members=cfg.ensemble, canonical_inputs=space.name == "nb201",
+                                            init_seed=cfg.seed)
+        return cls(space, driver, seeds=cfg.seeds, candidates=cfg.candidates, per_round=cfg.per_round,
+                   round_fraction=cfg.round_fraction, by_prediction=cfg.select == "predicted", seed=cfg.seed,
+                   monitor=monitor)
+
+    def batch(self, scored: int) -> int:
+        return max(self.per_round, int(self.round_fraction * scored))  # rounds grow: late refits cost the most
 
     def propose(self, history: Sequence[tuple], n: int, known: set, rng: np.random.Generator) -> list[Proposal]:
-        if len(history) < self.initial:
-            return super().propose(history, min(n, self.initial - len(history)), known, rng)
+        if len(history) < 2:  # nothing to fit on yet: the search proposes random architectures
+            return []
         archs, scores = [a for a, _ in history], [s for _, s in history]
-        self.last_fit = self.driver.fit(archs, scores, seed=self.seed * 1000 + self.fits, monitor=self.monitor)
-        self.fits += 1
-        wanted = max(self.candidates, self.candidates * n // self.batch)  # the same choice in a longer round
+        keys = [canonical_text(self.space, a) for a in archs]
+        seen = set(self.fitted)
+        fresh = [i for i, k in enumerate(keys) if k not in seen]
+        controller = {}
+        if self.fits and len(fresh) >= 2:  # the last fit on what it never saw: held-out figures for free
+            new = self.driver.evaluate([archs[i] for i in fresh], [scores[i] for i in fresh])
+            controller = {"n_new": len(fresh), **{f"new_{k}": v for k, v in new.items()}}
+        fit_metrics = self.driver.fit(archs, scores, seed=self.seed * 1000 + self.fits, monitor=self.monitor)
+        self.fits, self.fitted = self.fits + 1, keys
+        on_train = self.driver.evaluate(archs, scores)
+        if not fit_metrics["n_holdout"]:  # held-out metrics of no architecture
+            fit_metrics = {k: v for k, v in fit_metrics.items() if k not in on_train}
+        controller.update({**fit_metrics, **{f"train_{k}": v for k, v in on_train.items()}})
+        wanted = max(self.candidates, self.candidates * n // self.per_round) if self.candidates else n
         cands = self.driver.generate(archs, scores, known, num_new=wanted, num_seeds=self.seeds,
                                      by_prediction=self.by_prediction)
         for c in cands[n:]:  # generated but not proposed: free again
             known.discard(canonical_text(self.space, c.arch))
-        out = [Proposal(c.arch, "nao", {"predicted": c.predicted, "eta": c.step_size}) for c in cands[:n]]
-        return out + super().propose(history, n - len(out), known, rng)
+        cands = cands[:n]
+        etas = [c.step_size for c in cands] or [float("nan")]
+        self.metrics = {"controller": controller, "generate": {
+            "new": len(cands), "fraction_new": len(cands) / n, "eta_mean": float(np.mean(etas)),
+            "eta_max": float(np.max(etas)),
+            "predicted_mean": float(np.mean([c.predicted for c in cands])) if cands else float("nan")}}
+        return [Proposal(c.arch, "nao", {"predicted": c.predicted, "eta": c.step_size}) for c in cands]
 
     def state_dict(self) -> dict:
-        return {"driver": self.driver.state_dict(), "fits": self.fits}
+        return {"driver": self.driver.state_dict(), "fits": self.fits, "fitted": list(self.fitted)}
 
     def load_state_dict(self, state: dict) -> None:
         self.driver.load_state_dict(state["driver"])
-        self.fits = state["fits"]
+        self.fits, self.fitted = state["fits"], list(state["fitted"])

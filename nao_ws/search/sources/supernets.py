@@ -1,9 +1,10 @@
-"""What the NAO-WS loop needs from each task: a supernet with its data, one training epoch, scoring of a
+"""The weight-sharing supernet of each space with its data and optimiser: one training epoch, scoring of a
 list of architectures with inherited weights, and short standalone training for the final re-ranking.
 
-``CnnSearch`` (CIFAR-10, ``cnn-ws`` space, SPEC 3.1), ``Nb201Search`` (CIFAR-10, ``nb201`` space, SPEC 8)
-and ``RnnSearch`` (PTB, ``rnn`` space, SPEC 3.2) share one interface, so ``nao_ws.search`` is the same loop for both. Every score is "higher is better":
-accuracy for images, minus the validation loss for language models.
+``CnnWs`` (CIFAR-10, ``cnn-ws`` space, reference §3.1), ``Nb201Ws`` (CIFAR-10, ``nb201`` space, reference §8)
+and ``RnnWs`` (PTB, ``rnn`` space, reference §3.2) share one interface, which ``supernet.SupernetSource``
+drives. Every score is "higher is better": accuracy or minus the loss for images, minus the validation loss
+for language models.
 """
 from __future__ import annotations
 
@@ -16,36 +17,41 @@ import torch
 
 from supernet import cnn, nb201, nets, optim, rnn, rnn_graphs
 
-from . import datasets, recipes, train_cnn, train_rnn
-from .config import resolve
-from .monitor import Monitor
-from .runs import load_model_state
-from .training import EpochStats, seeded
+from ...config import recipes
+from ...config.options import resolve
+from ...data import batches as image_batches
+from ...data.images import load_images
+from ...data.text import batchify, load_corpus
+from ...monitor import Monitor
+from ...runs import load_model_state
+from ...train import cnn as train_cnn, rnn as train_rnn
+from ...train.options import CNN_PRESETS, RNN_PRESETS, CnnTrainConfig, RnnTrainConfig
+from ...train.trainer import EpochStats, seeded
 
 SCORE_CHUNK = 25  # architectures per progress-bar update while scoring
 
 
 def sgdr_lr(epoch: int, lr_max: float, lr_min: float, t0: int, t_mult: int) -> float:
-    """Cosine annealing with warm restarts (SGDR), per epoch (SPEC 3.1 `paper`: T0 = 10, Tmul = 2)."""
+    """Cosine annealing with warm restarts (SGDR), per epoch (reference §3.1 `paper`: T0 = 10, Tmul = 2)."""
     period, start = t0, 0
     while epoch >= start + period:
         start, period = start + period, period * t_mult
     return lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * (epoch - start) / period))
 
 
-class CnnSearch:
-    """The CIFAR weight-sharing supernet, its optimiser and data (SPEC 3.1)."""
+class CnnWs:
+    """The CIFAR weight-sharing supernet, its optimiser and data (reference §3.1)."""
 
     def __init__(self, cfg, device: torch.device):
         self.cfg, self.device = cfg, device
         source = cfg.dataset or cfg.task
-        self.data = datasets.load_images(source, cfg.data_dir, purpose="search", npz_path=cfg.data_file)
-        self.batches = datasets.ImageBatches(self.data.train, cfg.batch_size, self.data.mean, self.data.std,
+        self.data = load_images(source, cfg.data_dir, purpose="search", npz_path=cfg.data_file)
+        self.batches = image_batches.ImageBatches(self.data.train, cfg.batch_size, self.data.mean, self.data.std,
                                              train=True, device=device, generator_seed=cfg.seed)
-        self.dev = datasets.fixed_batches(self.data.valid, cfg.score_batch, self.data.mean, self.data.std, device,
+        self.dev = image_batches.fixed_batches(self.data.valid, cfg.score_batch, self.data.mean, self.data.std, device,
                                           limit=cfg.score_images)
         # --score-bn recalibrate: the first training images, un-augmented, the same for every architecture
-        self.calibration = datasets.fixed_batches(self.data.train, cfg.score_batch, self.data.mean, self.data.std,
+        self.calibration = image_batches.fixed_batches(self.data.train, cfg.score_batch, self.data.mean, self.data.std,
                                                   device, limit=cfg.calib_images) if cfg.score_bn == "recalibrate" else None
         self.model = self.build_model().to(device)
         self.optimizer = self.build_optimizer()
@@ -94,10 +100,10 @@ class CnnSearch:
         return nets.parameter_count(net)
 
     def rerank(self, arch, seed: int, monitor: Monitor) -> dict:
-        """Short standalone training on the train split, scored on the dev split: ref-PT's recipe (SPEC 3.1,
+        """Short standalone training on the train split, scored on the dev split: ref-PT's recipe (reference §3.1,
         end of search; ``recipes.CNN_RERANK``)."""
         cfg = self.cfg
-        recipe = _recipe(train_cnn, cfg, **recipes.CNN_RERANK, layers=cfg.rerank_layers,
+        recipe = _recipe(CnnTrainConfig, CNN_PRESETS, cfg, **recipes.CNN_RERANK, layers=cfg.rerank_layers,
                          channels=cfg.rerank_channels, epochs=cfg.rerank_epochs, batch_size=cfg.rerank_batch_size,
                          space=cfg.space, amp=cfg.amp, channels_last=cfg.channels_last)
         result = train_cnn.fit_candidate(arch, self.data, recipe, self.device, seed, monitor=monitor)
@@ -113,9 +119,9 @@ class CnnSearch:
         self.batches.load_state_dict(state["batches"])
 
 
-class Nb201Search(CnnSearch):
-    """The NAS-Bench-201 weight-sharing supernet (SPEC 8), its optimiser and data: the CIFAR search with the
-    benchmark's network, Nesterov SGD and one cosine over the search's epochs (SPEC 8)."""
+class Nb201Ws(CnnWs):
+    """The NAS-Bench-201 weight-sharing supernet (reference §8), its optimiser and data: the CIFAR search with the
+    benchmark's network, Nesterov SGD and one cosine over the search's epochs (reference §8)."""
 
     def build_model(self):
         return nb201.Supernet.from_recipe(self.cfg, self.data.num_classes)
@@ -140,7 +146,7 @@ class Nb201Search(CnnSearch):
             net = nb201.Nb201Network(arch, cfg.layers, cfg.channels, data.num_classes).to(self.device)
             opt = optim.sgd(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                             nesterov=cfg.nesterov)
-            batches = datasets.ImageBatches(data.train, cfg.rerank_batch_size, data.mean, data.std, train=True,
+            batches = image_batches.ImageBatches(data.train, cfg.rerank_batch_size, data.mean, data.std, train=True,
                                             device=self.device, generator_seed=seed)
             steps = EpochStats(cfg.max_nan_steps)
             for epoch in range(cfg.rerank_epochs):
@@ -155,13 +161,13 @@ class Nb201Search(CnnSearch):
                 "train_acc": train["acc"], "params": nets.parameter_count(net), "seconds": time.time() - start}
 
 
-class RnnSearch:
-    """The PTB weight-sharing supernet, its optimiser and data (SPEC 3.2)."""
+class RnnWs:
+    """The PTB weight-sharing supernet, its optimiser and data (reference §3.2)."""
 
     def __init__(self, cfg, device: torch.device):
         self.cfg, self.device = cfg, device
-        self.corpus = datasets.load_corpus(cfg.task, cfg.data_dir)
-        train = datasets.batchify(self.corpus.train, cfg.batch_size).to(device)
+        self.corpus = load_corpus(cfg.task, cfg.data_dir)
+        train = batchify(self.corpus.train, cfg.batch_size).to(device)
         self.stream = rnn.BatchStream(train, cfg.bptt, seed=cfg.seed, short_prob=cfg.bptt_short_prob)
         self.windows = rnn.score_windows(self.corpus.valid, cfg.score_windows, cfg.bptt, device=device)
         self.model = rnn.build_lm(len(self.corpus.dictionary), cfg).to(device)
@@ -175,7 +181,7 @@ class RnnSearch:
     def train_epoch(self, epoch: int, pick: Callable, lr_scale: float, monitor: Monitor) -> dict:
         cfg = self.cfg
         for group in self.optimizer.param_groups:
-            group["lr"] = cfg.lr * lr_scale  # constant lr during the search (SPEC 3.2)
+            group["lr"] = cfg.lr * lr_scale  # constant lr during the search (reference §3.2)
         steps = EpochStats(cfg.max_nan_steps)
         for window in monitor.bar(self.stream, total=len(self.stream), desc=f"epoch {epoch + 1}"):
             r = self.train_step(window, self.hidden, pick())
@@ -199,7 +205,7 @@ class RnnSearch:
         """Short standalone training of the cell at the search size and with its output (as the search
         scores it), scored by validation loss."""
         cfg = self.cfg
-        recipe = _recipe(train_rnn, cfg, emb_size=cfg.emb_size, epochs=cfg.rerank_epochs,
+        recipe = _recipe(RnnTrainConfig, RNN_PRESETS, cfg, emb_size=cfg.emb_size, epochs=cfg.rerank_epochs,
                          batch_size=cfg.rerank_batch_size, bptt=cfg.bptt, cell_output=cfg.cell_output)
         result = train_rnn.fit_candidate(arch, self.corpus, recipe, self.device, seed, monitor=monitor)
         return {"score": -result["valid_loss"], **result}
@@ -215,14 +221,14 @@ class RnnSearch:
         self.hidden = state["hidden"].to(self.device)
 
 
-def _recipe(trainer, cfg, **overrides):
-    """The final-training recipe (``paper`` preset of ``trainer``) at the re-ranking size of the search."""
-    task = cfg.dataset or cfg.task
-    common = {"task": task, "data_dir": cfg.data_dir, "device": cfg.device, "seed": cfg.seed,
+def _recipe(cls, presets: dict, cfg, **overrides):
+    """The final-training recipe (its ``paper`` preset) at the re-ranking size of the search."""
+    common = {"task": cfg.dataset or cfg.task, "data_dir": cfg.data_dir, "device": cfg.device, "seed": cfg.seed,
               "deterministic": cfg.deterministic}
-    return resolve(trainer.Config, trainer.PRESETS, "paper", None, {**common, **overrides},
-                   base=trainer.task_defaults(task))
+    base = recipes.WIKITEXT2 if cfg.task == "wikitext2" else {}
+    return resolve(cls, presets, "paper", None, {**common, **overrides}, base=base)
 
 
-def make_task(cfg, device: torch.device):
-    return {"rnn": RnnSearch, "nb201": Nb201Search}.get(cfg.space, CnnSearch)(cfg, device)
+def make_supernet(cfg, device: torch.device):
+    """The supernet part of ``cfg.space``."""
+    return {"rnn": RnnWs, "nb201": Nb201Ws}.get(cfg.space, CnnWs)(cfg, device)

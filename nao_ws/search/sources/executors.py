@@ -1,4 +1,4 @@
-"""Where the candidates of the standalone search train (issue 7): here, in worker processes, or on Ray.
+"""Where the candidates of standalone training run: here, in worker processes, or on Ray.
 
 An executor calls ``fn(job, data, device) -> dict`` once per job and yields ``(job, Outcome)`` as each job
 finishes, in completion order, so the caller can record every result the moment it exists. ``fn`` must be
@@ -23,10 +23,10 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
-from .errors import NaoWsError
-from .runs import resolve_device
+from ...errors import NaoWsError
+from ...runs import resolve_device
+from .options import EXECUTORS
 
-EXECUTORS = ("local", "ray")
 CONNECT_TIMEOUT_S = 5.0  # ours: an unreachable --ray-address fails fast instead of ray.init's minutes of retries
 
 CandidateFn = Callable[[Any, Any, torch.device], dict]
@@ -195,7 +195,7 @@ class RayExecutor:
         self.ray = _import_ray()
         self.owns = _connect(self.ray, address)
         gpus = self.ray.cluster_resources().get("GPU", 0) if use_gpus else 0
-        self.resources = {"num_gpus": 1} if gpus >= 1 else {"num_cpus": 1}  # one candidate per GPU (SPEC 4)
+        self.resources = {"num_gpus": 1} if gpus >= 1 else {"num_cpus": 1}  # one candidate per GPU (reference §4)
         self.max_retries = max_retries
         self.data_ref = self.ray.put(data)
 

@@ -2,10 +2,10 @@
 
     nao-ws score --run runs/search-cifar10-... --archs cells.txt
 
-The run may have finished or been interrupted: its newest valid checkpoint holds the supernet. The task is
-built from the run's ``config.json`` (``search_tasks.make_task``, so every weight-sharing space works), the
-checkpoint's supernet state is loaded, and each architecture is scored exactly as the search scores its
-pool (``task.score``: the same fixed dev data). The run folder is only read.
+The run may have finished or been interrupted: its newest valid checkpoint holds the supernet. The score
+source is built from the run's ``config.json`` (``sources.supernet``, so every weight-sharing space works),
+the checkpoint's supernet state is loaded, and each architecture is scored exactly as the search scores its
+pool (the same fixed dev data). The run folder is only read.
 """
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from typing import Iterator
 
 from supernet.spaces import SpaceError, get_space, parse_arch
 
-from .errors import NaoWsError
-from .monitor import Monitor
-from .runs import RunDir, check_device
-from .search_tasks import make_task
+from ..errors import NaoWsError
+from ..monitor import Monitor
+from ..runs import RunDir
+from .driver import FORMAT
+from .sources.supernet import SupernetSource
 from .strategies import canonical_text
 
 ARCH_STARTS = tuple("0123456789{[|")  # a line's first character: integers, one-line JSON, an nb201 string
@@ -41,7 +42,7 @@ def read_archs(path: str | Path, space: str, run: Path) -> list[tuple[int, objec
         if not text or text.startswith("#"):
             continue
         if not text.startswith(ARCH_STARTS):  # never a file path: parse_arch would read the file it names
-            raise NaoWsError(f"{p} line {n}: '{text[:40]}' is not an architecture's text form (SPEC 7)")
+            raise NaoWsError(f"{p} line {n}: '{text[:40]}' is not an architecture's text form (reference §7)")
         try:
             out.append((n, parse_arch(text, space)))
         except SpaceError as e:
@@ -66,20 +67,19 @@ def open_run(path: str | Path) -> tuple[RunDir, dict]:
     ckpt = run.load_latest_checkpoint(record=False)
     if ckpt is None:
         raise NaoWsError(f"--run {run.path} holds no checkpoint yet: its supernet was never saved")
-    if ckpt.get("kind") != "search":
-        raise NaoWsError(f"--run {run.path} holds a '{ckpt.get('kind')}' checkpoint: score takes a weight-sharing "
-                         "search (nao-ws search on cnn-ws, rnn or nb201)")
+    if ckpt.get("kind") != "search" or ckpt.get("format") != FORMAT or "supernet" not in ckpt["source"]:
+        raise NaoWsError(f"--run {run.path} is not a weight-sharing search of this nao-ws version: score takes the "
+                         "folder of nao-ws search on cnn-ws, rnn or nb201")
     return run, ckpt
 
 
 def score(cfg, ckpt: dict, archs: list[tuple[int, object]], progress: bool = True) -> Iterator[dict]:
     """One record per architecture: its line, text and canonical forms, the supernet's epoch, the task's
     score and metrics (``score``: higher is better)."""
-    device = check_device(cfg)
-    task = make_task(cfg, device)
-    task.load_state_dict(ckpt["task"])
+    source = SupernetSource(cfg)
+    source.load_state_dict(ckpt["source"])
     space = get_space(cfg.space)
-    results = task.score([a for _, a in archs], Monitor(None, progress=progress))
-    epoch = ckpt["state"]["epoch"]
+    results = source.supernet.score([a for _, a in archs], Monitor(None, progress=progress))
     for (n, arch), r in zip(archs, results):
-        yield {"line": n, "arch": space.format(arch), "canonical": canonical_text(space, arch), "epoch": epoch, **r}
+        yield {"line": n, "arch": space.format(arch), "canonical": canonical_text(space, arch), "epoch": source.epoch,
+               **r}

@@ -1,29 +1,31 @@
-"""Conventions every training loop shares: the search's supernet epochs, final CNN and RNN training, and
-the short trainings of candidates (``fit_candidate``).
+"""What every training loop shares: the final CNN and RNN trainings (one :class:`Trainer` skeleton), the
+searches' short candidate trainings (``fit_candidate``) and the supernet's training in a search.
 
 Divergence, one policy: a step whose loss or gradient is not finite changes nothing (the ``train_step``
 functions skip its update). More than ``max_nan_steps`` such steps in a row raise :class:`Diverged`; the
 loop rolls back to its last checkpoint (the run folder's, or the one kept in memory without a run folder)
-and goes on with its learning rate times ``ROLLBACK_LR_FACTOR``. The rollbacks of a run are counted in its
-checkpoints; after ``MAX_ROLLBACKS`` the run stops with a one-line error.
+and goes on with its learning rate times ``ROLLBACK_LR_FACTOR`` (:class:`RollsBack`). The rollbacks of a run
+are counted in its checkpoints; after ``MAX_ROLLBACKS`` the run stops with a one-line error.
 
 Randomness: :func:`seeded` runs a candidate's training on torch's generators forked and seeded, so the
 caller's random stream (a search's, which its checkpoints record) is left as it was.
 
 Checkpoints, one layout: ``{"kind", "config"``, what identifies the run (``"arch"``, ``"vocab"``), one entry
-per part's ``state_dict()`` (``"trainer"``; a search's ``"state"``, ``"task"``, ``"controller"``)``, "rng"}``.
+per part's ``state_dict()`` (``"trainer"``; a search's ``"driver"``, ``"source"``, ``"strategy"``)``, "rng"}``.
 """
 from __future__ import annotations
 
 import copy
+import time
 from contextlib import contextmanager
 
 import torch
 
-from .errors import NaoWsError
-from .runs import RunDir
+from ..config.options import config_to_dict
+from ..errors import NaoWsError
+from ..monitor import Monitor
+from ..runs import RunDir, rng_state, set_rng_state
 
-MAX_NAN_STEPS = 20  # non-finite steps in a row before a rollback (ours)
 ROLLBACK_LR_FACTOR = 0.5  # lr multiplier after a rollback (ours; ref-TF also lowers the lr)
 MAX_ROLLBACKS = 5  # rollbacks in one run before it stops with an error instead of looping (ours)
 SYNC_EVERY = 10  # training steps between the host's looks at their results (one transfer for all; ours)
@@ -91,11 +93,23 @@ class EpochStats:
         self.pending = []
 
 
-def next_rollback(rollbacks: int, why: str) -> int:
-    """The run's rollback count after one more; a one-line error once ``MAX_ROLLBACKS`` are spent."""
-    if rollbacks >= MAX_ROLLBACKS:
-        raise NaoWsError(f"training diverged {MAX_ROLLBACKS + 1} times ({why}); lower --lr and start again")
-    return rollbacks + 1
+class RollsBack:
+    """The divergence policy, for anything that trains and checkpoints (a :class:`Trainer`, a search): back
+    to the last checkpoint, then on with the learning rate lowered. The owner keeps ``rollbacks`` in its
+    checkpoints and provides ``latest_checkpoint``, ``restore``, ``lower_lr``, ``position`` and ``warn``."""
+
+    rollbacks: int = 0
+
+    def roll_back(self, why: str) -> None:
+        rollbacks = self.rollbacks + 1
+        if rollbacks > MAX_ROLLBACKS:
+            raise NaoWsError(f"training diverged {rollbacks} times ({why}); lower --lr and start again")
+        failed_at = self.position()
+        self.restore(self.latest_checkpoint())
+        self.rollbacks = rollbacks
+        self.lower_lr(ROLLBACK_LR_FACTOR)
+        self.warn(f"{why} at {failed_at}: rolled back to {self.position()}, learning rate now "
+                  f"x{ROLLBACK_LR_FACTOR ** rollbacks:g} of the recipe's")
 
 
 class Checkpoints:
@@ -116,6 +130,61 @@ class Checkpoints:
 
     def latest(self) -> dict:
         return self.run.load_latest_checkpoint("cpu") if self.run is not None else self._last
+
+
+class Trainer(RollsBack):
+    """The skeleton of a final training (and of a candidate's short one): ``train_epoch`` until ``finished``,
+    ``end_epoch`` and a checkpoint after each epoch, a divergence rolled back. Subclasses add the network, its
+    data and recipe: ``kind`` (the checkpoint's), ``identity`` (what a checkpoint must match), ``step`` (the
+    checkpoint's number), ``finished``, ``train_epoch``, ``end_epoch``, ``lower_lr``, ``position`` and the
+    ``state_dict`` pair. With a run folder, checkpoints go there; without one the last is kept in memory."""
+
+    kind: str
+
+    def __init__(self, cfg, run: RunDir | None, monitor: Monitor | None):
+        self.cfg, self.run = cfg, run
+        self.monitor = monitor or Monitor(None, progress=False)
+        self.checkpoints = Checkpoints(run)
+        self.rollbacks = 0
+
+    def fit(self) -> None:
+        """Train until ``finished``, checkpointing after each epoch."""
+        while not self.finished():
+            start = time.perf_counter()
+            try:
+                record = self.train_epoch()
+            except Diverged as e:
+                self.roll_back(str(e))
+                continue
+            self.end_epoch({**record, "seconds": round(time.perf_counter() - start, 3)})
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        self.checkpoints.save({"kind": self.kind, "config": config_to_dict(self.cfg), **self.identity(),
+                               "trainer": self.state_dict(), "rng": rng_state()}, self.step, logs=("metrics.jsonl",))
+
+    def restore(self, state: dict) -> None:
+        mine = self.identity()
+        if state.get("kind") != self.kind or any(state.get(k) != v for k, v in mine.items()):
+            where = self.run.path if self.run is not None else "the checkpoint"
+            what = ", ".join(k for k, v in mine.items() if state.get(k) != v) or "kind"
+            raise NaoWsError(f"{where} holds a checkpoint of another training ({what} differ: a "
+                             f"'{state.get('kind')}' one); continue it with the command that wrote it")
+        self.load_state_dict(state["trainer"])
+        set_rng_state(state["rng"])
+
+    def latest_checkpoint(self) -> dict:
+        return self.checkpoints.latest()
+
+    def warn(self, message: str) -> None:
+        self.monitor.write(message)
+        if self.run is not None:
+            self.run.log("WARNING " + message)
+
+    def log(self, message: str) -> None:
+        self.monitor.write(message)
+        if self.run is not None:
+            self.run.log(message)
 
 
 @contextmanager

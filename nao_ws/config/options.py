@@ -1,9 +1,11 @@
-"""Dataclass configs: presets, config files and command-line flags, resolved in that order.
+"""Dataclass configs: every option is a field declared once, beside the code that uses it, with its help text,
+its range or its choices; presets, config files and command-line flags override the defaults in that order.
 
-Each command's config is a frozen dataclass defined next to the code that uses it (``train_cnn``,
-``train_rnn``, ``search``...); its presets are plain dicts of overrides. Precedence (DESIGN.md):
-dataclass defaults < preset < ``--config FILE`` (JSON or YAML) < flags. Every field becomes a flag
-(``batch_size`` -> ``--batch-size``) through :func:`config_options`.
+``option(default, help, within=Range(...))`` for numbers, ``option(default, help, choices=OWNER.NAMES)`` for
+names: :func:`build_config` checks every value against the field's own declaration, so no table elsewhere
+restates a range or a list of choices. Combinations (``--lr-min`` <= ``--lr``, seeds <= pool size) are checked
+by the code that uses them. Precedence: dataclass defaults < per-task defaults < preset < ``--config FILE``
+(JSON or YAML) < flags. This module imports no torch: the command line reads it to answer ``--help`` at once.
 """
 from __future__ import annotations
 
@@ -13,13 +15,11 @@ import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
-import click
+from ..errors import NaoWsError
 
-from .errors import NaoWsError
-
-_SCALARS = (bool, int, float, str)
+SCALARS = (bool, int, float, str)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,33 +45,21 @@ class Range:
 
 
 AT_LEAST_1, AT_LEAST_0, POSITIVE = Range(1), Range(0), Range(0, open="lo")
-KEEP, DROP, FRACTION = Range(0, 1, "lo"), Range(0, 1, "hi"), Range(0, 1)
-# The range of every numeric option, by field name: one name means one thing in every config (DESIGN.md), and
-# tests/test_validation.py checks that every int and float field is listed. Combinations (lr_min <= lr,
-# seeds <= pool_size, ...) are checked next to the code that uses them.
-RANGES: dict[str, Range] = {
-    "seed": Range(0, 2**32 - 1),  # NumPy seeds must fit 32 bits unsigned
-    **dict.fromkeys(("batch_size", "eval_batch_size", "test_batch_size", "rerank_batch_size", "score_batch",
-                     "score_images", "calib_images", "score_windows", "layers", "rerank_layers", "emb_size", "hidden_size", "bptt",
-                     "eval_every", "checkpoint_every", "pool_size", "seeds", "controller_epochs", "rounds",
-                     "rerank_epochs", "new_per_iter", "t0", "t_mult", "workers", "budget", "initial", "per_round",
-                     "candidates", "ensemble", "population", "tournament"), AT_LEAST_1),
-    **dict.fromkeys(("channels", "rerank_channels"), Range(2)),
-    **dict.fromkeys(("epochs", "rerank_top", "random_per_iter", "new_per_round", "max_nan_steps", "max_retries",
-                     "asgd_patience", "checkpoint_steps", "bptt_max_extra", "train_images"), AT_LEAST_0),
-    **dict.fromkeys(("lr", "grad_clip"), POSITIVE),
-    **dict.fromkeys(("lr_min", "weight_decay", "aux_weight", "tar", "bptt_jitter"), AT_LEAST_0),
-    **dict.fromkeys(("head_keep", "drop_path_keep"), KEEP),
-    **dict.fromkeys(("dropout_out", "dropout_hidden", "dropout_x", "dropout_emb_out", "dropout_emb"), DROP),
-    "momentum": Range(0, 1, "hi"),
-    "controller_holdout": DROP,  # controller.config.TrainConfig.holdout's range
-    "nan_lr_factor": Range(0, 1, "lo hi"),
-    **dict.fromkeys(("bptt_short_prob", "round_fraction"), FRACTION),
-    "cutout": Range(0, 32),  # the CIFAR image side
-}
+KEEP, DROP, FRACTION, MOMENTUM = Range(0, 1, "lo"), Range(0, 1, "hi"), Range(0, 1), Range(0, 1, "hi")
+SEEDS = Range(0, 2**32 - 1)  # NumPy seeds must fit 32 bits unsigned
 
 
-def _field_types(cls) -> dict[str, type]:
+def option(default, help_: str, *, within: Range | None = None, choices: tuple[str, ...] | None = None):
+    """A dataclass field that is also a command-line flag: its help text, and the range (numbers) or the
+    choices (names) that :func:`build_config` holds every value to."""
+    return dataclasses.field(default=default, metadata={"help": help_, "within": within, "choices": choices})
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def field_types(cls) -> dict[str, type]:
     """Field name -> scalar type, with ``Optional[X]`` read as ``X``."""
     hints = typing.get_type_hints(cls)
     out = {}
@@ -84,38 +72,8 @@ def _field_types(cls) -> dict[str, type]:
     return out
 
 
-def option(default, help_: str):
-    """A dataclass field that becomes a command-line flag with this help text (see :func:`config_options`)."""
-    return dataclasses.field(default=default, metadata={"help": help_})
-
-
-def flag_name(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
-def config_options(*classes, exclude: tuple[str, ...] = ()) -> Callable:
-    """Click decorator adding one option per dataclass field of ``classes`` (union; default None = unset)."""
-    seen: dict[str, tuple[type, str]] = {}
-    for cls in classes:
-        ftypes = _field_types(cls)
-        for f in dataclasses.fields(cls):
-            if f.name in exclude or ftypes[f.name] not in _SCALARS:
-                continue
-            if f.name in seen and seen[f.name][0] is not ftypes[f.name]:
-                raise TypeError(f"field {f.name} has different types in {classes}")
-            seen.setdefault(f.name, (ftypes[f.name], f.metadata.get("help", "")))
-
-    def decorate(fn):
-        for name, (t, help_) in sorted(seen.items(), reverse=True):
-            if t is bool:
-                opt = click.option(f"{flag_name(name)}/--no-{name.replace('_', '-')}", name, default=None,
-                                   help=help_)
-            else:
-                opt = click.option(flag_name(name), name, type=t, default=None, help=help_)
-            fn = opt(fn)
-        return fn
-
-    return decorate
+def declarations(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
 
 
 def load_config_file(path: str | Path | None) -> dict:
@@ -155,11 +113,12 @@ def load_config_file(path: str | Path | None) -> dict:
 
 
 def build_config(cls, *layers: Mapping[str, Any], where: tuple[str, ...] = ()):
-    """Apply override dicts in order onto ``cls``'s defaults; unknown keys and wrong types are user errors.
+    """Apply override dicts in order onto ``cls``'s defaults; unknown keys, wrong types, values outside a
+    field's range and names outside its choices are user errors.
 
     ``where`` names each layer for error messages (e.g. ``("preset smoke", "config.yaml", "flags")``).
     """
-    ftypes = _field_types(cls)
+    ftypes, fields = field_types(cls), declarations(cls)
     values: dict[str, Any] = {}
     for i, layer in enumerate(layers):
         src = where[i] if i < len(where) else "overrides"
@@ -171,9 +130,9 @@ def build_config(cls, *layers: Mapping[str, Any], where: tuple[str, ...] = ()):
                 what = f"{flag_name(key)} does not apply" + (f" to --task {task}" if task else "")
                 raise NaoWsError(what if src == "flags" else f"{src}: '{key}' is not an option here ({what})")
             values[key] = _coerce(key, val, ftypes[key], src)
-            limits = RANGES.get(key)
-            if limits is not None and values[key] not in limits:
-                what = f"{flag_name(key)} {val!r} must be {limits}"
+            problem = _outside(fields[key], values[key])
+            if problem:
+                what = f"{flag_name(key)} {val!r} {problem}"
                 raise NaoWsError(what if src == "flags" else f"{src}: '{key}': {what}")
     try:
         return cls(**values)
@@ -181,10 +140,20 @@ def build_config(cls, *layers: Mapping[str, Any], where: tuple[str, ...] = ()):
         raise NaoWsError(f"incomplete configuration: {e}") from None
 
 
+def _outside(field: dataclasses.Field, value) -> str | None:
+    """What is wrong with ``value`` for ``field``'s declared range or choices; None if nothing."""
+    within, choices = field.metadata.get("within"), field.metadata.get("choices")
+    if within is not None and value not in within:
+        return f"must be {within}"
+    if choices is not None and value not in choices:
+        return f"is unknown: use {' or '.join(choices)}"
+    return None
+
+
 def _coerce(key: str, val: Any, t: type, src: str):
     if t is float and isinstance(val, int) and not isinstance(val, bool):
         return float(val)
-    if t in _SCALARS and not isinstance(val, t) or (t is int and isinstance(val, bool)):
+    if t in SCALARS and not isinstance(val, t) or (t is int and isinstance(val, bool)):
         raise NaoWsError(f"{src}: '{key}' must be {t.__name__}, got {val!r}")
     return val
 
@@ -204,11 +173,11 @@ def resolve(cls, presets: Mapping[str, Mapping[str, Any]], preset: str, config_f
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """Fields every command that runs something shares (DESIGN.md, common flags)."""
+    """Fields every command that runs something shares: the common flags."""
 
     task: str = ""
-    data_dir: str | None = dataclasses.field(default=None, metadata={"help": "dataset root (default: $NAO_WS_DATA or data/)"})
-    device: str = dataclasses.field(default="auto", metadata={"help": "auto | cpu | cuda[:N]"})
-    seed: int = dataclasses.field(default=0, metadata={"help": "seeds Python, NumPy and torch"})
-    deterministic: bool = dataclasses.field(default=False, metadata={"help": "deterministic kernels, single-threaded data"})
-    tf32: bool = dataclasses.field(default=False, metadata={"help": "TF32 matmuls and convolutions (CUDA only)"})
+    data_dir: str | None = option(None, "dataset root (default: $NAO_WS_DATA or data/)")
+    device: str = option("auto", "auto | cpu | cuda[:N]")
+    seed: int = option(0, "seeds Python, NumPy and torch", within=SEEDS)
+    deterministic: bool = option(False, "deterministic kernels, single-threaded data")
+    tf32: bool = option(False, "TF32 matmuls and convolutions (CUDA only)")

@@ -1,0 +1,4 @@
+"""``python -m nao_ws ...``: the ``nao-ws`` command."""
+from .cli import main
+
+main()

@@ -1,0 +1,127 @@
+"""``nao-ws train`` and ``nao-ws eval``: final training of a discovered cell (reference §5) and its test."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import click
+
+from ..config.options import RunConfig, build_config, config_to_dict, resolve
+from ..config.recipes import CnnFinal, RnnFinal
+from ..data.tasks import IMAGE_TASKS, TASKS, TEXT_TASKS
+from ..errors import USER_ERRORS, NaoWsError
+from ..train.options import CnnTrainConfig, RnnTrainConfig, config_class
+from .common import open_for_resume, require_data, run_options
+from .options import SectionedCommand, dataclass_options, own_fields, peek, section
+
+
+def _sections(args: list[str]) -> list[tuple[str, list]]:
+    task = peek(args, "--task")
+    out = [("Run", section(RunConfig, own_fields(RunConfig)[1:]))]
+    if task not in TEXT_TASKS:
+        out.append((f"CIFAR training (--task {' | '.join(IMAGE_TASKS)}; reference §5.1)",
+                    section(CnnFinal) + section(CnnTrainConfig)))
+    if task not in IMAGE_TASKS:
+        out.append((f"Language-model training (--task {' | '.join(TEXT_TASKS)}; reference §5.2)",
+                    section(RnnFinal) + section(RnnTrainConfig)))
+    return out
+
+
+def _defaults_from_arch(flags: dict, task: str | None) -> str | None:
+    """``--arch RUN/best.json``: the space comes from the JSON and, without ``--task``, the task (and the
+    data, e.g. the bundled sample of a smoke search) from the search's ``config.json`` beside it; an RNN
+    cell keeps the search's ``cell_output`` unless ``--cell-output`` is given."""
+    from supernet.spaces import parse_arch
+
+    from ..runs import RunDir
+
+    arch = flags.get("arch")
+    if not arch or not Path(arch).is_file():
+        return task
+    try:
+        obj = json.loads(Path(arch).read_bytes())
+        space = (obj.get("arch") or obj).get("space")
+    except (OSError, ValueError, AttributeError, RecursionError):  # not JSON: the text form, or broken
+        parse_arch(arch, flags.get("space"))  # the one-line error of a broken file, before "--task is required"
+        return task
+    if space in ("cnn-ws", "cnn") and flags.get("space") is None:
+        flags["space"] = space
+    run_cfg = Path(arch).parent / "config.json"
+    if run_cfg.is_file() and (task is None or space == "rnn"):
+        saved = RunDir(run_cfg.parent).read_config()
+        if task is None:
+            task = saved.get("dataset") or saved.get("task")
+            task = task if task in TASKS else None
+        if space == "rnn" and flags.get("cell_output") is None and "cell_output" in saved:
+            flags["cell_output"] = saved["cell_output"]  # the cell as its search scored it (reference §1.3)
+    return task
+
+
+@click.command(cls=SectionedCommand, sections=_sections)
+@click.option("--task", type=click.Choice(TASKS), default=None, help="dataset / kind of network")
+@run_options("train")
+@click.option("--dry-run", is_flag=True, help="build the model, report its size, exit")
+@click.option("--json", "as_json", is_flag=True, help="with --dry-run: print one JSON object")
+@dataclass_options(CnnTrainConfig, RnnTrainConfig, exclude=("task",))
+def train(task, preset, config_file, output, resume, progress, download, dry_run, as_json, **flags):
+    """Train a discovered cell from scratch (reference §5), e.g. --task cifar10 --arch RUN/best.json."""
+    from ..monitor import Monitor
+    from ..runs import RunDir, check_device
+    from ..train import training_of
+
+    if resume:
+        run, saved = open_for_resume(resume, task, config_file, flags)
+        if saved.get("task") not in TASKS:
+            raise NaoWsError(f"{run.path}/config.json names no task nao-ws trains: the run folder is damaged")
+        cls, _, _ = config_class(saved["task"])
+        cfg = build_config(cls, saved, {"device": flags.get("device")}, where=("config.json", "flags"))
+        check_device(cfg)
+    else:
+        task = _defaults_from_arch(flags, task)
+        if task is None:
+            raise NaoWsError(f"--task is required ({', '.join(TASKS)})")
+        cls, presets, base = config_class(task)
+        cfg = resolve(cls, presets, preset, config_file, {**flags, "task": task}, base=base)
+    training = training_of(cfg.task)
+    if download:
+        require_data(cfg.task, cfg.data_dir, download=True)
+    info = training.dry_run(cfg)  # checks every option and the architecture
+    if dry_run:
+        click.echo(json.dumps(info) if as_json else "\n".join(f"{k}: {v}" for k, v in info.items()))
+        return
+    if not resume:
+        check_device(cfg)
+        require_data(cfg.task, cfg.data_dir)
+        # the architecture itself, not the file naming it: a resume must train what this run trained
+        cfg = dataclasses.replace(cfg, arch=info["arch"])
+        run = RunDir.create(output, "train", task)
+    monitor = None
+    try:
+        if not resume:
+            run.write_config(config_to_dict(cfg))
+        monitor = Monitor(run.path, progress=progress)
+        result = training.train(cfg, run, monitor, resume=bool(resume))
+    except USER_ERRORS:
+        run.discard()
+        raise
+    finally:
+        if monitor is not None:
+            monitor.close()
+    click.echo(json.dumps(result))
+
+
+@click.command("eval")
+@click.option("--checkpoint", required=True, help="a checkpoint file, or a run folder (its latest checkpoint)")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--data-dir", default=None, help="dataset root (default: the one the run used)")
+def evaluate(checkpoint, device, data_dir):
+    """Evaluate a trained network on its task's test split."""
+    from ..runs import load_checkpoint_file
+    from ..train import training_of
+
+    state = load_checkpoint_file(checkpoint)
+    task = state.get("config", {}).get("task") if isinstance(state.get("config"), dict) else None
+    if state.get("kind") not in ("train-cnn", "train-rnn") or task is None:
+        raise NaoWsError(f"{checkpoint} is a '{state.get('kind')}' checkpoint; eval takes one written by nao-ws train")
+    click.echo(json.dumps(training_of(task).evaluate(state, device, data_dir)))

@@ -1,0 +1,39 @@
+"""The tasks nao-ws knows and where their data lives; free of torch, so the command line can list them."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import NaoWsError
+
+TASKS = ("cifar10", "cifar10-sample", "cifar100", "ptb", "wikitext2")
+IMAGE_TASKS = ("cifar10", "cifar10-sample", "cifar100")
+TEXT_TASKS = ("ptb", "wikitext2")
+
+
+def default_data_dir() -> Path:
+    """$NAO_WS_DATA, else the source checkout's data/ (the one holding data/README.md), else ./data."""
+    env = os.environ.get("NAO_WS_DATA")
+    if env:
+        return Path(env).expanduser()
+    checkout_data = Path(__file__).resolve().parents[2] / "data"
+    if (checkout_data / "README.md").is_file():
+        return checkout_data
+    return Path.cwd() / "data"
+
+
+def data_root(data_dir) -> Path:
+    return default_data_dir() if data_dir is None else Path(data_dir).expanduser()
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def get_it(task: str, root: Path) -> str:
+    return f"run `nao-ws data download --task {task} --data-dir {root}`"
+
+
+def check_task(task: str, allowed: tuple) -> None:
+    if task not in allowed:
+        raise NaoWsError(f"unknown task '{task}'; choose one of {', '.join(allowed)}")

@@ -1,0 +1,121 @@
+"""A weight-sharing supernet as the score source (paper 3.4, reference §3): it trains between rounds, one sampled
+architecture per minibatch, and scores architectures with inherited weights on fixed dev data.
+
+    round: supernet training (``eval_every`` epochs) -> scoring of the whole pool -> the strategy proposes
+
+Its scores age as the supernet trains, so every round scores the pool again (``stale``). Which architecture
+trains on a minibatch (``--sampling``): uniform over the pool (reference §3.1), in proportion to its parameter
+count, or uniform over the whole space. At the end the top ``rerank_top`` are re-ranked by short standalone
+training. The supernet, its optimiser and data live in ``supernets`` (one class per space).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from supernet.spaces import get_space
+
+from ...data.tasks import IMAGE_TASKS
+from ...errors import NaoWsError
+from ...runs import check_device
+from . import ScoreSource
+from .supernets import make_supernet
+
+def check_config(cfg) -> None:
+    """Impossible option combinations, as one-line errors (each value's own range is checked when read)."""
+    image = cfg.task in IMAGE_TASKS
+    if (image and cfg.space not in ("cnn-ws", "nb201")) or (not image and cfg.space != "rnn"):
+        want = "cnn-ws or nb201 (or cnn for the standalone search)" if image else "rnn"
+        raise NaoWsError(f"--task {cfg.task} searches the {want} space, not --space {cfg.space}")
+    if cfg.sampling == "balanced" and cfg.space == "rnn":
+        raise NaoWsError("--sampling balanced weighs architectures by parameter count, which every rnn cell "
+                         "shares: use --sampling uniform")
+    if cfg.pool_size < 2:
+        raise NaoWsError("--pool-size must be >= 2: a strategy learns from the pool")
+    if cfg.strategy == "nao" and cfg.seeds > cfg.pool_size:
+        raise NaoWsError(f"--seeds {cfg.seeds} exceeds --pool-size {cfg.pool_size}: the seeds come from the pool")
+    if cfg.new_per_iter + cfg.random_per_iter > cfg.pool_size:
+        raise NaoWsError(f"--new-per-iter + --random-per-iter ({cfg.new_per_iter + cfg.random_per_iter}) "
+                         f"exceed --pool-size {cfg.pool_size}")
+    if cfg.eval_every > cfg.epochs:
+        raise NaoWsError(f"--eval-every {cfg.eval_every} must be between 1 and --epochs {cfg.epochs}")
+    if cfg.rerank_top > cfg.pool_size:
+        raise NaoWsError(f"--rerank-top {cfg.rerank_top} exceeds --pool-size {cfg.pool_size}")
+    if getattr(cfg, "cuda_graph", False) and cfg.deterministic:
+        raise NaoWsError("--cuda-graph is not supported with --deterministic (the capture is written for the "
+                         "default CUDA kernels): drop one of them")
+    check_device(cfg)
+    for name in ("channels", "rerank_channels") if cfg.space == "cnn-ws" else ():
+        if getattr(cfg, name) % 2:
+            raise NaoWsError(f"--{name.replace('_', '-')} {getattr(cfg, name)} must be even (factorized reduce halves it)")
+    if getattr(cfg, "lr_min", 0) > cfg.lr:
+        raise NaoWsError(f"--lr-min {cfg.lr_min} exceeds --lr {cfg.lr}: the schedule runs from --lr down to it")
+
+
+class SupernetSource(ScoreSource):
+    """The supernet of ``cfg.space``, its schedule (round r trains up to epoch (r+1) x ``eval_every``), its
+    sampler of training architectures and the learning-rate scale that a divergence lowers."""
+
+    stale = True
+
+    def __init__(self, cfg, device=None):
+        self.cfg, self.space = cfg, get_space(cfg.space)
+        self.device = check_device(cfg) if device is None else device
+        self.supernet = make_supernet(cfg, self.device)
+        self.initial, self.refill, self.total = cfg.pool_size, cfg.random_per_iter, cfg.epochs
+        self.epoch, self.lr_scale = 0, 1.0
+        self.sizes: dict = {}  # text -> parameter count, for --sampling balanced
+
+    def round_size(self, strategy, scored: int) -> int:
+        return self.cfg.new_per_iter
+
+    def finished(self, rounds: int, scored: int) -> bool:
+        return self.epoch >= self.cfg.epochs
+
+    def step(self, scored: int) -> int:
+        return self.epoch
+
+    def position(self) -> str:
+        return f"epoch {self.epoch}"
+
+    def advance(self, round_: int, pool: Sequence, rng: np.random.Generator, monitor) -> tuple[dict, bool] | None:
+        """One supernet epoch, until round ``round_``'s last: epoch (round + 1) x ``eval_every``, or the last;
+        a checkpoint every ``checkpoint_every`` epochs and after the round's last."""
+        last = min((round_ + 1) * self.cfg.eval_every, self.cfg.epochs)
+        if self.epoch >= last:
+            return None
+        metrics = self.supernet.train_epoch(self.epoch, self.sampler(pool, rng), self.lr_scale, monitor)
+        self.epoch += 1
+        return {"epoch": self.epoch, **metrics}, self.epoch == last or self.epoch % self.cfg.checkpoint_every == 0
+
+    def sampler(self, pool: Sequence, rng: np.random.Generator):
+        """The architecture of each minibatch (``--sampling``)."""
+        if self.cfg.sampling == "balanced":  # ~ parameter count (ref-PT's later child_sample_policy "params")
+            sizes = np.array([self.sizes.setdefault(self.space.format(a), self.supernet.arch_size(a)) for a in pool],
+                             float)
+            p = sizes / sizes.sum()
+            return lambda: pool[int(rng.choice(len(pool), p=p))]
+        if self.cfg.sampling == "space":  # Li & Talwalkar 2019's random search with weight sharing
+            return lambda: self.space.sample(rng)
+        return lambda: pool[int(rng.integers(len(pool)))]  # uniform over the pool (reference §3.1)
+
+    def score(self, archs: Sequence, monitor):
+        """The whole list in one chunk: one write and one fsync of its records."""
+        yield [(i, {**r, "epoch": self.epoch}) for i, r in enumerate(self.supernet.score(archs, monitor))]
+
+    def finalists(self) -> int:
+        return self.cfg.rerank_top
+
+    def rerank(self, arch, monitor) -> dict:
+        return self.supernet.rerank(arch, self.cfg.seed, monitor)
+
+    def lower_lr(self, factor: float) -> None:
+        self.lr_scale *= factor
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "lr_scale": self.lr_scale, "supernet": self.supernet.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.lr_scale = state["epoch"], state["lr_scale"]
+        self.supernet.load_state_dict(state["supernet"])

@@ -1,0 +1,187 @@
+"""A tabular benchmark as the score source (reference §8): NAS-Bench-201's table, judged on ground truth.
+
+    nao-ws search --task cifar10 --space nb201 --benchmark nb201-cifar10-12epoch.csv --strategy nao --budget 100
+
+A query scores a cell with its **validation** accuracy; the budget counts queries of distinct canonical cells
+(``Nb201Space.canonical``). The test column stays sealed until the budget is spent: it is read once, for
+``best.json`` and the final test curve.
+
+Tables: the CSV form (``index``, ``cellstr`` and ``<task>_valid`` / ``<task>_test`` accuracy columns in
+percent), or the official NAS-Bench-201 / NATS-Bench (topology) file, read through its API package
+(``pip install nats_bench`` or ``nas-bench-201``) at 200 epochs.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from supernet.spaces import SpaceError, get_space, parse_arch
+
+from ...errors import NaoWsError
+from ...runs import resolve_device
+from . import ScoreSource
+
+TASKS = ("cifar10", "cifar100", "imagenet16")
+# The official API's dataset names: (validation split, test split) per task (NAS-Bench-201 paper, Sec. 2.3).
+API_DATASETS = {"cifar10": ("cifar10-valid", "cifar10"), "cifar100": ("cifar100", "cifar100"),
+                "imagenet16": ("ImageNet16-120", "ImageNet16-120")}
+
+
+@dataclass
+class Table:
+    """Validation and test accuracy (percent) of every cell of one task, by op tuple; the test column is only
+    handed out by :meth:`test_accuracy` (called once a search has ended)."""
+
+    task: str
+    source: str
+    valid: dict
+    _test: dict
+
+    def score(self, arch) -> float:
+        """The search signal: validation accuracy."""
+        return self.valid[arch.ops]
+
+    def test_accuracy(self, arch) -> float:
+        return self._test[arch.ops]
+
+    def __len__(self) -> int:
+        return len(self.valid)
+
+
+def load_table(path: str | Path | None, task: str) -> Table:
+    """The ``task`` columns of a benchmark file, with one-line errors for every way the file can be wrong.
+    Read once per process and file version (``check_config`` reads it before the run folder is made)."""
+    p = Path(path) if path else None
+    key = (str(p.resolve()), p.stat().st_mtime_ns, task) if p is not None and p.exists() else None
+    if key not in _TABLES:
+        table = _load_table(path, task)
+        if key is None:
+            return table
+        _TABLES[key] = table
+    return _TABLES[key]
+
+
+_TABLES: dict = {}
+
+
+def _load_table(path: str | Path | None, task: str) -> Table:
+    if not path:
+        raise NaoWsError("--benchmark FILE is required with --space nb201: the NAS-Bench-201 table "
+                         "(the 12-epoch CSV table, or the official benchmark file)")
+    if task not in TASKS:
+        raise NaoWsError(f"--task {task} has no NAS-Bench-201 columns: use one of {', '.join(TASKS)}")
+    p = Path(path)
+    if not p.exists():
+        raise NaoWsError(f"benchmark file {p} does not exist")
+    table = _read_csv(p, task) if p.suffix == ".csv" else _read_api(p, task)
+    if len(table) != get_space("nb201").size():
+        raise NaoWsError(f"benchmark file {p} has {len(table)} cells; NAS-Bench-201 has 15625: the file is incomplete")
+    return table
+
+
+def _read_csv(p: Path, task: str) -> Table:
+    cols = (f"{task}_valid", f"{task}_test")
+    sp = get_space("nb201")
+    try:
+        with open(p, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            missing = [c for c in ("cellstr", *cols) if c not in header]
+            if missing:
+                other = sorted({c.rsplit("_", 1)[0] for c in header if c.endswith("_valid")})
+                other = [t for t in other if f"{t}_test" in header]
+                hint = f" (it has {', '.join(other)}: pick --task from those)" if other else ""
+                raise NaoWsError(f"benchmark file {p} has no column {', '.join(missing)} for --task {task}{hint}")
+            valid, test = {}, {}
+            for line, row in enumerate(reader, start=2):
+                try:
+                    ops = sp.parse(row["cellstr"] or "").ops
+                except SpaceError as e:
+                    raise NaoWsError(f"benchmark file {p}, line {line}: {e}") from None
+                if ops in valid:
+                    raise NaoWsError(f"benchmark file {p}, line {line}: cell {row['cellstr']} appears twice")
+                try:
+                    valid[ops], test[ops] = float(row[cols[0]]), float(row[cols[1]])
+                except (TypeError, ValueError):
+                    raise NaoWsError(f"benchmark file {p}, line {line}: {cols[0]}/{cols[1]} must be numbers, got "
+                                     f"{row[cols[0]]!r}, {row[cols[1]]!r}") from None
+                if not (math.isfinite(valid[ops]) and math.isfinite(test[ops])):
+                    raise NaoWsError(f"benchmark file {p}, line {line}: accuracies must be finite")
+    except UnicodeDecodeError:
+        raise NaoWsError(f"benchmark file {p} is not a text CSV file") from None
+    except csv.Error as e:
+        raise NaoWsError(f"benchmark file {p} is not a readable CSV file ({e})") from None
+    return Table(task, str(p), valid, test)
+
+
+def _read_api(p: Path, task: str) -> Table:
+    """The official file through its API package: NATS-Bench's topology set or NAS-Bench-201's, 200 epochs."""
+    try:
+        from nats_bench import create
+    except ImportError:
+        create = None
+    if create is not None:
+        api = create(str(p), "tss", fast_mode=True, verbose=False)
+        info = lambda i, dataset: api.get_more_info(i, dataset, hp="200", is_random=False)  # noqa: E731
+    else:
+        try:
+            from nas_201_api import NASBench201API
+        except ImportError:
+            raise NaoWsError(f"{p} is not a CSV table; reading the official benchmark file needs its API "
+                             "package: pip install nats_bench (or nas-bench-201), or pass the CSV form") from None
+        api = NASBench201API(str(p), verbose=False)
+        info = lambda i, dataset: api.get_more_info(i, dataset, None, False, False)  # noqa: E731  200 epochs
+    sp = get_space("nb201")
+    valid_set, test_set = API_DATASETS[task]
+    valid, test = {}, {}
+    for i in range(len(api)):
+        ops = sp.parse(api.arch(i)).ops
+        valid[ops] = float(info(i, valid_set)["valid-accuracy"])
+        test[ops] = float(info(i, test_set)["test-accuracy"])
+    return Table(task, str(p), valid, test)
+
+
+def check_config(cfg) -> None:
+    """What cannot work, as one-line errors (the table itself: :func:`load_table`)."""
+    if cfg.task not in TASKS:
+        raise NaoWsError(f"the NAS-Bench-201 table has columns for {', '.join(TASKS)}, not --task {cfg.task}")
+    if cfg.space != "nb201":
+        raise NaoWsError(f"a tabular search runs the nb201 space, not --space {cfg.space}")
+    if cfg.budget > get_space("nb201").num_classes():
+        raise NaoWsError(f"--budget {cfg.budget} exceeds the {get_space('nb201').num_classes()} distinct cells "
+                         "of NAS-Bench-201")
+    load_table(cfg.benchmark, cfg.task)
+
+
+class TableSource(ScoreSource):
+    """Lookups of the table's validation column; the test column only in ``summary``, once the budget is spent."""
+
+    def __init__(self, cfg):
+        self.cfg, self.table = cfg, load_table(cfg.benchmark, cfg.task)
+        self.initial, self.total = min(cfg.initial, cfg.budget), cfg.budget
+        self.device = resolve_device(cfg.device)
+
+    def round_size(self, strategy, scored: int) -> int:
+        return min(strategy.batch(scored), self.cfg.budget - scored)
+
+    def finished(self, rounds: int, scored: int) -> bool:
+        return scored >= self.cfg.budget
+
+    def score(self, archs: Sequence, monitor):
+        yield [(i, {"score": self.table.score(a)}) for i, a in enumerate(archs)]
+
+    def summary(self, best: dict, queries: Sequence[dict]) -> tuple[dict, dict]:
+        """The test accuracy of the best cell, and of the best-by-validation cell after every query."""
+        test, curve, leader = {}, [], None
+        for r in queries:
+            if leader is None or r["score"] > leader["score"]:
+                leader = r
+            if leader["arch"] not in test:
+                test[leader["arch"]] = self.table.test_accuracy(parse_arch(leader["arch"], "nb201"))
+            curve.append((r["query"], test[leader["arch"]]))
+        fields = {"valid_accuracy": best["score"], "test_accuracy": test[best["arch"]], "queries": len(queries),
+                  "task": self.cfg.task, "benchmark": self.table.source}
+        return fields, {"best/test_accuracy": curve}

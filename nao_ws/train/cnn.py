@@ -1,0 +1,230 @@
+"""Final training of a discovered CNN cell on CIFAR (reference §5.1): ``nao-ws train --task cifar10 ...``.
+
+``fit_candidate`` is the same training without a run folder, for the searches' short standalone trainings
+(reference §3.1's top-5 re-ranking, §4's candidates). The test set is evaluated once, after the last epoch,
+and never used to pick anything.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from supernet import optim
+from supernet.cnn import autocast, train_step
+from supernet.nets import REFERENCE_CELLS, NASNetwork, parameter_count
+from supernet.spaces import CnnArch, format_arch, parse_arch
+
+from ..config.options import build_config
+from ..data.batches import ImageBatches, fixed_batches
+from ..data.images import ImageData, load_images
+from ..data.tasks import IMAGE_TASKS
+from ..errors import NaoWsError
+from ..monitor import Monitor
+from ..runs import RunDir, check_device, load_model_state, resolve_device, seed_everything
+from .options import CnnTrainConfig
+from .trainer import EpochStats, Trainer, seeded
+
+CHECKPOINT_KIND = "train-cnn"
+NUM_CLASSES = {"cifar10": 10, "cifar10-sample": 10, "cifar100": 100}  # reference §5.1
+EVAL_BATCH = 500  # test-time batch size: memory only, BN uses running statistics at test time
+
+
+def check_config(cfg: CnnTrainConfig) -> None:
+    """Combinations no network or schedule can use (each value's own range is checked when it is read)."""
+    if cfg.task not in IMAGE_TASKS:
+        raise NaoWsError(f"--task {cfg.task} is not an image task ({', '.join(IMAGE_TASKS)})")
+    if cfg.channels % 2:
+        raise NaoWsError(f"--channels {cfg.channels} must be even (factorized reduce halves it)")
+    if cfg.lr_min > cfg.lr:
+        raise NaoWsError(f"--lr-min {cfg.lr_min} exceeds --lr {cfg.lr}: the cosine schedule runs from --lr down to it")
+
+
+def resolve_arch(cfg: CnnTrainConfig) -> CnnArch:
+    return parse_arch(cfg.arch or REFERENCE_CELLS.get(cfg.space, ""), cfg.space)
+
+
+def build_model(arch: CnnArch, cfg: CnnTrainConfig, num_classes: int) -> NASNetwork:
+    return NASNetwork.from_recipe(arch, cfg, num_classes)
+
+
+def dry_run(cfg: CnnTrainConfig) -> dict:
+    """Build the network on the meta device (no memory, no data) and report its size."""
+    check_config(cfg)
+    arch = resolve_arch(cfg)
+    with torch.device("meta"):
+        model = build_model(arch, cfg, NUM_CLASSES[cfg.task])
+    return {"task": cfg.task, "space": arch.space, "arch": format_arch(arch), "layers": cfg.layers,
+            "channels": cfg.channels, "params": parameter_count(model),
+            "params_with_aux": parameter_count(model, aux=True)}
+
+
+# -- the training loop -------------------------------------------------------------------------------------
+
+class CnnTrainer(Trainer):
+    """Model, optimiser, cosine schedule and training batches of one CIFAR training: ``state_dict`` is what a
+    checkpoint needs to continue bit for bit (with ``runs.rng_state``)."""
+
+    kind = CHECKPOINT_KIND
+
+    def __init__(self, arch: CnnArch, data: ImageData, cfg: CnnTrainConfig, device: torch.device, seed: int,
+                 run: RunDir | None = None, monitor: Monitor | None = None):
+        super().__init__(cfg, run, monitor)
+        self.arch, self.device, self.data = arch, device, data
+        self.amp = cfg.amp and device.type == "cuda"
+        self.model = build_model(arch, cfg, data.num_classes).to(device)
+        if cfg.channels_last and device.type == "cuda":
+            self.model.use_channels_last()
+        # fused SGD: a non-finite step is skipped on the device, so a step never waits for the GPU
+        self.optimizer = optim.sgd(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.decay())
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, cfg.epochs, eta_min=cfg.lr_min)
+        self.batches = ImageBatches(data.train, cfg.batch_size, data.mean, data.std, train=True, cutout=cfg.cutout,
+                                    device=device, generator_seed=seed)
+        self.epoch = 0
+        self.record: dict = {}  # the last epoch's
+
+    @property
+    def step(self) -> int:
+        return self.epoch
+
+    def identity(self) -> dict:
+        return {"arch": format_arch(self.arch)}
+
+    def finished(self) -> bool:
+        return self.epoch >= self.cfg.epochs
+
+    def position(self) -> str:
+        return f"epoch {self.epoch}"
+
+    def train_epoch(self) -> dict:
+        """One epoch; returns mean train loss and accuracy, the epoch's lr and the skipped (non-finite) steps."""
+        cfg, steps = self.cfg, len(self.batches)
+        lr = self.optimizer.param_groups[0]["lr"]
+        stats = EpochStats(cfg.max_nan_steps)
+        bar = self.monitor.bar(total=steps, desc=f"epoch {self.epoch + 1}/{cfg.epochs}")
+        for i, (x, y) in enumerate(self.batches):
+            progress = (self.epoch * steps + i + 1) / (cfg.epochs * steps)  # drop-path schedule (reference §5.1)
+            r = train_step(self.model, self.optimizer, x, y, grad_clip=cfg.grad_clip, aux_weight=cfg.aux_weight,
+                           progress=progress, amp=self.amp, sync=False)
+            stats.add(r.finite, r.loss, r.acc)
+            bar.update()
+            if not stats.pending and stats.n:  # results just read: showing them waits for nothing
+                bar.set_postfix(loss=f"{stats.loss / stats.n:.3f}")
+        bar.close()
+        self.scheduler.step()
+        self.epoch += 1
+        means = stats.means()
+        return {"epoch": self.epoch, "train_loss": means["loss"], "train_acc": means["acc"], "lr": lr,
+                "skipped_steps": means["nan_skipped"]}
+
+    def end_epoch(self, record: dict) -> None:
+        self.record = record
+        if self.run is None:
+            return
+        self.run.append_jsonl("metrics.jsonl", record)
+        self.monitor.scalars({"train/loss": record["train_loss"], "train/acc": record["train_acc"],
+                              "lr": record["lr"]}, self.epoch)
+        self.monitor.write(f"epoch {self.epoch}/{self.cfg.epochs}: train loss {record['train_loss']:.4f} "
+                           f"acc {record['train_acc']:.4f} lr {record['lr']:.5f}")
+
+    def lower_lr(self, factor: float) -> None:
+        """The learning rate and the rest of its schedule."""
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
+        self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
+
+    def evaluate(self, images) -> dict:
+        return evaluate_model(self.model, fixed_batches(images, EVAL_BATCH, self.data.mean, self.data.std,
+                                                        self.device), self.amp)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "rollbacks": self.rollbacks, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "batches": self.batches.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        load_model_state(self.model, state["model"], "the checkpoint")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.batches.load_state_dict(state["batches"])
+        self.epoch, self.rollbacks = state["epoch"], state["rollbacks"]
+
+
+def evaluate_model(model: NASNetwork, batches: list, amp: bool = False) -> dict:
+    """Accuracy and mean loss over fixed batches, BN with running statistics."""
+    model.eval()
+    correct = loss = 0.0
+    n = 0
+    with torch.inference_mode(), autocast(batches[0][0].device, amp):
+        for x, y in batches:
+            logits = model(x)[0].float()
+            correct += (logits.argmax(1) == y).sum().item()
+            loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            n += len(y)
+    return {"acc": correct / n, "loss": loss / n}
+
+
+def train(cfg: CnnTrainConfig, run: RunDir, monitor: Monitor, resume: bool) -> dict:
+    """Train ``cfg.arch`` on the full training split, checkpointing every epoch; test once at the end."""
+    check_config(cfg)
+    arch, device = resolve_arch(cfg), check_device(cfg)
+    seed_everything(cfg.seed, cfg.deterministic)
+    data = load_images(cfg.task, cfg.data_dir, purpose="final")
+    trainer = CnnTrainer(arch, data, cfg, device, cfg.seed, run=run, monitor=monitor)
+    state = run.resume_checkpoint() if resume else None
+    if state is not None:
+        trainer.restore(state)
+        run.restore_logs(state)
+        monitor.drop_events_from(trainer.epoch + 1)  # TensorBoard steps are epochs
+        run.log(f"resumed after epoch {trainer.epoch}")
+    else:
+        run.log(f"training {format_arch(arch)} ({arch.space}), N={cfg.layers}, F={cfg.channels}, "
+                f"{parameter_count(trainer.model) / 1e6:.2f}M params, on {device}")
+        trainer.checkpoint()  # epoch 0: a divergence in the first epoch has something to roll back to
+    trainer.fit()
+    test = trainer.evaluate(data.valid)
+    last = run.read_jsonl("metrics.jsonl")[-1]
+    result = {"task": cfg.task, "space": arch.space, "arch": format_arch(arch), "epochs": trainer.epoch,
+              "params": parameter_count(trainer.model), "params_with_aux": parameter_count(trainer.model, aux=True),
+              "train_loss": last["train_loss"], "train_acc": last["train_acc"],
+              "test_loss": test["loss"], "test_acc": test["acc"]}
+    monitor.scalars({"test/loss": test["loss"], "test/acc": test["acc"]}, trainer.epoch)
+    run.wait()  # the last checkpoint is on disk, or its error raised, before the run says it is done
+    run.write_json("metrics.json", result)
+    run.log(f"done: test accuracy {test['acc']:.4f} after {trainer.epoch} epochs")
+    return result
+
+
+def fit_candidate(arch: CnnArch, data: ImageData, cfg: CnnTrainConfig, device: torch.device | str, seed: int,
+                  monitor: Monitor | None = None) -> dict:
+    """Train one architecture from scratch on ``data.train`` (``cfg``'s recipe, e.g. a CANDIDATE_PRESETS
+    entry) and evaluate it on ``data.valid``; no run folder (the last checkpoint is kept in memory). torch
+    runs seeded from ``seed`` on a fork of its generators: the caller's random state is left untouched."""
+    check_config(cfg)
+    device = torch.device(device)
+    start = time.time()
+    with seeded(seed, device):
+        trainer = CnnTrainer(arch, data, cfg, device, seed, monitor=monitor)
+        trainer.checkpoint()
+        trainer.fit()
+        valid = trainer.evaluate(data.valid)
+    return {"valid_acc": valid["acc"], "valid_loss": valid["loss"], "train_loss": trainer.record["train_loss"],
+            "train_acc": trainer.record["train_acc"], "params": parameter_count(trainer.model),
+            "seconds": time.time() - start}
+
+
+def evaluate(state: dict, device: str, data_dir: str | None) -> dict:
+    """``nao-ws eval``: the test accuracy of a checkpoint written by :func:`train`."""
+    if state.get("kind") != CHECKPOINT_KIND or "trainer" not in state:
+        raise NaoWsError(f"not a {CHECKPOINT_KIND} checkpoint (kind '{state.get('kind')}')")
+    cfg = build_config(CnnTrainConfig, state["config"], {"data_dir": data_dir}, where=("checkpoint config", "flags"))
+    arch = resolve_arch(cfg)
+    dev = resolve_device(device)
+    data = load_images(cfg.task, cfg.data_dir, purpose="final")
+    model = build_model(arch, cfg, data.num_classes)
+    load_model_state(model, state["trainer"]["model"], "the checkpoint")
+    model.to(dev)
+    test = evaluate_model(model, fixed_batches(data.valid, EVAL_BATCH, data.mean, data.std, dev))
+    return {"task": cfg.task, "arch": format_arch(arch), "epoch": state["trainer"]["epoch"],
+            "params": parameter_count(model), "test_loss": test["loss"], "test_acc": test["acc"]}
