@@ -11,15 +11,16 @@ from supernet.spaces import SPACES
 
 from ..config import recipes
 from ..config.options import RunConfig, build_config, config_to_dict, load_config_file, resolve
+from ..data.tasks import TASKS
 from ..errors import USER_ERRORS, NaoWsError
 from ..search import options as so
 from ..search.sources import kind_of
-from ..search.sources.options import ImageScoring, StandaloneOptions, SupernetOptions, TableOptions
+from ..search.sources.options import TABLE_TASKS, ImageScoring, StandaloneOptions, SupernetOptions, TableOptions
 from ..search.strategies.options import OPTIONS as STRATEGY_OPTIONS
 from .common import open_for_resume, require_data, run_options
 from .options import SectionedCommand, dataclass_options, own_fields, peek, section
 
-SEARCH_TASKS = ("cifar10", "cifar10-sample", "ptb", "wikitext2", "cifar100", "imagenet16")
+SEARCH_TASKS = tuple(dict.fromkeys(TASKS + TABLE_TASKS))
 SUPERNET_SPACES = {"cnn-ws": ("CIFAR-10 supernet (reference §3.1)", [recipes.CnnSupernet, ImageScoring, so.CnnWsSearch]),
                    "nb201": ("NAS-Bench-201 supernet (reference §8)", [recipes.Nb201Supernet, ImageScoring]),
                    "rnn": ("PTB supernet (reference §3.2)", [recipes.RnnSupernet, so.RnnWsSearch])}

@@ -34,7 +34,7 @@ from .strategies import Proposal, canonical_text, make_strategy, unique_random
 FORMAT = 2  # the checkpoint layout of this driver; nao-ws 0.1's three search loops wrote other ones
 OLD_KINDS = ("search", "tabular-search", "standalone-search")
 LOGS = ("pool.jsonl", "metrics.jsonl")
-TB_GROUPS = {"train": "supernet/", "score": "pool/", "propose": ""}  # metrics.jsonl phases shown in TensorBoard
+TB_GROUPS = {"train": "supernet/", "score": "pool/", "propose": "propose/"}  # metrics.jsonl phases in TensorBoard
 
 
 @dataclass

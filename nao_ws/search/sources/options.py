@@ -8,11 +8,13 @@ from supernet.variants import SCORE_BN, UNSAMPLED
 
 from ...config.options import AT_LEAST_0, AT_LEAST_1, POSITIVE, Range, option
 from ...data.tasks import IMAGE_TASKS
+from ...train.options import MAX_NAN_STEPS
 
 SAMPLING = ("uniform", "balanced", "space")  # the architecture of each supernet minibatch (SupernetSource.sampler)
 HISTORY = ("pool", "all", "rescore")  # what a strategy learns from on a supernet (driver.Search.history)
 SCORE_METRICS = ("accuracy", "loss")
 EXECUTORS = ("local", "ray")
+TABLE_TASKS = ("cifar10", "cifar100", "imagenet16")  # the datasets of NAS-Bench-201's columns
 DATASETS = ("",) + IMAGE_TASKS
 
 
@@ -45,8 +47,8 @@ class SupernetOptions:
                                     within=AT_LEAST_1)  # reference §3.1 (ref-PT)
     checkpoint_every: int = option(1, "supernet epochs between checkpoints (phase ends always checkpoint)",
                                    within=AT_LEAST_1)
-    max_nan_steps: int = option(20, "non-finite losses in a row before rolling back to the last checkpoint",
-                                within=AT_LEAST_0)
+    max_nan_steps: int = option(MAX_NAN_STEPS, "non-finite losses in a row before rolling back to the last "
+                                               "checkpoint", within=AT_LEAST_0)
     amp: bool = option(False, "bf16 autocast (CUDA only; the RNN cell itself stays float32)")
     dataset: str = option("", "image data: '' = the task's own, cifar10-sample = the bundled real sample",
                           choices=DATASETS)
@@ -76,7 +78,7 @@ class TableOptions:
 
     benchmark: str | None = option(None, "tabular benchmark file: the CSV table or the official NAS-Bench-201 file")
     budget: int = option(150, "queries of distinct canonical cells", within=AT_LEAST_1)
-    # 10 not 20: best validation found at 100 queries 84.73 against 84.53 (benchmarks/nb201.py --first-seed 100)
+    # 10, not 20: chosen with benchmarks/nb201.py --first-seed 100 on the validation column (README)
     initial: int = option(10, "random cells queried before any strategy proposes", within=AT_LEAST_1)
 
 

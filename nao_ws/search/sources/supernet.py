@@ -16,7 +16,7 @@ import numpy as np
 
 from supernet.spaces import get_space
 
-from ...data.tasks import IMAGE_TASKS
+from ...data.tasks import IMAGE_TASKS, TEXT_TASKS
 from ...errors import NaoWsError
 from ...runs import check_device
 from . import ScoreSource
@@ -24,6 +24,9 @@ from .supernets import make_supernet
 
 def check_config(cfg) -> None:
     """Impossible option combinations, as one-line errors (each value's own range is checked when read)."""
+    if cfg.task not in IMAGE_TASKS + TEXT_TASKS:
+        raise NaoWsError(f"--task {cfg.task} has only NAS-Bench-201's table here: search it with --space nb201 "
+                         "--benchmark FILE")
     image = cfg.task in IMAGE_TASKS
     if (image and cfg.space not in ("cnn-ws", "nb201")) or (not image and cfg.space != "rnn"):
         want = "cnn-ws or nb201 (or cnn for the standalone search)" if image else "rnn"
@@ -59,9 +62,9 @@ class SupernetSource(ScoreSource):
 
     stale = True
 
-    def __init__(self, cfg, device=None):
+    def __init__(self, cfg):
         self.cfg, self.space = cfg, get_space(cfg.space)
-        self.device = check_device(cfg) if device is None else device
+        self.device = check_device(cfg)
         self.supernet = make_supernet(cfg, self.device)
         self.initial, self.refill, self.total = cfg.pool_size, cfg.random_per_iter, cfg.epochs
         self.epoch, self.lr_scale = 0, 1.0

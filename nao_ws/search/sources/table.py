@@ -23,8 +23,8 @@ from supernet.spaces import SpaceError, get_space, parse_arch
 from ...errors import NaoWsError
 from ...runs import resolve_device
 from . import ScoreSource
+from .options import TABLE_TASKS
 
-TASKS = ("cifar10", "cifar100", "imagenet16")
 # The official API's dataset names: (validation split, test split) per task (NAS-Bench-201 paper, Sec. 2.3).
 API_DATASETS = {"cifar10": ("cifar10-valid", "cifar10"), "cifar100": ("cifar100", "cifar100"),
                 "imagenet16": ("ImageNet16-120", "ImageNet16-120")}
@@ -71,8 +71,8 @@ def _load_table(path: str | Path | None, task: str) -> Table:
     if not path:
         raise NaoWsError("--benchmark FILE is required with --space nb201: the NAS-Bench-201 table "
                          "(the 12-epoch CSV table, or the official benchmark file)")
-    if task not in TASKS:
-        raise NaoWsError(f"--task {task} has no NAS-Bench-201 columns: use one of {', '.join(TASKS)}")
+    if task not in TABLE_TASKS:
+        raise NaoWsError(f"--task {task} has no NAS-Bench-201 columns: use one of {', '.join(TABLE_TASKS)}")
     p = Path(path)
     if not p.exists():
         raise NaoWsError(f"benchmark file {p} does not exist")
@@ -146,8 +146,8 @@ def _read_api(p: Path, task: str) -> Table:
 
 def check_config(cfg) -> None:
     """What cannot work, as one-line errors (the table itself: :func:`load_table`)."""
-    if cfg.task not in TASKS:
-        raise NaoWsError(f"the NAS-Bench-201 table has columns for {', '.join(TASKS)}, not --task {cfg.task}")
+    if cfg.task not in TABLE_TASKS:
+        raise NaoWsError(f"the NAS-Bench-201 table has columns for {', '.join(TABLE_TASKS)}, not --task {cfg.task}")
     if cfg.space != "nb201":
         raise NaoWsError(f"a tabular search runs the nb201 space, not --space {cfg.space}")
     if cfg.budget > get_space("nb201").num_classes():

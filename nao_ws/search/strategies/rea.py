@@ -1,7 +1,8 @@
 """Regularised evolution (Real et al. 2019): random architectures until the population is full; then each
 proposal mutates (``space.mutate``: one decision changed) the best of ``tournament`` drawn from the
-``population`` most recent architectures, and the oldest leave the population (aging). On a supernet the
-population is the current pool (evolution on inherited weights, as single-path one-shot search)."""
+``population`` most recent architectures, and the oldest leave the population (aging). On a supernet, whose
+pool keeps its best and adds the newest, the population is the pool's last ``population``: evolution on
+inherited weights, as single-path one-shot search runs it."""
 from __future__ import annotations
 
 from typing import Sequence
