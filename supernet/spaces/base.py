@@ -31,6 +31,22 @@ class Space:
                 return child
         raise SpaceError(f"{self.name}: no mutation of {self.format(arch)} gives another network")
 
+    def neighbours(self, arch) -> list:
+        """Every architecture one decision away (each value of ``to_list`` set to each other of its
+        ``decision_sizes``), one per canonical class other than ``arch``'s, in decision order: the
+        neighbourhood of local search (White et al. 2020)."""
+        values = self.validate(arch).to_list()
+        seen, out = {self.canonical(arch)}, []
+        for k, size in enumerate(self.decision_sizes()):
+            for v in range(size):
+                if v != values[k]:
+                    child = self.from_list(values[:k] + [v] + values[k + 1:])
+                    key = self.canonical(child)
+                    if key not in seen:
+                        seen.add(key)
+                        out.append(child)
+        return out
+
 
 class NoBranchSymmetry:
     """Token protocol of spaces without branch symmetry (rnn: reference §1.3; nb201: one op per edge)."""

@@ -147,6 +147,11 @@ class _CnnSpaceBase(Space):
         values[k] = changed(values[k], node + CELL_INPUTS if k % 2 == 0 else len(self.ops), rng)
         return self.from_list(values)
 
+    def decision_sizes(self) -> list[int]:
+        """Choices of each value of the integer form: a branch's input (node j: j + 2) and its op."""
+        return [(k % (self.text_length // 2)) // 4 + CELL_INPUTS if k % 2 == 0 else len(self.ops)
+                for k in range(self.text_length)]
+
     # -- text and JSON forms (reference §7) -----------------------------------------------------------------------
     def from_list(self, values: Sequence[int]) -> CnnArch:
         if len(values) != self.text_length:
@@ -245,6 +250,11 @@ class CnnWsSpace(_CnnSpaceBase):
     def transition_mask(self) -> np.ndarray:
         return static_transition_mask(self._position_mask(), self.vocab_size)
 
+    @cached_property
+    def index_positions(self) -> np.ndarray:
+        """Token positions that choose an input: the first of each (input, op) pair."""
+        return read_only(np.arange(self.length) % 2 == 0)
+
     def _position_mask(self) -> np.ndarray:
         mask = np.zeros((self.length, self.vocab_size), dtype=bool)
         for pos in range(self.length):
@@ -282,6 +292,11 @@ class CnnSpace(_CnnSpaceBase):
             t, s = tokens[k + 1] - self.type_offset, tokens[k + 2] - self.size_offset
             vals += [tokens[k] - self.index_offset, CNN_OP_TYPE_SIZE.index((t, s))]
         return self.from_list(vals)
+
+    @cached_property
+    def index_positions(self) -> np.ndarray:
+        """Token positions that choose an input: the first of each (input, op type, op size) triple."""
+        return read_only(np.arange(self.length) % 3 == 0)
 
     @cached_property
     def transition_mask(self) -> np.ndarray:

@@ -9,7 +9,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .base import (NoBranchSymmetry, Space, SpaceError, changed, check_token_seq, check_tokens_allowed,
+from .base import (NoBranchSymmetry, Space, SpaceError, changed, check_token_seq, check_tokens_allowed, read_only,
                    static_transition_mask)
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")  # reference §8, the benchmark's order
@@ -96,6 +96,10 @@ class Nb201Space(NoBranchSymmetry, Space):
         edge = int(rng.integers(self.num_edges))
         ops[edge] = changed(ops[edge], len(self.ops), rng)
         return Nb201Arch(self.name, tuple(ops))
+
+    def decision_sizes(self) -> list[int]:
+        """Choices of each value of the integer form: an op per edge."""
+        return [len(self.ops)] * self.num_edges
 
     # -- text and JSON ------------------------------------------------------------------------------------
     def from_list(self, values: Sequence[int]) -> Nb201Arch:
@@ -187,6 +191,11 @@ class Nb201Space(NoBranchSymmetry, Space):
         mask = np.zeros((self.length, self.vocab_size), dtype=bool)
         mask[:, self.op_offset:] = True
         return static_transition_mask(mask, self.vocab_size)
+
+    @cached_property
+    def index_positions(self) -> np.ndarray:
+        """Token positions that choose an input: none, every token is an edge's op."""
+        return read_only(np.zeros(self.length, dtype=bool))
 
     def size(self) -> float:
         return float(len(self.ops) ** self.num_edges)

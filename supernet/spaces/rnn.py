@@ -8,7 +8,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .base import (NoBranchSymmetry, Space, SpaceError, changed, check_token_seq, check_tokens_allowed, json_int,
-                   named_choice, static_transition_mask)
+                   named_choice, read_only, static_transition_mask)
 
 RNN_NUM_NODES = 12  # ENAS: 12 nodes (reference §1.3)
 RNN_ACTS = ("tanh", "relu", "sigmoid", "identity")  # reference §1.3 / 5.2 order
@@ -84,6 +84,10 @@ class RnnSpace(NoBranchSymmetry, Space):
         k += k > 0  # skip value 1
         values[k] = changed(values[k], (k + 1) // 2 if k % 2 else len(self.acts), rng)  # odd k: node (k+1)//2's input
         return self.from_list(values)
+
+    def decision_sizes(self) -> list[int]:
+        """Choices of each value of the integer form: node 0's activation, then each node's input and activation."""
+        return [len(self.acts)] + [n for k in range(1, self.num_nodes) for n in (k, len(self.acts))]
 
     # -- text and JSON (reference §7) -----------------------------------------------------------------------------
     def from_list(self, values: Sequence[int]) -> RnnArch:
@@ -178,6 +182,11 @@ class RnnSpace(NoBranchSymmetry, Space):
             else:
                 mask[pos, self.act_offset: self.act_offset + len(self.acts)] = True
         return static_transition_mask(mask, self.vocab_size)
+
+    @cached_property
+    def index_positions(self) -> np.ndarray:
+        """Token positions that choose an input: each node's ``prev`` (odd positions)."""
+        return read_only(np.arange(self.length) % 2 == 1)
 
     def size(self) -> float:
         return float(len(self.acts) ** self.num_nodes * np.prod(np.arange(1, self.num_nodes, dtype=float)))
