@@ -146,11 +146,13 @@ MATRIX = {  # the smallest searches that take each source's code paths
     "cnn-ws": ["--task", "cifar10", "--preset", "smoke", "--epochs", "2", "--eval-every", "1", "--pool-size", "6",
                "--new-per-iter", "2", "--random-per-iter", "1", "--channels", "4", "--batch-size", "90",
                "--score-images", "20", "--rerank-top", "1", "--rerank-channels", "4", "--rerank-batch-size", "90"],
+    "ptb": ["--task", "ptb", "--data-dir", ("ptb-tiny",), "--preset", "smoke", "--epochs", "2", "--eval-every", "1",
+            "--pool-size", "6", "--new-per-iter", "2", "--random-per-iter", "1", "--rerank-top", "1"],
     "standalone": ["--task", "cifar10", "--space", "cnn", "--preset", "smoke", "--pool-size", "4", "--new-per-round", "2",
                    "--train-images", "32", "--channels", "4"],
 }
 STRATEGY_FLAGS = {"nao": ["--seeds", "3", "--controller-epochs", "8"], "rea": ["--population", "3", "--tournament", "2"],
-                  "random": []}
+                  "random": [], "enas": ["--policy-steps", "2", "--policy-aggregate", "2"], "local": []}
 KILL_AFTER = """
 import os, signal, sys
 from nao_ws.runs import folder

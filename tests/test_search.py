@@ -16,8 +16,10 @@ from supernet.spaces import get_space, parse_arch
 
 RUN_FILES = ("config.json", "pool.jsonl", "metrics.jsonl", "best.json", "log.txt")
 # after the k-th log write: mid-round, before a round's figures, before a proposal's checkpoint, ...
-KILLS = {("table", "random"): 4, ("table", "rea"): 11, ("table", "nao"): 6,
-         ("standalone", "random"): 3, ("standalone", "rea"): 5, ("standalone", "nao"): 7}
+KILLS = {("table", "random"): 4, ("table", "rea"): 11, ("table", "nao"): 6, ("table", "enas"): 9, ("table", "local"): 13,
+         ("standalone", "random"): 3, ("standalone", "rea"): 5, ("standalone", "nao"): 7, ("standalone", "enas"): 6}
+MATRIX = [(source, strategy) for source in ("table", "standalone") for strategy in ("random", "rea", "nao", "enas")] + \
+    [("table", "local")]
 
 
 def check_run_folder(out: Path, source: str, strategy: str, jsonl) -> None:
@@ -63,14 +65,12 @@ def check_resume(source: str, strategy: str, matrix, cli, jsonl, tb_scalars, tmp
     assert curves[0] == curves[1]
 
 
-@pytest.mark.parametrize("source", ["table", "standalone"])
-@pytest.mark.parametrize("strategy", ["random", "rea", "nao"])
+@pytest.mark.parametrize("source,strategy", MATRIX)
 def test_every_strategy_writes_the_run_folder(source, strategy, matrix, jsonl):
     check_run_folder(matrix.reference(source, strategy), source, strategy, jsonl)
 
 
-@pytest.mark.parametrize("source", ["table", "standalone"])
-@pytest.mark.parametrize("strategy", ["random", "rea", "nao"])
+@pytest.mark.parametrize("source,strategy", MATRIX)
 def test_killed_and_resumed_equals_uninterrupted(source, strategy, matrix, cli, jsonl, tb_scalars, tmp_path):
     check_resume(source, strategy, matrix, cli, jsonl, tb_scalars, tmp_path)
 
@@ -212,6 +212,10 @@ def test_a_folder_of_the_previous_version_is_refused_in_one_line(matrix, cli, tm
     (["--task", "cifar10", "--population", "5"], "--population is an option of --strategy rea, not of nao"),
     (["--task", "cifar10", "--strategy", "rea", "--population", "3", "--tournament", "4"], "--tournament 4"),
     (["--task", "cifar10", "--history", "latest"], "--history 'latest' is unknown"),
+    (["--task", "cifar10", "--sampling", "policy"], "use it with --strategy enas, not nao"),
+    (["--task", "cifar10", "--policy-lr", "0.1"], "--policy-lr is an option of --strategy enas, not of nao"),
+    (["--task", "cifar10", "--strategy", "enas", "--policy-preset", "tuned"], "--policy-preset 'tuned' is unknown"),
+    (["--task", "cifar10", "--strategy", "enas", "--baseline-decay", "1"], "--baseline-decay"),
     (["--task", "ptb", "--cell-output", "last"], "--cell-output 'last' is unknown"),
     (["--task", "cifar10", "--emb-size", "8"], "--emb-size does not apply to --task cifar10"),
     (["--task", "cifar10", "--preset", "huge"], "unknown preset 'huge'"),
@@ -238,6 +242,7 @@ def test_resume_rejects_new_options(cli, tmp_path, capsys):
                                                                                     "of each candidate"],
      ["Score source: a weight-sharing supernet", "Strategy nao", "supernet training epochs"]),
     (["--space", "nb201", "--benchmark", "t.csv"], ["Score source: a benchmark table", "--budget"], ["--rerank-top"]),
+    (["--strategy", "enas"], ["Strategy enas", "--policy-preset", "--tanh-constant"], ["Strategy nao", "--seeds"]),
 ])
 def test_help_shows_the_options_of_the_search_named(argv, shown, hidden, cli, capsys):
     code, out, _ = cli(["search", *argv, "--help"], capsys)

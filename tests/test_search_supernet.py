@@ -13,8 +13,10 @@ from nao_ws.search.sources import supernets
 from supernet.spaces import get_space, parse_arch
 
 RUN_FILES = ("config.json", "pool.jsonl", "metrics.jsonl", "best.json", "log.txt")
-KILLS = {("nb201", "random"): 2, ("nb201", "rea"): 5, ("nb201", "nao"): 4,
-         ("cnn-ws", "random"): 6, ("cnn-ws", "rea"): 3, ("cnn-ws", "nao"): 1}
+KILLS = {("nb201", "random"): 2, ("nb201", "rea"): 5, ("nb201", "nao"): 4, ("nb201", "enas"): 3, ("nb201", "local"): 4,
+         ("cnn-ws", "random"): 6, ("cnn-ws", "rea"): 3, ("cnn-ws", "nao"): 1, ("cnn-ws", "enas"): 4}
+MATRIX = [(source, strategy) for source in ("nb201", "cnn-ws") for strategy in ("random", "rea", "nao", "enas")] + \
+    [("nb201", "local")]
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +31,7 @@ def ptb(cli, data, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("source", ["nb201", "cnn-ws"])
-@pytest.mark.parametrize("strategy", ["random", "rea", "nao"])
+@pytest.mark.parametrize("source,strategy", MATRIX)
 def test_every_strategy_writes_the_run_folder(source, strategy, matrix, jsonl):
     out = matrix.reference(source, strategy)
     for name in RUN_FILES:
@@ -48,7 +49,7 @@ def test_every_strategy_writes_the_run_folder(source, strategy, matrix, jsonl):
         assert len(recs) == 6 and len({r["canonical"] for r in recs}) == 6
     new = [r for r in by_round[1] if r["arch"] not in {x["arch"] for x in by_round[0]}]
     proposed = sum(r["origin"] == strategy for r in new)
-    assert len(new) == 3 and proposed == {"random": 3, "rea": 2, "nao": proposed or 1}[strategy], new
+    assert len(new) == 3 and proposed == {"random": 3, "nao": proposed or 1}.get(strategy, 2), new
     assert all(r["epoch"] == r["round"] + 1 for r in pool)
     best = json.loads((out / "best.json").read_text())
     assert best["source"] == "supernet" and best["rerank"]["arch"] == best["text"] == best["query"]["arch"]
@@ -56,8 +57,7 @@ def test_every_strategy_writes_the_run_folder(source, strategy, matrix, jsonl):
     assert phases == ["train", "score", "propose", "train", "score", "rerank"]
 
 
-@pytest.mark.parametrize("source", ["nb201", "cnn-ws"])
-@pytest.mark.parametrize("strategy", ["random", "rea", "nao"])
+@pytest.mark.parametrize("source,strategy", MATRIX)
 def test_killed_and_resumed_equals_uninterrupted(source, strategy, matrix, cli, jsonl, tb_scalars, tmp_path):
     """SIGKILLed right after the k-th log write (any phase: training, scoring, proposing, re-ranking) and
     resumed, the search ends as the uninterrupted one did: logs, best.json and TensorBoard curves."""
@@ -93,6 +93,68 @@ def test_tensorboard_and_best_json_of_a_nao_search(matrix, cli, capsys):
         assert tag in tags["scalars"], tag
     assert [e.step for e in acc.Scalars("pool/max")] == [1, 2]  # supernet epochs
     assert "best/cells" in tags["images"]
+
+
+@pytest.mark.parametrize("source", ["nb201", "cnn-ws", "ptb"])
+def test_enas_alternates_supernet_and_policy_training(source, matrix, cli, jsonl, tb_scalars, tmp_path):
+    """ENAS on a supernet: the shared weights train on the policy's samples, then the policy trains for its
+    steps after every epoch; its figures reach metrics.jsonl and TensorBoard; every architecture it proposes
+    is valid. On PTB (the matrix has the others), killed after its first policy training and resumed, the
+    search ends as the uninterrupted one."""
+    out = matrix.reference(source, "enas")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["sampling"] == "policy" and cfg["policy_steps"] == 2
+    space = get_space(cfg["space"])
+    trains = [m for m in jsonl(out / "metrics.jsonl") if m["phase"] == "train"]
+    assert [m["policy"]["updates"] for m in trains] == [2, 4]
+    for m in trains:
+        assert 0 <= m["policy"]["baseline"] and m["policy"]["entropy"] > 0 and np.isfinite(m["policy"]["reward"])
+        space.validate(parse_arch(m["policy"]["likely"], space.name))
+    for r in jsonl(out / "pool.jsonl"):
+        space.validate(parse_arch(r["arch"], space.name))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tb"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    for tag in ("policy/reward", "policy/baseline", "policy/entropy", "policy/loss"):
+        assert [e.step for e in acc.Scalars(tag)][:2] == [1, 2], tag
+    assert "policy/likely" in acc.Tags()["images"]
+    if source != "ptb":
+        return  # the matrix kills and resumes the others
+    run = tmp_path / "killed"
+    assert matrix.killed(source, "enas", 1, run).returncode == -9  # right after epoch 1 and its policy training
+    code, _, err = cli(["search", "--resume", run, "--no-progress"])
+    assert code == 0, err
+    for name in ("pool.jsonl", "metrics.jsonl"):
+        assert jsonl.untimed(jsonl(run / name)) == jsonl.untimed(jsonl(out / name)), name
+    curves = [{k: v for k, v in tb_scalars(p).items() if "seconds" not in k} for p in (run, out)]
+    assert curves[0] == curves[1]
+
+
+def test_the_policy_draws_the_supernets_architectures(matrix, monkeypatch, cli, tmp_path):
+    """With --sampling policy every training minibatch's architecture comes from the policy's sampler."""
+    from nao_ws.search.sources import supernet as source_module
+    from nao_ws.search.strategies import enas
+
+    drawn, trained = [], []
+    real_draw = enas.EnasStrategy.draw
+
+    def draw(self, n, rng):
+        tokens, archs = real_draw(self, n, rng)
+        drawn.extend(archs)
+        return tokens, archs
+
+    real_advance = source_module.SupernetSource.advance
+
+    def advance(self, round_, pool, rng, monitor, pick=None):
+        assert pick is not None
+        return real_advance(self, round_, pool, rng, monitor, lambda: trained.append(pick()) or trained[-1])
+
+    monkeypatch.setattr(enas.EnasStrategy, "draw", draw)
+    monkeypatch.setattr(source_module.SupernetSource, "advance", advance)
+    code, _, err = cli(matrix.args("nb201", "enas") + ["--output", tmp_path / "run"])
+    assert code == 0, err
+    assert trained and all(a in drawn for a in trained)
 
 
 def test_a_ptb_search_and_its_cell_output(ptb, cli, capsys, data, jsonl):

@@ -52,7 +52,8 @@ def _search_config(task, preset, config_file, flags):
     space = flags.get("space") or from_file.get("space")
     if space is not None and space not in SPACES:
         raise NaoWsError(f"--space {space} is unknown: use {' or '.join(SPACES)}")
-    cls, presets, base = so.config_for(task, space, flags.get("benchmark") or from_file.get("benchmark"))
+    cls, presets, base = so.config_for(task, space, flags.get("benchmark") or from_file.get("benchmark"),
+                                       *(flags.get(k) or from_file.get(k) for k in ("strategy", "policy_preset")))
     cfg = resolve(cls, presets, preset, config_file, {**flags, "task": task}, base=base)
     for name, options in STRATEGY_OPTIONS.items():
         if options is None or name == cfg.strategy:
@@ -80,7 +81,7 @@ def _dataset(cfg) -> str | None:
 @run_options("search")
 @dataclass_options(*so.CONFIGS, exclude=("task",))
 def search(task, preset, config_file, output, resume, progress, download, **flags):
-    """Search cells: a strategy (--strategy nao, random or rea) proposes architectures, a score source scores
+    """Search cells: a strategy (--strategy nao, random, rea, enas or local) proposes architectures, a score source scores
     them: the inherited weights of a weight-sharing supernet (--space cnn-ws, rnn or nb201), training from
     scratch (--space cnn, paper Algorithm 1) or the NAS-Bench-201 table (--space nb201 --benchmark FILE).
     Give --space, --benchmark and --strategy with --help to see only their options."""

@@ -85,12 +85,12 @@ class Search(RollsBack):
     def __init__(self, cfg, run: RunDir, monitor: Monitor, source: ScoreSource):
         self.cfg, self.run, self.monitor, self.source = cfg, run, monitor, source
         self.space = get_space(cfg.space)
-        self.strategy = make_strategy(cfg, self.space, self.source.device, monitor)
+        self.strategy = make_strategy(cfg, self.space, self.source, monitor)
         self.rng = np.random.default_rng(cfg.seed)
         self.state = State()
         self.records: list[dict] = []  # pool.jsonl's
         self.latest: dict[str, dict] = {}  # text -> its latest record
-        self.drawn: str | None = None  # the cell last drawn to TensorBoard
+        self.drawn: dict[str, str] = {}  # TensorBoard tag -> the cell last drawn there
 
     @property
     def rollbacks(self) -> int:
@@ -189,9 +189,15 @@ class Search(RollsBack):
                 self.monitor.scalars({k: math.nan if v is None else v for k, v in scalars.items()}, step, group + "/")
         if record["phase"] == "score" and record.get("best") is not None:
             self.monitor.scalar("best/score", record["best_score"], step)
-            if record["best"] != self.drawn and self.monitor.log_dir is not None:
-                self.monitor.image("best/cells", plot.render(parse_arch(record["best"], self.cfg.space)), step)
-                self.drawn = record["best"]
+            self.draw("best/cells", record["best"], step)
+        if isinstance(record.get("policy"), dict) and "likely" in record["policy"]:
+            self.draw("policy/likely", record["policy"]["likely"], step)
+
+    def draw(self, tag: str, text: str, step: int) -> None:
+        """The cell ``text`` to TensorBoard under ``tag``, when it differs from the one drawn there last."""
+        if self.drawn.get(tag) != text and self.monitor.log_dir is not None:
+            self.monitor.image(tag, plot.render(parse_arch(text, self.cfg.space)), step)
+            self.drawn[tag] = text
 
     def history(self) -> list[tuple]:
         """What the strategy learns from: (architecture, score) pairs, oldest first. A source whose scores age
@@ -222,12 +228,15 @@ class Search(RollsBack):
 
     # -- phases --------------------------------------------------------------------------------------------
     def advance(self) -> None:
+        """A unit of the source's work (a supernet epoch), then what the strategy learns from it (ENAS)."""
+        pick = self.strategy.sampler(self.rng) if getattr(self.cfg, "sampling", None) == "policy" else None
         done = self.source.advance(self.state.round, [parse_arch(t, self.cfg.space) for t in self.state.pool],
-                                   self.rng, self.monitor)
+                                   self.rng, self.monitor, pick)
         if done is None:
             self.state.phase = "score"
             return
         record, checkpoint = done
+        record.update(self.strategy.learn(lambda archs: self.source.reward(archs, self.rng), self.rng))
         self.log({"phase": "train", **record})
         if checkpoint:
             self.checkpoint()

@@ -13,7 +13,7 @@ from ..config.options import RunConfig, option
 from ..data.tasks import TEXT_TASKS
 from .sources import kind_of
 from .sources.options import ImageScoring, StandaloneOptions, SupernetOptions, TableOptions
-from .strategies.options import STRATEGIES, NaoOptions, ReaOptions
+from .strategies.options import STRATEGIES, EnasOptions, NaoOptions, ReaOptions
 
 
 @dataclass(frozen=True)
@@ -23,11 +23,11 @@ class SearchOptions(RunConfig):
     space: str = option("cnn-ws", "search space: cnn-ws, nb201 or rnn on a weight-sharing supernet; cnn trains every "
                                   "candidate from scratch; nb201 with --benchmark queries the table",
                         choices=tuple(SPACES))
-    strategy: str = option("nao", "what proposes architectures: nao (the controller), random, or rea (regularised "
-                                  "evolution)", choices=STRATEGIES)
+    strategy: str = option("nao", "what proposes architectures: nao (the NAO controller), random, rea (regularised "
+                                  "evolution), enas (ENAS's controller) or local (local search)", choices=STRATEGIES)
 
 
-STRATEGY_OPTIONS = (NaoOptions, ReaOptions)
+STRATEGY_OPTIONS = (NaoOptions, ReaOptions, EnasOptions)
 
 
 @dataclass(frozen=True)
@@ -78,14 +78,15 @@ CNN_PRESETS = {
               "eval_every": 2, "pool_size": 16, "new_per_iter": 8, "random_per_iter": 2, "seeds": 8,
               "controller_epochs": 30, "score_images": 50, "score_batch": 50, "aux_weight": 0.0,
               "rerank_top": 2, "rerank_epochs": 1, "rerank_layers": 1, "rerank_channels": 8,
-              "rerank_batch_size": 64, "population": 4, "tournament": 2, **WS_CHOICES},
+              "rerank_batch_size": 64, "population": 4, "tournament": 2, "policy_steps": 2, "policy_aggregate": 3,
+              **WS_CHOICES},
 }
 RNN_PRESETS = {
     "paper": {"epochs": 1000, "eval_every": 200, "new_per_iter": 300, "checkpoint_every": 5},  # reference §3.2
     "smoke": {"emb_size": 32, "batch_size": 16, "bptt": 20, "epochs": 4, "eval_every": 2, "pool_size": 16,
               "new_per_iter": 8, "random_per_iter": 2, "seeds": 8, "controller_epochs": 30,
               "score_windows": 16, "rerank_top": 2, "rerank_epochs": 1, "rerank_batch_size": 16, "population": 4,
-              "tournament": 2},
+              "tournament": 2, "policy_steps": 2, "policy_aggregate": 3},
 }
 # reference §8's network and recipe (the Nb201Supernet defaults) in the reference §3.1 loop: 150 epochs, the
 # pool scored every 30. Ours: a pool sized for a space of 4,930 distinct cells; re-ranking the top 5
@@ -103,7 +104,8 @@ NB201_PRESETS = {
     "smoke": {"dataset": "cifar10-sample", "layers": 1, "channels": 4, "batch_size": 32, "epochs": 2,
               "eval_every": 1, "pool_size": 10, "new_per_iter": 4, "random_per_iter": 1, "seeds": 4,
               "controller_epochs": 10, "score_images": 50, "score_batch": 50, "calib_images": 32, "rerank_top": 1,
-              "rerank_epochs": 1, "rerank_batch_size": 32, "population": 4, "tournament": 2, **WS_CHOICES},
+              "rerank_epochs": 1, "rerank_batch_size": 32, "population": 4, "tournament": 2, "policy_steps": 2,
+              "policy_aggregate": 3, **WS_CHOICES},
 }
 TABLE_PRESETS = {
     "paper": {},
@@ -121,23 +123,39 @@ STANDALONE_PRESETS = {
 TABLE_NAO = {"candidates": 30, "controller_epochs": 50, "select": "predicted"}
 
 
-def _controller_defaults(space: str) -> dict:
-    """K and the controller's epochs of ``space``'s controller preset (reference §2.1, §2.2)."""
+def _controller_defaults(space: str, policy_preset: str | None) -> dict:
+    """K and the controller's epochs of ``space``'s NAO controller preset (reference §2.1, §2.2), and the ENAS
+    policy's values of ``--policy-preset`` for the space (``controller.config.enas_preset``)."""
     _, train, generate = ctrl_config.preset(space)
-    return {"seeds": generate.num_seeds, "controller_epochs": train.epochs}
+    known = policy_preset in ctrl_config.POLICY_PRESETS  # an unknown name is refused when the option is read
+    policy, reinforce = ctrl_config.enas_preset(space, policy_preset if known else "enas")
+    return {"seeds": generate.num_seeds, "controller_epochs": train.epochs, "policy_hidden": policy.hidden_size,
+            "policy_layers": policy.layers, "temperature": policy.temperature, "tanh_constant": policy.tanh_constant,
+            "op_tanh_reduce": policy.op_tanh_reduce, "policy_lr": reinforce.lr, "policy_beta1": reinforce.beta1,
+            "policy_eps": reinforce.eps, "policy_grad_clip": reinforce.grad_clip, "policy_steps": reinforce.steps,
+            "policy_aggregate": reinforce.aggregate, "entropy_weight": reinforce.entropy_weight,
+            "baseline_decay": reinforce.baseline_decay}
 
 
-def config_for(task: str, space: str | None, benchmark) -> tuple[type, dict, dict]:
-    """(config class, presets, defaults) of the search ``--task``, ``--space`` and ``--benchmark`` ask for."""
+def _over_presets(presets: dict, values: dict) -> dict:
+    """``presets`` with ``values`` above each (a config file and flags still override them)."""
+    return {name: {**preset, **values} for name, preset in presets.items()}
+
+
+def config_for(task: str, space: str | None, benchmark, strategy: str | None = None,
+               policy_preset: str | None = None) -> tuple[type, dict, dict]:
+    """(config class, presets, defaults) of the search ``--task``, ``--space``, ``--benchmark``, ``--strategy`` and
+    ``--policy-preset`` ask for. On a supernet, ``--strategy enas`` trains it on its policy's samples whatever
+    the preset says (``--sampling policy``: ENAS's alternation)."""
     space = space or ("nb201" if benchmark else "rnn" if task in TEXT_TASKS else "cnn-ws")
-    defaults = {"space": space, **_controller_defaults(space)}
+    defaults = {"space": space, **_controller_defaults(space, policy_preset)}
     kind = kind_of(space, benchmark)
     if kind == "table":
         return TableSearch, TABLE_PRESETS, {**defaults, **TABLE_NAO}
     if kind == "standalone":
         return StandaloneSearch, STANDALONE_PRESETS, {**defaults, "new_per_round": ctrl_config.preset(space)[2].num_new}
-    if space == "rnn":
-        return RnnWsSearch, RNN_PRESETS, defaults
-    if space == "nb201":
-        return Nb201WsSearch, NB201_PRESETS, defaults
-    return CnnWsSearch, CNN_PRESETS, defaults
+    cls, presets = {"rnn": (RnnWsSearch, RNN_PRESETS), "nb201": (Nb201WsSearch, NB201_PRESETS)}.get(
+        space, (CnnWsSearch, CNN_PRESETS))
+    if strategy == "enas":
+        presets = _over_presets(presets, {"sampling": "policy"})
+    return cls, presets, defaults

@@ -20,6 +20,7 @@ class ScoreSource:
     initial: int  # random architectures of round 0
     total: int  # the step (``step``) at which the search ends, for the progress bar
     device: object  # where this process computes (the strategy's controller too)
+    reward_scale = 1.0  # a score times this is a reward in ENAS's units (an accuracy as a fraction)
 
     def round_size(self, strategy, scored: int) -> int:
         """How many new architectures the next round asks the strategy for, after ``scored`` queries."""
@@ -33,10 +34,16 @@ class ScoreSource:
         """The TensorBoard step of what happens now: supernet epochs, queries or trained candidates."""
         return scored
 
-    def advance(self, round_: int, pool: Sequence, rng, monitor) -> tuple[dict, bool] | None:
+    def advance(self, round_: int, pool: Sequence, rng, monitor, pick=None) -> tuple[dict, bool] | None:
         """One unit of round ``round_``'s work before its scoring (``pool``: what it will score): its metrics
-        record and whether to checkpoint now; None once the round may be scored."""
+        record and whether to checkpoint now; None once the round may be scored. ``pick``: the strategy's
+        sampler of training architectures, where it draws them (``Strategy.sampler``)."""
         return None
+
+    def reward(self, archs: Sequence, rng) -> list[float]:
+        """ENAS's reward of each architecture from one validation minibatch (only a source that trains between
+        rounds has one: the strategy learns from it after each unit of ``advance``)."""
+        raise NotImplementedError
 
     def score(self, archs: Sequence, monitor) -> Iterator[list[tuple[int, dict]]]:
         """Results as they come, in chunks of ``(index in archs, {"score": ..., other metrics})``; a failed

@@ -10,7 +10,7 @@ from ...config.options import AT_LEAST_0, AT_LEAST_1, POSITIVE, Range, option
 from ...data.tasks import IMAGE_TASKS
 from ...train.options import MAX_NAN_STEPS
 
-SAMPLING = ("uniform", "balanced", "space")  # the architecture of each supernet minibatch (SupernetSource.sampler)
+SAMPLING = ("uniform", "balanced", "space", "policy")  # the architecture of each supernet minibatch (SupernetSource.sampler)
 HISTORY = ("pool", "all", "rescore")  # what a strategy learns from on a supernet (driver.Search.history)
 SCORE_METRICS = ("accuracy", "loss")
 EXECUTORS = ("local", "ray")
@@ -34,8 +34,9 @@ class SupernetOptions:
                                   "state, as both references), all (every architecture scored so far, each with its "
                                   "latest score), rescore (all of them scored again now)", choices=HISTORY)
     sampling: str = option("uniform", "architecture of each minibatch: uniform over the pool, balanced (probability "
-                                      "proportional to its parameter count, the NAO authors' later code), or space "
-                                      "(uniform over the whole space, as random search with weight sharing trains)",
+                                      "proportional to its parameter count, the NAO authors' later code), space "
+                                      "(uniform over the whole space, as random search with weight sharing trains), "
+                                      "or policy (ENAS's policy samples it; the default of --strategy enas)",
                            choices=SAMPLING)
     unsampled: str = option("skip", "weights off a step's sampled path: skip (left alone) or decay (weight decay and "
                                     "momentum reach every weight at every step, as in both references)",

@@ -5,7 +5,7 @@ architecture per minibatch, and scores architectures with inherited weights on f
 
 Its scores age as the supernet trains, so every round scores the pool again (``stale``). Which architecture
 trains on a minibatch (``--sampling``): uniform over the pool (reference §3.1), in proportion to its parameter
-count, or uniform over the whole space. At the end the top ``rerank_top`` are re-ranked by short standalone
+count, uniform over the whole space, or drawn by the strategy's policy (ENAS). At the end the top ``rerank_top`` are re-ranked by short standalone
 training. The supernet, its optimiser and data live in ``supernets`` (one class per space).
 """
 from __future__ import annotations
@@ -31,6 +31,9 @@ def check_config(cfg) -> None:
     if (image and cfg.space not in ("cnn-ws", "nb201")) or (not image and cfg.space != "rnn"):
         want = "cnn-ws or nb201 (or cnn for the standalone search)" if image else "rnn"
         raise NaoWsError(f"--task {cfg.task} searches the {want} space, not --space {cfg.space}")
+    if cfg.sampling == "policy" and cfg.strategy != "enas":
+        raise NaoWsError(f"--sampling policy draws the supernet's architectures from ENAS's policy: use it with "
+                         f"--strategy enas, not {cfg.strategy}")
     if cfg.sampling == "balanced" and cfg.space == "rnn":
         raise NaoWsError("--sampling balanced weighs architectures by parameter count, which every rnn cell "
                          "shares: use --sampling uniform")
@@ -82,13 +85,14 @@ class SupernetSource(ScoreSource):
     def position(self) -> str:
         return f"epoch {self.epoch}"
 
-    def advance(self, round_: int, pool: Sequence, rng: np.random.Generator, monitor) -> tuple[dict, bool] | None:
+    def advance(self, round_: int, pool: Sequence, rng: np.random.Generator, monitor,
+                pick=None) -> tuple[dict, bool] | None:
         """One supernet epoch, until round ``round_``'s last: epoch (round + 1) x ``eval_every``, or the last;
         a checkpoint every ``checkpoint_every`` epochs and after the round's last."""
         last = min((round_ + 1) * self.cfg.eval_every, self.cfg.epochs)
         if self.epoch >= last:
             return None
-        metrics = self.supernet.train_epoch(self.epoch, self.sampler(pool, rng), self.lr_scale, monitor)
+        metrics = self.supernet.train_epoch(self.epoch, pick or self.sampler(pool, rng), self.lr_scale, monitor)
         self.epoch += 1
         return {"epoch": self.epoch, **metrics}, self.epoch == last or self.epoch % self.cfg.checkpoint_every == 0
 
@@ -102,6 +106,9 @@ class SupernetSource(ScoreSource):
         if self.cfg.sampling == "space":  # Li & Talwalkar 2019's random search with weight sharing
             return lambda: self.space.sample(rng)
         return lambda: pool[int(rng.integers(len(pool)))]  # uniform over the pool (reference §3.1)
+
+    def reward(self, archs: Sequence, rng: np.random.Generator) -> list[float]:
+        return self.supernet.reward(archs, rng)
 
     def score(self, archs: Sequence, monitor):
         """The whole list in one chunk: one write and one fsync of its records."""

@@ -29,6 +29,7 @@ from ...train.options import CNN_PRESETS, RNN_PRESETS, CnnTrainConfig, RnnTrainC
 from ...train.trainer import EpochStats, seeded
 
 SCORE_CHUNK = 25  # architectures per progress-bar update while scoring
+PTB_REWARD = 80.0  # ENAS's PTB reward: this / validation perplexity (src/ptb/ptb_enas_controller.py)
 
 
 def sgdr_lr(epoch: int, lr_max: float, lr_min: float, t0: int, t_mult: int) -> float:
@@ -91,6 +92,19 @@ class CnnWs:
                          "valid_loss": s.loss}
                         for s in cnn.score(self.model, chunk, self.dev, amp=self.cfg.amp, calibration=self.calibration)]
                 bar.update(len(chunk))
+        return out
+
+    def reward(self, archs: list, rng) -> list[float]:
+        """ENAS's reward: each architecture's accuracy with inherited weights on its own minibatch of
+        ``batch_size`` dev images drawn at random, BN normalising with the minibatch's statistics (ENAS's
+        ``valid_shuffle``)."""
+        x = torch.cat([x for x, _ in self.dev])
+        y = torch.cat([y for _, y in self.dev])
+        out = []
+        for arch in archs:
+            idx = torch.as_tensor(rng.choice(len(y), size=min(self.cfg.batch_size, len(y)), replace=False),
+                                  device=y.device)
+            out.append(cnn.score(self.model, [arch], [(x[idx], y[idx])], amp=self.cfg.amp)[0].acc)
         return out
 
     def arch_size(self, arch) -> int:
@@ -199,6 +213,18 @@ class RnnWs:
                 out += [{"score": -s["valid_loss"], **s}
                         for s in rnn.score(self.model, chunk, self.windows, self.cfg.amp)]
                 bar.update(len(chunk))
+        return out
+
+    def reward(self, archs: list, rng) -> list[float]:
+        """ENAS's PTB reward: 80 / validation perplexity with inherited weights, each architecture on its own
+        ``batch_size`` of the scoring windows drawn at random."""
+        w = self.windows
+        out = []
+        for arch in archs:
+            cols = torch.as_tensor(rng.choice(w.inputs.size(1), size=min(self.cfg.batch_size, w.inputs.size(1)),
+                                              replace=False), device=w.inputs.device)
+            part = rnn.ScoreWindows(w.inputs[:, cols], w.targets[:, cols], w.burn_in)
+            out.append(PTB_REWARD / rnn.score(self.model, [arch], part, self.cfg.amp)[0]["valid_ppl"])
         return out
 
     def rerank(self, arch, seed: int, monitor: Monitor) -> dict:

@@ -159,6 +159,8 @@ def check_config(cfg) -> None:
 class TableSource(ScoreSource):
     """Lookups of the table's validation column; the test column only in ``summary``, once the budget is spent."""
 
+    reward_scale = 0.01  # the table's accuracies are percentages
+
     def __init__(self, cfg):
         self.cfg, self.table = cfg, load_table(cfg.benchmark, cfg.task)
         self.initial, self.total = min(cfg.initial, cfg.budget), cfg.budget

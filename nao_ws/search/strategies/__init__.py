@@ -1,6 +1,7 @@
 """Search strategies: given the scored architectures, propose the next ones. One small interface
-(:class:`Strategy`) and a module per strategy: ``random``, ``rea`` (regularised evolution), ``nao`` (the NAO
-controller). The search driver (``nao_ws.search.driver``) runs any of them on any score source.
+(:class:`Strategy`) and a module per strategy: ``random``, ``rea`` (regularised evolution), ``local`` (local
+search), ``nao`` (the NAO controller), ``enas`` (ENAS's controller). The search driver
+(``nao_ws.search.driver``) runs any of them on any score source.
 
 A strategy sees the history as ``(architecture, score)`` pairs, oldest first (on a supernet, whose scores age,
 the current pool, just scored), and returns new proposals: none of them is in ``known``, the set of canonical
@@ -10,7 +11,7 @@ This package and its options are free of torch; ``make_strategy`` imports the st
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -63,6 +64,16 @@ class Strategy:
     def propose(self, history: Sequence[tuple], n: int, known: set, rng: np.random.Generator) -> list[Proposal]:
         raise NotImplementedError
 
+    def sampler(self, rng: np.random.Generator) -> Callable[[], object] | None:
+        """On a supernet with ``--sampling policy``: the architecture of each training minibatch, drawn by the
+        strategy (ENAS trains the shared weights on its policy's samples); None: the strategy draws none."""
+        return None
+
+    def learn(self, reward: Callable[[list], list], rng: np.random.Generator) -> dict:
+        """On a supernet, after each epoch: learn from ``reward(archs)`` (one float per architecture, from a
+        validation minibatch; ENAS's policy training); the figures to log, as groups of scalars."""
+        return {}
+
     def state_dict(self) -> dict:
         return {}
 
@@ -70,8 +81,8 @@ class Strategy:
         pass
 
 
-def make_strategy(cfg, space, device, monitor) -> Strategy:
-    """The strategy ``cfg.strategy`` names, with its options from ``cfg``."""
+def make_strategy(cfg, space, source, monitor) -> Strategy:
+    """The strategy ``cfg.strategy`` names, with its options from ``cfg``, for the score source ``source``."""
     if cfg.strategy == "random":
         from .random import RandomStrategy
 
@@ -83,5 +94,13 @@ def make_strategy(cfg, space, device, monitor) -> Strategy:
     if cfg.strategy == "nao":
         from .nao import NaoStrategy
 
-        return NaoStrategy.from_config(cfg, space, device, monitor)
+        return NaoStrategy.from_config(cfg, space, source.device, monitor)
+    if cfg.strategy == "enas":
+        from .enas import EnasStrategy
+
+        return EnasStrategy.from_config(cfg, space, source)
+    if cfg.strategy == "local":
+        from .local import LocalSearch
+
+        return LocalSearch(space)
     raise NaoWsError(f"--strategy {cfg.strategy} is unknown")

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...config.options import AT_LEAST_0, AT_LEAST_1, DROP, FRACTION, option
+from controller.config import POLICY_PRESETS
 
-STRATEGIES = ("nao", "random", "rea")
+from ...config.options import AT_LEAST_0, AT_LEAST_1, DROP, FRACTION, MOMENTUM, POSITIVE, option
+
+STRATEGIES = ("nao", "random", "rea", "enas", "local")
 SELECT = ("found", "predicted")
 
 
@@ -41,4 +43,29 @@ class ReaOptions:
     tournament: int = option(5, "tournament size", within=AT_LEAST_1)
 
 
-OPTIONS = {"nao": NaoOptions, "rea": ReaOptions, "random": None}  # each strategy's own options, for help and checks
+@dataclass(frozen=True)
+class EnasOptions:
+    """ENAS's controller (Pham et al. 2018) as a strategy: an LSTM policy trained by REINFORCE. Each default is
+    ENAS's published value for the space (its CIFAR micro search; its PTB search for rnn; docs/strategies.md)."""
+
+    policy_preset: str = option("enas", "the defaults of the options below: enas (ENAS's published values) or nats "
+                                        "(those NAS-Bench-201's author retuned for NATS-Bench, where ENAS no longer "
+                                        "collapses)", choices=POLICY_PRESETS)
+    policy_hidden: int | None = option(None, "LSTM size of the policy", within=AT_LEAST_1)
+    policy_layers: int | None = option(None, "LSTM layers of the policy", within=AT_LEAST_1)
+    policy_lr: float | None = option(None, "Adam learning rate of the policy", within=POSITIVE)
+    policy_beta1: float | None = option(None, "Adam beta1 of the policy", within=MOMENTUM)
+    policy_eps: float | None = option(None, "Adam epsilon of the policy", within=POSITIVE)
+    policy_grad_clip: float | None = option(None, "gradient-norm clip of the policy (0: none)", within=AT_LEAST_0)
+    policy_steps: int | None = option(None, "policy updates after each supernet epoch", within=AT_LEAST_1)
+    policy_aggregate: int | None = option(None, "samples (and rewards) per policy update on a supernet",
+                                          within=AT_LEAST_1)
+    entropy_weight: float | None = option(None, "weight of a sample's entropy added to its reward", within=AT_LEAST_0)
+    baseline_decay: float | None = option(None, "decay of the reward's moving-average baseline", within=MOMENTUM)
+    temperature: float | None = option(None, "logits / temperature before clipping (0: none)", within=AT_LEAST_0)
+    tanh_constant: float | None = option(None, "C of the logits' C * tanh clipping (0: none)", within=AT_LEAST_0)
+    op_tanh_reduce: float | None = option(None, "op decisions clip at tanh-constant / this", within=POSITIVE)
+
+
+# each strategy's own options, for help and checks
+OPTIONS = {"nao": NaoOptions, "rea": ReaOptions, "random": None, "enas": EnasOptions, "local": None}
