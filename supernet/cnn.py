@@ -249,7 +249,8 @@ def train_step(model: CellNetwork, optimizer: torch.optim.Optimizer, x: torch.Te
                arch: CnnArch | None = None, *, grad_clip: float, aux_weight: float = 0.0,
                progress: float = 1.0, amp: bool = False, sync: bool = True, unsampled: str = "skip") -> StepResult:
     """One SGD step on a batch: cross-entropy (+ ``aux_weight`` x the aux head's), gradient-norm clip,
-    update. ``arch``: the sampled architecture (supernet); None for a final network. ``unsampled``
+    update. ``arch``: the sampled architecture (supernet), or a list of them whose gradients on the batch are
+    summed before the one update (fair sampling); None for a final network. ``unsampled``
     (``optim.zero_grads``): ``skip`` gives parameters off the sampled path no gradient (None), so the
     optimiser leaves them, momentum included, untouched; ``decay`` gives them zero gradients, so weight
     decay and momentum reach them (reference §3.1). Any network whose ``forward(x, arch, progress)`` returns
@@ -260,16 +261,21 @@ def train_step(model: CellNetwork, optimizer: torch.optim.Optimizer, x: torch.Te
     if not model.training:
         model.train()
     optim.zero_grads(optimizer, unsampled)
-    with autocast(x.device, amp):
-        logits, aux = model(x, progress=progress) if arch is None else model(x, arch, progress=progress)
-    loss = F.cross_entropy(logits.float(), y)
-    total = loss if aux is None or aux_weight == 0 else loss + aux_weight * F.cross_entropy(aux.float(), y)
-    total.backward()
+    losses, accs, totals = [], [], []
+    for a in arch if isinstance(arch, list) else [arch]:  # several: their gradients summed, one update
+        with autocast(x.device, amp):
+            logits, aux = model(x, progress=progress) if a is None else model(x, a, progress=progress)
+        loss = F.cross_entropy(logits.float(), y)
+        total = loss if aux is None or aux_weight == 0 else loss + aux_weight * F.cross_entropy(aux.float(), y)
+        total.backward()
+        losses.append(loss.detach())
+        totals.append(total.detach())
+        accs.append((logits.argmax(1) == y).float().mean())
+    loss, total, acc = (torch.stack(v).mean() for v in (losses, totals, accs))
     # the optimiser's flat parameter list: walking the supernet's ~10^4 modules would cost more than a step
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     grad_norm = nn.utils.clip_grad_norm_(params, grad_clip)
     finite = torch.isfinite(total) & torch.isfinite(grad_norm)
-    acc = (logits.argmax(1) == y).float().mean()
     optim.step_if_finite(optimizer, finite, keep_grads=unsampled == "decay")
     if not sync:
         return StepResult(loss.detach(), finite, acc=acc)
@@ -326,9 +332,9 @@ def recalibrated_bn(model: nn.Module, arch, bns: Sequence[nn.BatchNorm2d], calib
         return
     keys = ("momentum", "track_running_stats", "running_mean", "running_var", "num_batches_tracked")
     saved = [{k: getattr(bn, k) for k in keys} for bn in bns]
+    device = calibration[0][0].device
     try:
         for bn in bns:
-            device = bn.weight.device
             bn.running_mean = torch.zeros(bn.num_features, device=device)
             bn.running_var = torch.ones(bn.num_features, device=device)
             bn.num_batches_tracked = torch.zeros((), dtype=torch.long, device=device)

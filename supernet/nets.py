@@ -58,7 +58,8 @@ class NASNetwork(CellNetwork):
         shared = dict(supernet.named_parameters())
         with torch.no_grad():
             for name, p in net.named_parameters():
-                p.copy_(shared[name])
+                if name in shared:  # (a supernet without BN scales and shifts leaves them at 1 and 0)
+                    p.copy_(shared[name])
         return net
 
 

@@ -30,6 +30,17 @@ def batch_norm(channels: int, track_stats: bool) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BN_EPS, affine=True, track_running_stats=track_stats)
 
 
+def drop_bn_affine(model: nn.Module) -> nn.Module:
+    """``model`` with every BN's learned scale and shift removed: normalisation only, as in NAS-Bench-201's and
+    NASLib's supernets."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d) and m.affine:
+            m.affine = False
+            m.register_parameter("weight", None)
+            m.register_parameter("bias", None)
+    return model
+
+
 def depthwise_conv(channels: int, kernel: int, stride: int) -> nn.Conv2d:
     """A kxk depthwise convolution with "same" padding."""
     return nn.Conv2d(channels, channels, kernel, stride, kernel // 2, groups=channels, bias=False)

@@ -11,7 +11,7 @@ from supernet.spaces import SPACES
 
 from ..config import recipes
 from ..config.options import RunConfig, build_config, config_to_dict, load_config_file, resolve
-from ..data.tasks import TASKS
+from ..data.tasks import IMAGE_TASKS, TASKS
 from ..errors import USER_ERRORS, NaoWsError
 from ..search import options as so
 from ..search.sources import kind_of
@@ -21,6 +21,7 @@ from .common import open_for_resume, require_data, run_options
 from .options import SectionedCommand, dataclass_options, own_fields, peek, section
 
 SEARCH_TASKS = tuple(dict.fromkeys(TASKS + TABLE_TASKS))
+PROXY_SPACES = ("nb201", "cnn-ws", "cnn")  # the image spaces (nao_ws.search.proxies)
 SUPERNET_SPACES = {"cnn-ws": ("CIFAR-10 supernet (reference §3.1)", [recipes.CnnSupernet, ImageScoring, so.CnnWsSearch]),
                    "nb201": ("NAS-Bench-201 supernet (reference §8)", [recipes.Nb201Supernet, ImageScoring]),
                    "rnn": ("PTB supernet (reference §3.2)", [recipes.RnnSupernet, so.RnnWsSearch])}
@@ -114,26 +115,59 @@ def search(task, preset, config_file, output, resume, progress, download, **flag
 
 
 @click.command("score")
-@click.option("--run", "run_path", required=True, help="the folder of a weight-sharing search (finished or not)")
+@click.option("--run", "run_path", default=None, help="the folder of a weight-sharing search (finished or not)")
+@click.option("--proxy", default=None, help="zero-cost proxies instead of a run: params, flops, synflow, naswot, "
+                                            "snip, grad_norm, jacob_cov (comma-separated, or all)")
 @click.option("--archs", "archs_file", required=True, help="text file: one architecture's text form a line")
-@click.option("--device", default=None, help="auto | cpu | cuda[:N] (default: the run's)")
+@click.option("--space", type=click.Choice(PROXY_SPACES), default=None,
+              help="with --proxy: the space of the architectures (default: read from the file's first line)")
+@click.option("--task", type=click.Choice(IMAGE_TASKS), default="cifar10", help="with --proxy: the images")
+@click.option("--data-file", default=None, help="with --proxy: an .npz of CIFAR images (x, y) to read instead")
+@click.option("--proxy-batch", type=click.IntRange(1), default=64, help="with --proxy: images of the minibatch")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0,
+              help="with --proxy: the networks' initialisation and the minibatch")
+@click.option("--device", default=None, help="auto | cpu | cuda[:N] (default: the run's; with --proxy auto)")
 @click.option("--data-dir", default=None, help="dataset root (default: the one the run used)")
 @click.option("--output", default=None, help="also write the JSON lines to this file")
 @click.option("--progress/--no-progress", default=True, help="tqdm progress bars")
-def score(run_path, archs_file, device, data_dir, output, progress):
+def score(run_path, proxy, archs_file, space, task, data_file, proxy_batch, seed, device, data_dir, output, progress):
     """Score the architectures of ARCHS with the inherited weights of the search in RUN (its latest
-    checkpoint), as the search scores its pool; print one JSON line per architecture (arch, score, ...)."""
+    checkpoint), as the search scores its pool, or with zero-cost proxies (--proxy); print one JSON line per
+    architecture (arch, score, ...)."""
     from ..runs.files import io_error, strict_json
     from ..search import scoring
 
-    run, ckpt = scoring.open_run(run_path)  # a weight-sharing search's checkpoint
-    cfg = _saved_config(run.read_config(), {"device": device, "data_dir": data_dir})
-    archs = scoring.read_archs(archs_file, cfg.space, run.path)
-    require_data(_dataset(cfg), cfg.data_dir, getattr(cfg, "data_file", None))
-    lines = [json.dumps(strict_json(r)) for r in scoring.score(cfg, ckpt, archs, progress)]
+    if (run_path is None) == (proxy is None):
+        raise NaoWsError("give --run (a search's inherited weights) or --proxy (zero-cost proxies), one of them")
+    if proxy is not None:
+        records = _proxy_records(proxy, archs_file, space, task, data_file, data_dir, proxy_batch, seed, device,
+                                 progress)
+    else:
+        given = [f for f, v in (("space", space), ("data-file", data_file)) if v is not None]
+        if given:
+            raise NaoWsError(f"--{given[0]} is an option of --proxy: a run's scores use the run's own")
+        run, ckpt = scoring.open_run(run_path)  # a weight-sharing search's checkpoint
+        cfg = _saved_config(run.read_config(), {"device": device, "data_dir": data_dir})
+        archs = scoring.read_archs(archs_file, cfg.space, f"{run.path} searched the {cfg.space} space")
+        require_data(_dataset(cfg), cfg.data_dir, getattr(cfg, "data_file", None))
+        records = scoring.score(cfg, ckpt, archs, progress)
+    lines = [json.dumps(strict_json(r)) for r in records]
     if output:
         try:
             Path(output).write_text("".join(line + "\n" for line in lines))
         except OSError as e:
             raise io_error(e, f"writing --output {output}") from None
     click.echo("\n".join(lines))
+
+
+def _proxy_records(proxy, archs_file, space, task, data_file, data_dir, batch, seed, device, progress):
+    from ..data.images import load_images
+    from ..runs import resolve_device
+    from ..search import proxies, scoring
+
+    names = proxies.parse_proxies(proxy)
+    space = scoring.space_of_file(archs_file, space)
+    archs = scoring.read_archs(archs_file, space, f"--space is {space}")
+    require_data(task, data_dir, data_file)
+    images = load_images(task, data_dir, npz_path=data_file)
+    return list(scoring.proxy_scores(archs, names, images, batch, seed, resolve_device(device or "auto"), progress))

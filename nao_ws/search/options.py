@@ -12,7 +12,7 @@ from ..config import recipes
 from ..config.options import RunConfig, option
 from ..data.tasks import TEXT_TASKS
 from .sources import kind_of
-from .sources.options import ImageScoring, StandaloneOptions, SupernetOptions, TableOptions
+from .sources.options import ImageScoring, ImageSupernetOptions, StandaloneOptions, SupernetOptions, TableOptions
 from .strategies.options import STRATEGIES, EnasOptions, NaoOptions, ReaOptions
 
 
@@ -31,14 +31,16 @@ STRATEGY_OPTIONS = (NaoOptions, ReaOptions, EnasOptions)
 
 
 @dataclass(frozen=True)
-class CnnWsSearch(SearchOptions, SupernetOptions, recipes.CnnSupernet, ImageScoring, *STRATEGY_OPTIONS):
+class CnnWsSearch(SearchOptions, SupernetOptions, recipes.CnnSupernet, ImageSupernetOptions, ImageScoring,
+                  *STRATEGY_OPTIONS):
     """A search on the CIFAR-10 supernet (reference §3.1, `paper` column)."""
 
     channels_last: bool = option(False, "channels-last memory format (CUDA only; CPU runs always are)")
 
 
 @dataclass(frozen=True)
-class Nb201WsSearch(SearchOptions, SupernetOptions, recipes.Nb201Supernet, ImageScoring, *STRATEGY_OPTIONS):
+class Nb201WsSearch(SearchOptions, SupernetOptions, recipes.Nb201Supernet, ImageSupernetOptions, ImageScoring,
+                    *STRATEGY_OPTIONS):
     """A search on the NAS-Bench-201 supernet (reference §8's network and recipe)."""
 
 

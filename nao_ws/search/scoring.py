@@ -1,6 +1,8 @@
-"""``nao-ws score``: any architectures scored with the inherited weights of a weight-sharing search.
+"""``nao-ws score``: any architectures scored with the inherited weights of a weight-sharing search, or by
+zero-cost proxies at initialisation (``proxies``).
 
     nao-ws score --run runs/search-cifar10-... --archs cells.txt
+    nao-ws score --proxy synflow,naswot --archs cells.txt --space nb201
 
 The run may have finished or been interrupted: its newest valid checkpoint holds the supernet. The score
 source is built from the run's ``config.json`` (``sources.supernet``, so every weight-sharing space works),
@@ -24,8 +26,9 @@ from .strategies import canonical_text
 ARCH_STARTS = tuple("0123456789{[|")  # a line's first character: integers, one-line JSON, an nb201 string
 
 
-def read_archs(path: str | Path, space: str, run: Path) -> list[tuple[int, object]]:
-    """(line number, architecture) for each line of ``path`` that is not blank or a ``#`` comment."""
+def read_archs(path: str | Path, space: str, why: str) -> list[tuple[int, object]]:
+    """(line number, architecture) for each line of ``path`` that is not blank or a ``#`` comment; ``why`` says
+    why they must be of ``space`` (e.g. "runs/x searched the nb201 space")."""
     p = Path(path)
     if not p.is_file():
         what = "is a folder, not a file" if p.is_dir() else "does not exist"
@@ -51,8 +54,8 @@ def read_archs(path: str | Path, space: str, run: Path) -> list[tuple[int, objec
             except SpaceError:
                 other = space
             if other != space:
-                raise NaoWsError(f"{p} line {n} is an architecture of space {other}, but {run} searched the "
-                                 f"{space} space: give {space} architectures") from None
+                raise NaoWsError(f"{p} line {n} is an architecture of space {other}, but {why}: give {space} "
+                                 "architectures") from None
             raise NaoWsError(f"{p} line {n}: {e}") from None
     if not out:
         raise NaoWsError(f"--archs {p} holds no architecture (blank lines and # comments only)")
@@ -83,3 +86,44 @@ def score(cfg, ckpt: dict, archs: list[tuple[int, object]], progress: bool = Tru
     for (n, arch), r in zip(archs, results):
         yield {"line": n, "arch": space.format(arch), "canonical": canonical_text(space, arch), "epoch": source.epoch,
                **r}
+
+
+def space_of_file(path: str | Path, space: str | None) -> str:
+    """``space``, or the space the first architecture line of ``path`` names by its form (reference §7)."""
+    if space is not None:
+        return space
+    p = Path(path)
+    if p.is_file():
+        try:
+            text = next((t for t in map(str.strip, p.read_bytes().decode("utf-8").splitlines())
+                         if t and not t.startswith("#")), "")
+            if text.startswith(ARCH_STARTS):
+                return parse_arch(text).space
+        except (OSError, UnicodeDecodeError, SpaceError):
+            pass  # read_archs names what is wrong with the file
+    return "nb201"
+
+
+def proxy_scores(archs: list[tuple[int, object]], names: list[str], images, batch: int, seed: int, device,
+                 progress: bool = True) -> Iterator[dict]:
+    """One record per architecture: its line, text and canonical forms, each proxy of ``names`` and ``score``
+    (the first one's), on ``batch`` training images of ``images`` drawn with ``seed``."""
+    import torch
+
+    from ..data.batches import fixed_batches
+    from ..data.images import ImageSet
+    from . import proxies
+
+    train = images.train
+    if batch > len(train):
+        raise NaoWsError(f"--proxy-batch {batch} exceeds the {len(train)} training images: use at most {len(train)}")
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:batch]
+    x, y = fixed_batches(ImageSet(train.x[order], train.y[order]), batch, images.mean, images.std, device)[0]
+    monitor = Monitor(None, progress=progress)
+    with monitor.bar(total=len(archs), desc="proxies") as bar:
+        for n, arch in archs:
+            values = proxies.score(arch, names, x, y, images.num_classes, seed)
+            space = get_space(arch.space)
+            yield {"line": n, "arch": space.format(arch), "canonical": canonical_text(space, arch),
+                   "score": values[names[0]], **values}
+            bar.update(1)

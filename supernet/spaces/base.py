@@ -31,6 +31,14 @@ class Space:
                 return child
         raise SpaceError(f"{self.name}: no mutation of {self.format(arch)} gives another network")
 
+    def fair_batch(self, rng: np.random.Generator) -> list:
+        """``len(self.ops)`` architectures in which every decision with that many choices takes each value once
+        (a random permutation per decision) and every other decision is drawn uniformly: FairNAS's strict
+        fairness (Chu et al. 2021), every op of every edge trained once per step."""
+        m, sizes = len(self.ops), self.decision_sizes()
+        columns = [rng.permutation(m) if size == m else rng.integers(0, size, m) for size in sizes]
+        return [self.from_list([int(c[i]) for c in columns]) for i in range(m)]
+
     def neighbours(self, arch) -> list:
         """Every architecture one decision away (each value of ``to_list`` set to each other of its
         ``decision_sizes``), one per canonical class other than ``arch``'s, in decision order: the

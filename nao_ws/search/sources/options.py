@@ -10,7 +10,8 @@ from ...config.options import AT_LEAST_0, AT_LEAST_1, POSITIVE, Range, option
 from ...data.tasks import IMAGE_TASKS
 from ...train.options import MAX_NAN_STEPS
 
-SAMPLING = ("uniform", "balanced", "space", "policy")  # the architecture of each supernet minibatch (SupernetSource.sampler)
+# the architecture of each supernet minibatch (SupernetSource.sampler)
+SAMPLING = ("uniform", "balanced", "space", "policy", "fair")
 HISTORY = ("pool", "all", "rescore")  # what a strategy learns from on a supernet (driver.Search.history)
 SCORE_METRICS = ("accuracy", "loss")
 EXECUTORS = ("local", "ray")
@@ -36,7 +37,9 @@ class SupernetOptions:
     sampling: str = option("uniform", "architecture of each minibatch: uniform over the pool, balanced (probability "
                                       "proportional to its parameter count, the NAO authors' later code), space "
                                       "(uniform over the whole space, as random search with weight sharing trains), "
-                                      "or policy (ENAS's policy samples it; the default of --strategy enas)",
+                                      "policy (ENAS's policy samples it; the default of --strategy enas), or fair "
+                                      "(image supernets: as many cells as ops, every op of every edge once, their "
+                                      "gradients summed: FairNAS's strict fairness)",
                            choices=SAMPLING)
     unsampled: str = option("skip", "weights off a step's sampled path: skip (left alone) or decay (weight decay and "
                                     "momentum reach every weight at every step, as in both references)",
@@ -54,6 +57,20 @@ class SupernetOptions:
     dataset: str = option("", "image data: '' = the task's own, cifar10-sample = the bundled real sample",
                           choices=DATASETS)
     data_file: str | None = option(None, "an .npz of CIFAR images (x, y) to search on instead (last 500 = dev)")
+
+
+@dataclass(frozen=True)
+class ImageSupernetOptions:
+    """How an image supernet is built and split (ours to choose; measured with benchmarks/ws_ranking.py)."""
+
+    bn_affine: bool = option(True, "supernet BNs learn a scale and shift (NAS-Bench-201's and NASLib's search "
+                                   "supernets have none)")
+    few_shot_decision: int = option(-1, "few-shot supernets (Zhao et al. 2021): at --few-shot-epoch the supernet "
+                                        "becomes one copy per value of this decision of the integer form (an nb201 "
+                                        "edge: 0-5), each warm-started from it and trained on its architectures "
+                                        "(-1: one supernet)", within=Range(-1))
+    few_shot_epoch: int = option(0, "the epoch after which the supernet splits (--few-shot-decision)",
+                                 within=AT_LEAST_0)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,17 @@ def check_config(cfg) -> None:
     if cfg.sampling == "policy" and cfg.strategy != "enas":
         raise NaoWsError(f"--sampling policy draws the supernet's architectures from ENAS's policy: use it with "
                          f"--strategy enas, not {cfg.strategy}")
+    if cfg.sampling == "fair" and cfg.space == "rnn":
+        raise NaoWsError("--sampling fair trains the image supernets (cnn-ws, nb201): use another for rnn")
+    split = getattr(cfg, "few_shot_decision", -1)
+    if split >= 0:
+        decisions = len(get_space(cfg.space).decision_sizes())
+        if split >= decisions:
+            raise NaoWsError(f"--few-shot-decision {split}: a {cfg.space} architecture has decisions 0..{decisions - 1}")
+        if not cfg.few_shot_epoch < cfg.epochs:
+            raise NaoWsError(f"--few-shot-epoch {cfg.few_shot_epoch} must lie below --epochs {cfg.epochs}")
+        if cfg.sampling == "fair":
+            raise NaoWsError("--sampling fair trains one supernet on every op at once: drop --few-shot-decision")
     if cfg.sampling == "balanced" and cfg.space == "rnn":
         raise NaoWsError("--sampling balanced weighs architectures by parameter count, which every rnn cell "
                          "shares: use --sampling uniform")
@@ -105,6 +116,8 @@ class SupernetSource(ScoreSource):
             return lambda: pool[int(rng.choice(len(pool), p=p))]
         if self.cfg.sampling == "space":  # Li & Talwalkar 2019's random search with weight sharing
             return lambda: self.space.sample(rng)
+        if self.cfg.sampling == "fair":
+            return lambda: self.space.fair_batch(rng)
         return lambda: pool[int(rng.integers(len(pool)))]  # uniform over the pool (reference §3.1)
 
     def reward(self, archs: Sequence, rng: np.random.Generator) -> list[float]:

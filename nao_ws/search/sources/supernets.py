@@ -8,6 +8,7 @@ for language models.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from functools import partial
@@ -15,7 +16,8 @@ from typing import Callable
 
 import torch
 
-from supernet import cnn, nb201, nets, optim, rnn, rnn_graphs
+from supernet import cnn, nb201, nets, ops, optim, rnn, rnn_graphs
+from supernet.spaces import get_space
 
 from ...config import recipes
 from ...config.options import resolve
@@ -54,16 +56,35 @@ class CnnWs:
         # --score-bn recalibrate: the first training images, un-augmented, the same for every architecture
         self.calibration = image_batches.fixed_batches(self.data.train, cfg.score_batch, self.data.mean, self.data.std,
                                                   device, limit=cfg.calib_images) if cfg.score_bn == "recalibrate" else None
-        self.model = self.build_model().to(device)
-        self.optimizer = self.build_optimizer()
+        model = self.build_model()
+        self.model = (model if cfg.bn_affine else ops.drop_bn_affine(model)).to(device)
+        self.optimizer = self.build_optimizer(self.model)
+        self.subnets: list[tuple] = []  # after a few-shot split: (model, optimiser) per value of the decision
 
     def build_model(self):
         model = cnn.Supernet.from_recipe(self.cfg.space, self.cfg, self.data.num_classes)
         return model.use_channels_last() if self.cfg.channels_last else model
 
-    def build_optimizer(self):
+    def build_optimizer(self, model):
         cfg = self.cfg
-        return optim.sgd(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return optim.sgd(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+    def split(self) -> None:
+        """Few-shot supernets (Zhao et al. 2021): one copy of the supernet and its optimiser state per value of
+        decision ``few_shot_decision``; from now on an architecture trains and is scored in its copy."""
+        state = self.optimizer.state_dict()
+        self.subnets = []
+        for _ in range(get_space(self.cfg.space).decision_sizes()[self.cfg.few_shot_decision]):
+            model = copy.deepcopy(self.model)
+            optimizer = self.build_optimizer(model)
+            optimizer.load_state_dict(state)
+            self.subnets.append((model, optimizer))
+
+    def part(self, arch) -> tuple:
+        """(model, optimiser) that train and score ``arch``: its few-shot copy once split."""
+        if not self.subnets:
+            return self.model, self.optimizer
+        return self.subnets[arch.to_list()[self.cfg.few_shot_decision]]
 
     def lr(self, epoch: int) -> float:
         cfg = self.cfg
@@ -71,15 +92,19 @@ class CnnWs:
 
     def train_epoch(self, epoch: int, pick: Callable, lr_scale: float, monitor: Monitor) -> dict:
         cfg = self.cfg
+        if cfg.few_shot_decision >= 0 and epoch == cfg.few_shot_epoch and not self.subnets:
+            self.split()
         lr = lr_scale * self.lr(epoch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        for optimizer in [self.optimizer] + [o for _, o in self.subnets]:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
         steps = EpochStats(cfg.max_nan_steps)
         aux_weight = getattr(cfg, "aux_weight", 0.0)
         for x, y in monitor.bar(self.batches, total=len(self.batches), desc=f"epoch {epoch + 1}"):
-            r = cnn.train_step(self.model, self.optimizer, x, y, pick(), aux_weight=aux_weight,
-                               grad_clip=cfg.grad_clip, progress=epoch / cfg.epochs, amp=cfg.amp, sync=False,
-                               unsampled=cfg.unsampled)
+            arch = pick()
+            model, optimizer = self.part(arch if not isinstance(arch, list) else arch[0])
+            r = cnn.train_step(model, optimizer, x, y, arch, aux_weight=aux_weight, grad_clip=cfg.grad_clip,
+                               progress=epoch / cfg.epochs, amp=cfg.amp, sync=False, unsampled=cfg.unsampled)
             steps.add(r.finite, r.loss, r.acc)
         return {**steps.means(), "lr": lr}
 
@@ -88,9 +113,11 @@ class CnnWs:
         with monitor.bar(total=len(archs), desc="scoring") as bar:
             for i in range(0, len(archs), SCORE_CHUNK):
                 chunk = archs[i:i + SCORE_CHUNK]
+                scores = [cnn.score(self.part(a)[0], [a], self.dev, amp=self.cfg.amp, calibration=self.calibration)[0]
+                          for a in chunk] if self.subnets else \
+                    cnn.score(self.model, chunk, self.dev, amp=self.cfg.amp, calibration=self.calibration)
                 out += [{"score": s.acc if self.cfg.score_metric == "accuracy" else -s.loss, "valid_acc": s.acc,
-                         "valid_loss": s.loss}
-                        for s in cnn.score(self.model, chunk, self.dev, amp=self.cfg.amp, calibration=self.calibration)]
+                         "valid_loss": s.loss} for s in scores]
                 bar.update(len(chunk))
         return out
 
@@ -104,7 +131,7 @@ class CnnWs:
         for arch in archs:
             idx = torch.as_tensor(rng.choice(len(y), size=min(self.cfg.batch_size, len(y)), replace=False),
                                   device=y.device)
-            out.append(cnn.score(self.model, [arch], [(x[idx], y[idx])], amp=self.cfg.amp)[0].acc)
+            out.append(cnn.score(self.part(arch)[0], [arch], [(x[idx], y[idx])], amp=self.cfg.amp)[0].acc)
         return out
 
     def arch_size(self, arch) -> int:
@@ -125,12 +152,19 @@ class CnnWs:
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "batches": self.batches.state_dict()}
+                "batches": self.batches.state_dict(),
+                "subnets": [{"model": m.state_dict(), "optimizer": o.state_dict()} for m, o in self.subnets]}
 
     def load_state_dict(self, state: dict) -> None:
         load_model_state(self.model, state["model"], "the checkpoint's supernet")
         self.optimizer.load_state_dict(state["optimizer"])
         self.batches.load_state_dict(state["batches"])
+        self.subnets = []
+        if state.get("subnets"):
+            self.split()
+            for (model, optimizer), saved in zip(self.subnets, state["subnets"]):
+                load_model_state(model, saved["model"], "the checkpoint's few-shot supernet")
+                optimizer.load_state_dict(saved["optimizer"])
 
 
 class Nb201Ws(CnnWs):
@@ -140,9 +174,9 @@ class Nb201Ws(CnnWs):
     def build_model(self):
         return nb201.Supernet.from_recipe(self.cfg, self.data.num_classes)
 
-    def build_optimizer(self):
+    def build_optimizer(self, model):
         cfg = self.cfg
-        return optim.sgd(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+        return optim.sgd(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                          nesterov=cfg.nesterov)
 
     def lr(self, epoch: int) -> float:
