@@ -148,6 +148,7 @@ MATRIX = {  # the smallest searches that take each source's code paths
                "--score-images", "20", "--rerank-top", "1", "--rerank-channels", "4", "--rerank-batch-size", "90"],
     "ptb": ["--task", "ptb", "--data-dir", ("ptb-tiny",), "--preset", "smoke", "--epochs", "2", "--eval-every", "1",
             "--pool-size", "6", "--new-per-iter", "2", "--random-per-iter", "1", "--rerank-top", "1"],
+    "proxy": ["--task", "cifar10", "--space", "nb201", "--proxy", "jacob_cov", "--preset", "smoke", "--budget", "10"],
     "standalone": ["--task", "cifar10", "--space", "cnn", "--preset", "smoke", "--pool-size", "4", "--new-per-round", "2",
                    "--train-images", "32", "--channels", "4"],
 }

@@ -17,9 +17,10 @@ from supernet.spaces import get_space, parse_arch
 RUN_FILES = ("config.json", "pool.jsonl", "metrics.jsonl", "best.json", "log.txt")
 # after the k-th log write: mid-round, before a round's figures, before a proposal's checkpoint, ...
 KILLS = {("table", "random"): 4, ("table", "rea"): 11, ("table", "nao"): 6, ("table", "enas"): 9, ("table", "local"): 13,
+         ("proxy", "rea"): 7, ("proxy", "nao"): 6,
          ("standalone", "random"): 3, ("standalone", "rea"): 5, ("standalone", "nao"): 7, ("standalone", "enas"): 6}
 MATRIX = [(source, strategy) for source in ("table", "standalone") for strategy in ("random", "rea", "nao", "enas")] + \
-    [("table", "local")]
+    [("table", "local"), ("proxy", "rea"), ("proxy", "nao")]
 
 
 def check_run_folder(out: Path, source: str, strategy: str, jsonl) -> None:
@@ -87,6 +88,28 @@ def test_the_table_reads_its_test_column_once_the_budget_is_spent(matrix, jsonl,
     assert (best["text"], best["valid_accuracy"]) == (top["arch"], top["score"])
     assert best["test_accuracy"] == table.test_accuracy(parse_arch(top["arch"], "nb201"))
     assert "test" not in json.dumps(jsonl(out / "metrics.jsonl"))  # nothing before the end read the test column
+
+
+def test_a_proxy_search_scores_as_nao_ws_score_does(matrix, cli, jsonl, tmp_path):
+    """The proxy source and ``nao-ws score --proxy`` draw one minibatch and one initialisation per seed, so a
+    search's pool holds exactly the scores the command prints for its cells."""
+    pool = jsonl(matrix.reference("proxy", "rea") / "pool.jsonl")
+    archs = tmp_path / "archs.txt"
+    archs.write_text("".join(r["arch"] + "\n" for r in pool))
+    code, out, err = cli(["score", "--proxy", "jacob_cov", "--archs", archs, "--task", "cifar10-sample",
+                          "--proxy-batch", "16", "--seed", "3", "--no-progress"])
+    assert code == 0, err
+    assert [json.loads(line)["jacob_cov"] for line in out.splitlines()] == [r["score"] for r in pool]
+
+
+def test_a_proxy_search_refuses_what_proxies_cannot_score(cli, tmp_path):
+    for flags, words in ((["--task", "ptb", "--space", "rnn"], "image"),
+                         (["--task", "cifar10", "--space", "nb201", "--proxy-batch", "9999"], "--proxy-batch 9999")):
+        code, _, err = cli(["search", *flags, "--proxy", "synflow", "--preset", "smoke",
+                            "--output", tmp_path / "x", "--no-progress"])
+        assert code == 2 and err.strip().splitlines()[-1].startswith("error: ") and words in err, err
+        assert len([line for line in err.splitlines() if not line.startswith("run folder:")]) == 1, err
+        assert not (tmp_path / "x").exists()  # the images are read once the folder exists: it is discarded
 
 
 # -- what a strategy learns from -------------------------------------------------------------------------------
@@ -242,6 +265,8 @@ def test_resume_rejects_new_options(cli, tmp_path, capsys):
                                                                                     "of each candidate"],
      ["Score source: a weight-sharing supernet", "Strategy nao", "supernet training epochs"]),
     (["--space", "nb201", "--benchmark", "t.csv"], ["Score source: a benchmark table", "--budget"], ["--rerank-top"]),
+    (["--proxy", "synflow"], ["Score source: a zero-cost proxy", "--proxy-batch"],
+     ["Score source: a benchmark table", "--rerank-top"]),
     (["--strategy", "enas"], ["Strategy enas", "--policy-preset", "--tanh-constant"], ["Strategy nao", "--seeds"]),
 ])
 def test_help_shows_the_options_of_the_search_named(argv, shown, hidden, cli, capsys):

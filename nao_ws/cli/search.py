@@ -14,8 +14,9 @@ from ..config.options import RunConfig, build_config, config_to_dict, load_confi
 from ..data.tasks import IMAGE_TASKS, TASKS
 from ..errors import USER_ERRORS, NaoWsError
 from ..search import options as so
-from ..search.sources import kind_of
-from ..search.sources.options import TABLE_TASKS, ImageScoring, StandaloneOptions, SupernetOptions, TableOptions
+from ..search.sources import kind_of, source_kind
+from ..search.sources.options import (TABLE_TASKS, ImageScoring, ProxyOptions, QueryBudget, StandaloneOptions,
+                                      SupernetOptions, TableOptions)
 from ..search.strategies.options import OPTIONS as STRATEGY_OPTIONS
 from .common import open_for_resume, require_data, run_options
 from .options import SectionedCommand, dataclass_options, own_fields, peek, section
@@ -30,7 +31,8 @@ SUPERNET_SPACES = {"cnn-ws": ("CIFAR-10 supernet (reference §3.1)", [recipes.Cn
 def _sections(args: list[str]) -> list[tuple[str, list]]:
     """The options of the search the command line names (all of them while it names none)."""
     space, strategy, benchmark = peek(args, "--space"), peek(args, "--strategy"), peek(args, "--benchmark")
-    kind = kind_of(space, benchmark) if space or benchmark else None
+    proxy = peek(args, "--proxy")
+    kind = kind_of(space, benchmark, proxy) if space or benchmark or proxy else None
     out = [("Run", section(RunConfig, own_fields(RunConfig)[1:]) + section(so.SearchOptions))]
     if kind in (None, "supernet"):
         out.append(("Score source: a weight-sharing supernet (--space cnn-ws | nb201 | rnn)", section(SupernetOptions)))
@@ -38,7 +40,10 @@ def _sections(args: list[str]) -> list[tuple[str, list]]:
             if space in (None, name):
                 out.append((title, [row for cls in classes for row in section(cls)]))
     if kind in (None, "table"):
-        out.append(("Score source: a benchmark table (--benchmark FILE, --space nb201)", section(TableOptions)))
+        out.append(("Score source: a benchmark table (--benchmark FILE, --space nb201)", section(QueryBudget) + section(TableOptions)))
+    if kind in (None, "proxy"):
+        out.append(("Score source: a zero-cost proxy (--proxy NAME, --space nb201 | cnn-ws | cnn)",
+                    section(QueryBudget) + section(ProxyOptions)))
     if kind in (None, "standalone"):
         out.append(("Score source: standalone training (--space cnn, reference §4)", section(StandaloneOptions)))
     for name, cls in STRATEGY_OPTIONS.items():
@@ -54,7 +59,8 @@ def _search_config(task, preset, config_file, flags):
     if space is not None and space not in SPACES:
         raise NaoWsError(f"--space {space} is unknown: use {' or '.join(SPACES)}")
     cls, presets, base = so.config_for(task, space, flags.get("benchmark") or from_file.get("benchmark"),
-                                       *(flags.get(k) or from_file.get(k) for k in ("strategy", "policy_preset")))
+                                       *(flags.get(k) or from_file.get(k) for k in ("strategy", "policy_preset",
+                                                                                     "proxy")))
     cfg = resolve(cls, presets, preset, config_file, {**flags, "task": task}, base=base)
     for name, options in STRATEGY_OPTIONS.items():
         if options is None or name == cfg.strategy:
@@ -67,13 +73,14 @@ def _search_config(task, preset, config_file, flags):
 
 
 def _saved_config(saved: dict, overrides: dict):
-    cls, _, _ = so.config_for(saved.get("task", ""), saved.get("space"), saved.get("benchmark"))
+    cls, _, _ = so.config_for(saved.get("task", ""), saved.get("space"), saved.get("benchmark"),
+                              proxy=saved.get("proxy"))
     return build_config(cls, saved, overrides, where=("config.json", "flags"))
 
 
 def _dataset(cfg) -> str | None:
     """The dataset a search reads (None: a table search reads only its table)."""
-    return None if kind_of(cfg.space, getattr(cfg, "benchmark", None)) == "table" else cfg.dataset or cfg.task
+    return None if source_kind(cfg) == "table" else cfg.dataset or cfg.task
 
 
 @click.command(cls=SectionedCommand, sections=_sections)

@@ -28,7 +28,7 @@ from ..errors import NaoWsError
 from ..monitor import Monitor
 from ..runs import RunDir, generator_state, rng_state, seed_everything, set_generator_state, set_rng_state
 from ..train.trainer import Diverged, RollsBack
-from .sources import ScoreSource, kind_of, make_source
+from .sources import ScoreSource, make_source, source_kind
 from .strategies import Proposal, canonical_text, make_strategy, unique_random
 
 FORMAT = 2  # the checkpoint layout of this driver; nao-ws 0.1's three search loops wrote other ones
@@ -56,9 +56,11 @@ class State:
 
 def check_config(cfg) -> None:
     """What cannot work, as one-line errors, before anything is created."""
-    kind = kind_of(cfg.space, getattr(cfg, "benchmark", None))
+    kind = source_kind(cfg)
     if kind == "table":
         from .sources.table import check_config as check
+    elif kind == "proxy":
+        from .sources.proxy import check_config as check
     elif kind == "standalone":
         from .sources.standalone import check_config as check
     else:
@@ -106,7 +108,7 @@ class Search(RollsBack):
         archs = unique_random(self.space, self.source.initial, set(), self.rng)
         self.add_to_pool([Proposal(a, "initial") for a in archs], keep=[])
         self.run.log(f"started: {self.cfg.task}, {self.cfg.space}, strategy {self.cfg.strategy}, "
-                     f"{kind_of(self.cfg.space, getattr(self.cfg, 'benchmark', None))} scores, on {self.source.device}")
+                     f"{source_kind(self.cfg)} scores, on {self.source.device}")
         self.checkpoint()
 
     def checkpoint(self) -> None:
@@ -315,7 +317,7 @@ class Search(RollsBack):
         rerank = next((r for r in self.state.final if r["arch"] == text), None)
         out = {"arch": self.space.to_json(arch), "text": text, "canonical": record["canonical"],
                "score": rerank["score"] if rerank else record["score"], "strategy": self.cfg.strategy,
-               "space": self.cfg.space, "source": kind_of(self.cfg.space, getattr(self.cfg, "benchmark", None)),
+               "space": self.cfg.space, "source": source_kind(self.cfg),
                "query": record}
         if self.source.finalists():
             out["rerank"] = rerank

@@ -12,7 +12,8 @@ from ..config import recipes
 from ..config.options import RunConfig, option
 from ..data.tasks import TEXT_TASKS
 from .sources import kind_of
-from .sources.options import ImageScoring, ImageSupernetOptions, StandaloneOptions, SupernetOptions, TableOptions
+from .sources.options import (ImageScoring, ImageSupernetOptions, ProxyOptions, StandaloneOptions, SupernetOptions,
+                              TableOptions)
 from .strategies.options import STRATEGIES, EnasOptions, NaoOptions, ReaOptions
 
 
@@ -57,11 +58,16 @@ class TableSearch(SearchOptions, TableOptions, *STRATEGY_OPTIONS):
 
 
 @dataclass(frozen=True)
+class ProxySearch(SearchOptions, ProxyOptions, *STRATEGY_OPTIONS):
+    """A search on a zero-cost proxy (``--proxy``): every query scores an untrained network (reference §10)."""
+
+
+@dataclass(frozen=True)
 class StandaloneSearch(SearchOptions, StandaloneOptions, *STRATEGY_OPTIONS):
     """Paper Algorithm 1 (reference §4): every candidate of the 11-op space trained from scratch."""
 
 
-CONFIGS = (CnnWsSearch, Nb201WsSearch, RnnWsSearch, TableSearch, StandaloneSearch)
+CONFIGS = (CnnWsSearch, Nb201WsSearch, RnnWsSearch, TableSearch, ProxySearch, StandaloneSearch)
 
 # Decided on the NAS-Bench-201 supernet against the table (benchmarks/ws_ranking.py; figures in README):
 # weight decay and momentum on unsampled weights (both references), size-balanced sampling and minus the loss.
@@ -109,6 +115,11 @@ NB201_PRESETS = {
               "rerank_epochs": 1, "rerank_batch_size": 32, "population": 4, "tournament": 2, "policy_steps": 2,
               "policy_aggregate": 3, **WS_CHOICES},
 }
+PROXY_PRESETS = {
+    "paper": {},
+    "smoke": {"dataset": "cifar10-sample", "proxy_batch": 16, "budget": 12, "initial": 6, "per_round": 3,
+              "seeds": 3, "candidates": 6, "controller_epochs": 10, "population": 4, "tournament": 2},
+}
 TABLE_PRESETS = {
     "paper": {},
     "smoke": {"budget": 20, "initial": 8, "per_round": 4, "seeds": 4, "candidates": 8, "controller_epochs": 20,
@@ -145,15 +156,17 @@ def _over_presets(presets: dict, values: dict) -> dict:
 
 
 def config_for(task: str, space: str | None, benchmark, strategy: str | None = None,
-               policy_preset: str | None = None) -> tuple[type, dict, dict]:
-    """(config class, presets, defaults) of the search ``--task``, ``--space``, ``--benchmark``, ``--strategy`` and
-    ``--policy-preset`` ask for. On a supernet, ``--strategy enas`` trains it on its policy's samples whatever
-    the preset says (``--sampling policy``: ENAS's alternation)."""
-    space = space or ("nb201" if benchmark else "rnn" if task in TEXT_TASKS else "cnn-ws")
+               policy_preset: str | None = None, proxy: str | None = None) -> tuple[type, dict, dict]:
+    """(config class, presets, defaults) of the search ``--task``, ``--space``, ``--benchmark``, ``--strategy``,
+    ``--policy-preset`` and ``--proxy`` ask for. On a supernet, ``--strategy enas`` trains it on its policy's
+    samples whatever the preset says (``--sampling policy``: ENAS's alternation)."""
+    space = space or ("nb201" if benchmark or proxy else "rnn" if task in TEXT_TASKS else "cnn-ws")
     defaults = {"space": space, **_controller_defaults(space, policy_preset)}
-    kind = kind_of(space, benchmark)
+    kind = kind_of(space, benchmark, proxy)
     if kind == "table":
         return TableSearch, TABLE_PRESETS, {**defaults, **TABLE_NAO}
+    if kind == "proxy":  # queries as on a table: the NAO values chosen there
+        return ProxySearch, PROXY_PRESETS, {**defaults, **TABLE_NAO}
     if kind == "standalone":
         return StandaloneSearch, STANDALONE_PRESETS, {**defaults, "new_per_round": ctrl_config.preset(space)[2].num_new}
     cls, presets = {"rnn": (RnnWsSearch, RNN_PRESETS), "nb201": (Nb201WsSearch, NB201_PRESETS)}.get(

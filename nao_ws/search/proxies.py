@@ -28,8 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import NaoWsError
+from .sources.options import PROXIES
 
-PROXIES = ("params", "flops", "synflow", "naswot", "snip", "grad_norm", "jacob_cov")
 JACOB_K = 1e-5  # Mellor et al. 2020's k
 IMAGE_SPACES = ("nb201", "cnn-ws", "cnn")
 
@@ -42,6 +42,19 @@ def parse_proxies(text: str) -> list[str]:
         raise NaoWsError(f"--proxy {text}: unknown proxy '{(unknown or [''])[0]}'; choose from {', '.join(PROXIES)} "
                          "or all")
     return list(dict.fromkeys(names))
+
+
+def minibatch(images, batch: int, seed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The proxies' one minibatch: ``batch`` training images of ``images`` drawn with ``seed``, normalised, on
+    ``device``. ``nao-ws score --proxy`` and the proxy score source draw it alike, so their scores agree."""
+    from ..data.batches import fixed_batches
+    from ..data.images import ImageSet
+
+    train = images.train
+    if batch > len(train):
+        raise NaoWsError(f"--proxy-batch {batch} exceeds the {len(train)} training images: use at most {len(train)}")
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:batch]
+    return fixed_batches(ImageSet(train.x[order], train.y[order]), batch, images.mean, images.std, device)[0]
 
 
 def network(arch, num_classes: int) -> nn.Module:

@@ -108,17 +108,9 @@ def proxy_scores(archs: list[tuple[int, object]], names: list[str], images, batc
                  progress: bool = True) -> Iterator[dict]:
     """One record per architecture: its line, text and canonical forms, each proxy of ``names`` and ``score``
     (the first one's), on ``batch`` training images of ``images`` drawn with ``seed``."""
-    import torch
-
-    from ..data.batches import fixed_batches
-    from ..data.images import ImageSet
     from . import proxies
 
-    train = images.train
-    if batch > len(train):
-        raise NaoWsError(f"--proxy-batch {batch} exceeds the {len(train)} training images: use at most {len(train)}")
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:batch]
-    x, y = fixed_batches(ImageSet(train.x[order], train.y[order]), batch, images.mean, images.std, device)[0]
+    x, y = proxies.minibatch(images, batch, seed, device)
     monitor = Monitor(None, progress=progress)
     with monitor.bar(total=len(archs), desc="proxies") as bar:
         for n, arch in archs:

@@ -1,7 +1,7 @@
 """Score sources: give architectures scores, higher is better. One small interface (:class:`ScoreSource`) and a
 module per source: ``supernet`` (inherited weights of a weight-sharing supernet that trains between rounds:
-cnn-ws, nb201, rnn), ``table`` (a tabular benchmark's validation column), ``standalone`` (every candidate
-trained from scratch, on this machine or a Ray cluster). The search driver runs any strategy on any of them.
+cnn-ws, nb201, rnn), ``table`` (a tabular benchmark's validation column), ``proxy`` (a zero-cost proxy of the
+untrained network), ``standalone`` (every candidate trained from scratch, on this machine or a Ray cluster). The search driver runs any strategy on any of them.
 
 This package and its options are free of torch; ``make_source`` imports the source it builds.
 """
@@ -78,19 +78,28 @@ class ScoreSource:
         pass
 
 
-def kind_of(space: str, benchmark) -> str:
-    """Which source a search uses: the table with ``--benchmark``, standalone training for the 11-op space,
-    else the weight-sharing supernet."""
+def kind_of(space: str, benchmark, proxy=None) -> str:
+    """Which source a search uses: the table with ``--benchmark``, a zero-cost proxy with ``--proxy``,
+    standalone training for the 11-op space, else the weight-sharing supernet."""
     if benchmark:
         return "table"
+    if proxy:
+        return "proxy"
     return "standalone" if space == "cnn" else "supernet"
+
+
+def source_kind(cfg) -> str:
+    """``kind_of`` a resolved search config."""
+    return kind_of(cfg.space, getattr(cfg, "benchmark", None), getattr(cfg, "proxy", None))
 
 
 def make_source(cfg, **kwargs) -> ScoreSource:
     """The source of ``cfg`` (``kind_of``); ``kwargs`` go to its constructor."""
-    kind = kind_of(cfg.space, getattr(cfg, "benchmark", None))
+    kind = source_kind(cfg)
     if kind == "table":
         from .table import TableSource as cls
+    elif kind == "proxy":
+        from .proxy import ProxySource as cls
     elif kind == "standalone":
         from .standalone import StandaloneSource as cls
     else:

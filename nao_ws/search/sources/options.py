@@ -16,6 +16,7 @@ HISTORY = ("pool", "all", "rescore")  # what a strategy learns from on a superne
 SCORE_METRICS = ("accuracy", "loss")
 EXECUTORS = ("local", "ray")
 TABLE_TASKS = ("cifar10", "cifar100", "imagenet16")  # the datasets of NAS-Bench-201's columns
+PROXIES = ("params", "flops", "synflow", "naswot", "snip", "grad_norm", "jacob_cov")  # nao_ws.search.proxies
 DATASETS = ("",) + IMAGE_TASKS
 
 
@@ -91,13 +92,30 @@ class ImageScoring:
 
 
 @dataclass(frozen=True)
-class TableOptions:
-    """A tabular benchmark as the score source: every query is a lookup of a trained accuracy."""
+class QueryBudget:
+    """A source that scores each architecture once, for a fixed number of queries."""
 
-    benchmark: str | None = option(None, "tabular benchmark file: the CSV table or the official NAS-Bench-201 file")
     budget: int = option(150, "queries of distinct canonical cells", within=AT_LEAST_1)
     # 10, not 20: chosen with benchmarks/nb201.py --first-seed 100 on the validation column (README)
     initial: int = option(10, "random cells queried before any strategy proposes", within=AT_LEAST_1)
+
+
+@dataclass(frozen=True)
+class TableOptions(QueryBudget):
+    """A tabular benchmark as the score source: every query is a lookup of a trained accuracy."""
+
+    benchmark: str | None = option(None, "tabular benchmark file: the CSV table or the official NAS-Bench-201 file")
+
+
+@dataclass(frozen=True)
+class ProxyOptions(QueryBudget):
+    """A zero-cost proxy as the score source (reference §10): every query scores an untrained network."""
+
+    proxy: str | None = option(None, "the zero-cost proxy that scores every query", choices=PROXIES)
+    proxy_batch: int = option(64, "training images of the proxy's minibatch", within=AT_LEAST_1)
+    dataset: str = option("", "image data: '' = the task's own, cifar10-sample = the bundled real sample",
+                          choices=DATASETS)
+    data_file: str | None = option(None, "an .npz of CIFAR images (x, y) to read instead")
 
 
 @dataclass(frozen=True)
