@@ -1,4 +1,5 @@
-"""Search quality on NAS-Bench-201's table (issue 13): NAO against random search and regularised evolution.
+"""Search quality on NAS-Bench-201's table: NAO against random search, regularised evolution, local search and
+REINFORCE (ENAS's controller on the table).
 
 Reads the real-data folder's ``nb201/nb201-cifar10-12epoch.csv``. Every strategy runs the search driver on the
 table as ``nao-ws search --space nb201 --benchmark`` does (its defaults are the command's), on the validation column;
@@ -31,7 +32,7 @@ import numpy as np
 from benchmarks.paths import DATA
 
 TABLE = DATA / "nb201" / "nb201-cifar10-12epoch.csv"
-STRATEGIES = ("nao", "random", "rea")
+STRATEGIES = ("nao", "random", "rea", "local", "enas")
 
 
 def emit(**fields) -> None:
@@ -57,7 +58,7 @@ def one_search(job: tuple) -> dict:
     from nao_ws.search.sources.table import load_table
     from supernet.spaces import parse_arch
 
-    cls, presets, base = options.config_for("cifar10", "nb201", str(table_path))
+    cls, presets, base = options.config_for("cifar10", "nb201", str(table_path), strategy)
     cfg = resolve(cls, presets, "paper", None, {"task": "cifar10", "benchmark": str(table_path), "strategy": strategy,
                                                 "budget": budget, "seed": seed, "device": "cpu", **overrides},
                   base=base)
@@ -149,20 +150,21 @@ def main(argv=None) -> None:
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--workers", type=int, default=2, help="processes running searches in parallel")
     ap.add_argument("--predictor-seeds", type=int, default=5, help="0: no predictor figures")
-    ap.add_argument("--nao", default="{}", help="JSON overrides of the nao strategy's options (to try variants)")
+    ap.add_argument("--options", default="{}",
+                    help='JSON overrides of strategies\' options, e.g. {"nao": {"seeds": 5}} (to try variants)')
     ap.add_argument("--quick", action="store_true", help="2 seeds, budgets 20/40, tiny controller: a smoke check")
     args = ap.parse_args(argv)
     budgets = [int(b) for b in args.budgets.split(",")]
-    nao = json.loads(args.nao)
+    overrides = json.loads(args.options)
     seeds, pred_sizes, pred_seeds, pred_epochs = args.seeds, [50, 100, 300], args.predictor_seeds, None
     if args.quick:
         budgets, seeds, pred_sizes, pred_seeds, pred_epochs = [20, 40], 2, [50], 1, 20
-        nao = {"initial": 10, "per_round": 10, "controller_epochs": 20, **nao}
+        overrides["nao"] = {"initial": 10, "per_round": 10, "controller_epochs": 20, **overrides.get("nao", {})}
     from nao_ws.search.sources.table import load_table
 
     table = load_table(TABLE, "cifar10")
     top1 = float(np.sort(list(table.valid.values()))[::-1][len(table) // 100 - 1])
-    jobs = [(s, seed, max(budgets), TABLE, nao if s == "nao" else {})
+    jobs = [(s, seed, max(budgets), TABLE, overrides.get(s, {}))
             for s in args.strategies.split(",") for seed in range(args.first_seed, args.first_seed + seeds)]
     with ProcessPoolExecutor(args.workers) as pool:
         runs = list(pool.map(one_search, jobs))

@@ -1,4 +1,4 @@
-"""Weight sharing against ground truth (issue 15): the NAS-Bench-201 supernet's inherited-weight ranking
+"""Weight sharing against ground truth: the NAS-Bench-201 supernet's inherited-weight ranking
 against the table, and NAO-WS against Random-WS, on the ``cpu`` preset.
 
 Each search is ``nao-ws search --task cifar10 --space nb201 --preset cpu --data-file FILE`` (no table: the
@@ -6,12 +6,15 @@ weight-sharing search never reads it) with the strategy, seed and a variant's op
 ``--out/<variant>-<strategy>-s<seed>``; a finished run folder is reused, a killed one resumed. Searches and
 tau scorings run in ``--workers`` processes of one thread each. Then one JSON line per figure:
 
-  * ``tau``: for every run folder and BN scoring mode, Kendall tau and Spearman rho between the run's
-    final inherited-weight scores (both metrics of ``--score-metric``: accuracy, and minus the loss, on the
-    same images) and the table's validation column, on ``--cells`` cells spread over the
-    space (one random member of each of as many canonical classes, drawn uniformly, fixed seed); the same
-    two figures for the #params proxy (the benchmark's network, C = 16, N = 5) and a random ranking, on the
-    same cells;
+  * ``proxy``: for each zero-cost proxy (``nao_ws.search.proxies``, on the benchmark's network, C = 16, N = 5,
+    one minibatch of 64 training images of ``--data-file``) and each cell set, Kendall tau and Spearman rho
+    against the table's validation column, and the seconds per cell. Two sets of ``--cells`` cells: ``spread``
+    (one random member of each of as many canonical classes, drawn uniformly, fixed seed) and ``uniform``
+    (drawn uniformly from the 15,625 encodings, as a pool would be). Cached in ``--out``;
+  * ``tau``: for every run folder, BN scoring mode and cell set, Kendall tau and Spearman rho between the
+    run's final inherited-weight scores (both metrics of ``--score-metric``: accuracy, and minus the loss, on
+    the same images) and the table's validation column; the same for the #params proxy, a random ranking, and
+    the mean rank of minus the loss and the set's best proxy (``combined``);
   * ``search``: per search, the table's validation and test accuracy of its ``best.json`` cell (the test
     column only to report), and its wall time;
   * ``search_mean``: per strategy, the means over seeds.
@@ -37,6 +40,7 @@ from benchmarks.paths import DATA
 
 TABLE = DATA / "nb201" / "nb201-cifar10-12epoch.csv"
 IMAGES = DATA / "cifar10" / "cifar10-train4000.npz"
+PROXY_BATCH = 64  # images of the proxies' minibatch (Abdelfattah et al. 2021)
 PAPER_SIZES = (5, 16)  # the benchmark's network, N and C (reference §8): what the #params proxy counts
 
 
@@ -58,6 +62,59 @@ def spread_cells(n: int, seed: int) -> list:
     return [classes[keys[i]][int(rng.integers(len(classes[keys[i]])))] for i in picked]
 
 
+def uniform_cells(n: int, seed: int) -> list:
+    """``n`` distinct encodings drawn uniformly from the 15,625 (a pool's view of the space)."""
+    from supernet.spaces import get_space
+
+    cells = get_space("nb201").all_cells()
+    return [cells[i] for i in np.random.default_rng(seed).choice(len(cells), size=n, replace=False)]
+
+
+def cell_sets(n: int, seed: int) -> dict:
+    return {"spread": spread_cells(n, seed), "uniform": uniform_cells(n, seed)}
+
+
+def proxy_job(job: tuple) -> list[dict]:
+    """(cells as text, data file, seed) -> {proxy: value} per cell, in a worker process of one thread."""
+    _one_thread()
+    from nao_ws.data.images import load_images
+    from nao_ws.search import proxies, scoring
+    from supernet.spaces import parse_arch
+
+    texts, data_file, seed = job
+    images = load_images("cifar10", None, npz_path=data_file)
+    archs = [(k, parse_arch(t, "nb201")) for k, t in enumerate(texts)]
+    return [{k: r[k] for k in proxies.PROXIES}
+            for r in scoring.proxy_scores(archs, list(proxies.PROXIES), images, PROXY_BATCH, seed, "cpu", False)]
+
+
+def proxy_values(pool, cells: list, data_file: str, seed: int, cache: Path, workers: int) -> tuple[dict, float]:
+    """({proxy: values over ``cells``}, seconds per cell), read from ``cache`` when it holds these cells."""
+    from supernet.spaces import get_space
+
+    texts = [get_space("nb201").format(c) for c in cells]
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved["cells"] == texts:
+            return saved["values"], saved["seconds_per_cell"]
+    start = time.perf_counter()
+    chunks = [texts[i::max(1, workers)] for i in range(max(1, workers))]
+    results = list(pool.map(proxy_job, [(chunk, data_file, seed) for chunk in chunks]))
+    by_text = {t: r for chunk, rs in zip(chunks, results) for t, r in zip(chunk, rs)}
+    values = {name: [by_text[t][name] for t in texts] for name in results[0][0]}
+    seconds = (time.perf_counter() - start) * max(1, workers) / len(texts)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"cells": texts, "values": values, "seconds_per_cell": seconds}))
+    return values, seconds
+
+
+def mean_rank(*scores) -> np.ndarray:
+    """The mean of the rankings of several scores of the same cells (higher better)."""
+    from scipy.stats import rankdata
+
+    return np.mean([rankdata(s) for s in scores], axis=0)
+
+
 def run_search(out: Path, strategy: str, seed: int, data_file: Path, overrides: dict) -> float:
     """The search in ``out`` (started, resumed or already done); its wall time in this call."""
     from nao_ws.cli import main
@@ -67,7 +124,7 @@ def run_search(out: Path, strategy: str, seed: int, data_file: Path, overrides: 
     args = ["search", "--resume", str(out)] if (out / "config.json").is_file() else [
         "search", "--task", "cifar10", "--space", "nb201", "--preset", "cpu", "--data-file", str(data_file),
         "--strategy", strategy, "--seed", str(seed), "--output", str(out), "--device", "cpu",
-        *[a for k, v in overrides.items() for a in (f"--{k.replace('_', '-')}", v)]]
+        *[a for k, v in overrides.items() for a in _flag(k, v)]]
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         try:
@@ -76,6 +133,14 @@ def run_search(out: Path, strategy: str, seed: int, data_file: Path, overrides: 
             if e.code:
                 raise RuntimeError(f"search {out} exited with {e.code}") from None
     return time.perf_counter() - start
+
+
+def _flag(name: str, value: str) -> list[str]:
+    """A variant's option as command-line words: ``--name value``, or ``--name`` / ``--no-name`` for true/false."""
+    flag = name.replace("_", "-")
+    if value in ("true", "false"):
+        return [f"--{flag}" if value == "true" else f"--no-{flag}"]
+    return [f"--{flag}", value]
 
 
 def _done(out: Path) -> bool:
@@ -122,31 +187,36 @@ def search_job(job: tuple) -> float:
 
 
 def tau_job(job: tuple) -> list:
-    """(folder, BN modes, cells, table file, cell seed) -> one figure dict per BN mode."""
+    """(folder, BN modes, {set: cells}, table file, cell seed, {set: best proxy's values}) -> one figure dict per
+    BN mode and cell set."""
     _one_thread()
     from nao_ws.monitor import Monitor
     from nao_ws.search.sources.table import load_table
     from supernet import nb201
     import torch
 
-    out, modes, cells, table_path, cell_seed = job
+    out, modes, sets, table_path, cell_seed, best_proxy = job
     table = load_table(table_path, "cifar10")
-    valid = np.array([table.score(c) for c in cells])
     with torch.device("meta"):
         counter = nb201.Supernet(*PAPER_SIZES)
-    params = np.array([counter.arch_parameters(c) for c in cells], dtype=float)
     figures = []
     for mode in modes:
         supernet = final_supernet(Path(out), mode)
-        start = time.perf_counter()
-        scores = supernet.score(cells, Monitor(None, progress=False))
-        figs = rank_figures({"inherited_accuracy": np.array([r["valid_acc"] for r in scores]),
-                             "inherited_loss": -np.array([r["valid_loss"] for r in scores]), "params": params},
-                            valid, cell_seed)
-        figures.append({"run": str(out), "score_bn": mode, "cells": len(cells),
-                        "score_images": sum(len(y) for _, y in supernet.dev),
-                        "seconds": round(time.perf_counter() - start, 1),
-                        **{f"{k}_{m}": round(v, 4) for k, f in figs.items() for m, v in f.items()}})
+        for name, cells in sets.items():
+            valid = np.array([table.score(c) for c in cells])
+            params = np.array([counter.arch_parameters(c) for c in cells], dtype=float)
+            start = time.perf_counter()
+            scores = supernet.score(cells, Monitor(None, progress=False))
+            loss = -np.array([r["valid_loss"] for r in scores])
+            proxy_name, proxy = best_proxy[name]
+            figs = rank_figures({"inherited_accuracy": np.array([r["valid_acc"] for r in scores]),
+                                 "inherited_loss": loss, "params": params,
+                                 "combined": mean_rank(loss, np.nan_to_num(np.array(proxy, float), nan=-np.inf))},
+                                valid, cell_seed)
+            figures.append({"run": str(out), "score_bn": mode, "cells": name, "combined_with": proxy_name,
+                            "score_images": sum(len(y) for _, y in supernet.dev),
+                            "seconds": round(time.perf_counter() - start, 1),
+                            **{f"{k}_{m}": round(v, 4) for k, f in figs.items() for m, v in f.items()}})
     return figures
 
 
@@ -189,6 +259,7 @@ def main(argv=None) -> None:
         emit(figure="plan", searches=[str(j[3]) for j in jobs], tau_runs=[str(r) for r in tau_runs], cells=args.cells)
         return
     table = load_table(args.table, "cifar10")
+    start = time.perf_counter()
     with ProcessPoolExecutor(max(1, args.workers)) as pool:
         seconds = list(pool.map(search_job, [(str(out), s, seed, args.data_file, ov) for _, s, seed, out, ov in jobs]))
         searches = []
@@ -206,11 +277,27 @@ def main(argv=None) -> None:
                     emit(figure="search_mean", variant=name, strategy=strategy, n=len(mine),
                          valid_mean=round(float(np.mean([s["valid"] for s in mine])), 3),
                          test_mean=round(float(np.mean([s["test"] for s in mine])), 3))
-        cells = spread_cells(args.cells, args.cell_seed)
+        sets = cell_sets(args.cells, args.cell_seed)
+        best_proxy = {}
+        for name, cells in sets.items():
+            cache = Path(args.out) / f"proxies-{name}-{args.cells}-{args.cell_seed}.json"
+            values, seconds = proxy_values(pool, cells, args.data_file, args.cell_seed, cache, args.workers)
+            valid = np.array([table.score(c) for c in cells])
+            taus = {}
+            for proxy, v in values.items():
+                v = np.nan_to_num(np.array(v, float), nan=-np.inf)  # (a proxy undefined for a cell: last)
+                fig = rank_figures({proxy: v}, valid, args.cell_seed)[proxy]
+                taus[proxy] = fig["kendall_tau"]
+                emit(figure="proxy", cells=name, proxy=proxy, kendall_tau=round(fig["kendall_tau"], 4),
+                     spearman=round(fig["spearman"], 4), seconds_per_cell=round(seconds, 2))
+            best = max((p for p in taus if p != "params"), key=taus.get)  # chosen on the validation column
+            best_proxy[name] = (best, values[best])
         modes = args.score_bn.split(",")
-        for figures in pool.map(tau_job, [(str(r), modes, cells, args.table, args.cell_seed) for r in tau_runs]):
+        for figures in pool.map(tau_job, [(str(r), modes, sets, args.table, args.cell_seed, best_proxy)
+                                          for r in tau_runs]):
             for f in figures:
                 emit(figure="tau", **f)
+    emit(figure="wall", seconds=round(time.perf_counter() - start, 1), workers=args.workers)
 
 
 if __name__ == "__main__":
