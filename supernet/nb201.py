@@ -168,10 +168,4 @@ class Nb201Network(Network):
     @classmethod
     def from_supernet(cls, supernet: Supernet, arch: Nb201Arch) -> "Nb201Network":
         net = cls(arch, supernet.layers, supernet.channels, supernet.num_classes)
-        net.to(next(supernet.parameters()).device)
-        shared = dict(supernet.named_parameters())
-        with torch.no_grad():
-            for name, p in net.named_parameters():
-                if name in shared:  # (a supernet without BN scales and shifts leaves them at 1 and 0)
-                    p.copy_(shared[name])
-        return net
+        return ops.inherit_weights(net.to(next(supernet.parameters()).device), supernet)

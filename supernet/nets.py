@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from . import ops
 from .cnn import CellNetwork, Supernet, cell_choices, head_options
 from .spaces import CnnArch, SpaceError, get_space
 
@@ -55,12 +56,7 @@ class NASNetwork(CellNetwork):
         uses for ``arch`` (BN running statistics start fresh: the supernet keeps none)."""
         net = cls(arch, supernet.layers, supernet.channels, supernet.num_classes,
                   aux=supernet.aux_head is not None, **kwargs).to(next(supernet.parameters()).device)
-        shared = dict(supernet.named_parameters())
-        with torch.no_grad():
-            for name, p in net.named_parameters():
-                if name in shared:  # (a supernet without BN scales and shifts leaves them at 1 and 0)
-                    p.copy_(shared[name])
-        return net
+        return ops.inherit_weights(net, supernet)
 
 
 def parameter_count(model: nn.Module, aux: bool = False) -> int:

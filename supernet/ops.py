@@ -41,6 +41,17 @@ def drop_bn_affine(model: nn.Module) -> nn.Module:
     return model
 
 
+def inherit_weights(net: nn.Module, supernet: nn.Module) -> nn.Module:
+    """Copy into ``net`` every parameter the supernet holds under the same name: the weights a stand-alone
+    network of one architecture inherits. A supernet without BN scales and shifts leaves them at 1 and 0."""
+    shared = dict(supernet.named_parameters())
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name in shared:
+                p.copy_(shared[name])
+    return net
+
+
 def depthwise_conv(channels: int, kernel: int, stride: int) -> nn.Conv2d:
     """A kxk depthwise convolution with "same" padding."""
     return nn.Conv2d(channels, channels, kernel, stride, kernel // 2, groups=channels, bias=False)
