@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
@@ -45,8 +45,10 @@ from . import ops, optim
 from .spaces import CELL_INPUTS, NUM_NODES, CnnArch, SpaceError, get_space
 from .steps import StepResult
 
-STEM_MULTIPLIER = 3  # stem conv to 3C channels (reference §5.1, ref-PT)
+STEM_MULTIPLIER = 3  # CIFAR stem conv to 3C channels (reference §5.1, ref-PT)
 STEM_PIECES = (0,)  # the stem output is one piece
+STEMS = ("cifar", "imagenet")  # 32x32 inputs (reference §5.1), or 224x224 (reference §5.3)
+AUX_POOL_STRIDE = {"cifar": 3, "imagenet": 2}  # the aux head's pool over an 8x8 / 7x7 map (ref-PT)
 NUM_STATES = CELL_INPUTS + NUM_NODES  # states of a cell: 2 inputs + 5 nodes (reference §1.1)
 
 
@@ -150,6 +152,9 @@ class CellNetwork(nn.Module):
     """Stem, 3 stages of ``layers`` cells with reduction cells between, classifier, optional aux head.
 
     ``normal`` / ``reduce`` are the choices each cell type is built with (see the module docstring).
+    ``stem``: ``cifar`` (one 3x3 conv to 3C; both inputs of the first cell are its output) or ``imagenet``
+    (``ops.ImageNetStem``: the input shrunk 8 times; the first cell reads its two outputs, input 0 at twice
+    the size, so it is calibrated by a factorized reduce as after a reduction cell).
     ``forward(x, arch, progress)`` returns ``(logits, aux_logits)``; aux logits only in training mode
     with an aux head, else None. ``progress`` in [0, 1] (training progress) drives drop-path.
     """
@@ -157,20 +162,26 @@ class CellNetwork(nn.Module):
     channels_last = False  # on CUDA too (CPU always is, see the module docstring)
 
     def __init__(self, space: str, layers: int, channels: int, num_classes: int, normal: CellChoices,
-                 reduce: CellChoices, *, aux: bool, drop_path_keep: float, head_keep: float, track_stats: bool):
+                 reduce: CellChoices, *, aux: bool, drop_path_keep: float, head_keep: float, track_stats: bool,
+                 stem: str = "cifar"):
         super().__init__()
         if layers < 1 or channels < 2 or channels % 2:
             raise ValueError(f"need layers >= 1 and an even channel count >= 2, got N={layers}, C={channels}")
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
         self.space = get_space(space)
         self.layers, self.channels, self.num_classes = layers, channels, num_classes
         self.drop_path_keep = drop_path_keep
         self.reduction_cells = (layers, 2 * layers + 1)  # ref-PT's pool_layers (reference §3.1)
         self.aux_index = self.reduction_cells[-1]  # aux head after the second reduction (reference §5.1)
-        stem_channels = STEM_MULTIPLIER * channels
-        self.stem = nn.Sequential(nn.Conv2d(3, stem_channels, 3, padding=1, bias=False),
-                                  ops.batch_norm(stem_channels, track_stats))
+        if stem == "cifar":
+            stem_channels = STEM_MULTIPLIER * channels
+            self.stem = ops.CifarStem(stem_channels, track_stats)
+        else:
+            stem_channels = channels
+            self.stem = ops.ImageNetStem(channels, track_stats)
         outputs = [(stem_channels, STEM_PIECES), (stem_channels, STEM_PIECES)]  # (piece channels, pieces)
-        prev_reduction = False
+        prev_reduction = stem == "imagenet"  # the first cell's input 0 is twice the size of its input 1
         self.cells = nn.ModuleList()
         self.aux_head = None
         c = channels
@@ -183,7 +194,7 @@ class CellNetwork(nn.Module):
             outputs = [outputs[1], (c, choices.loose)]
             prev_reduction = reduction
             if aux and k == self.aux_index:
-                self.aux_head = ops.AuxHead(c, choices.loose, num_classes, track_stats)
+                self.aux_head = ops.AuxHead(c, choices.loose, num_classes, track_stats, AUX_POOL_STRIDE[stem])
         self.classifier = ops.Classifier(c, outputs[1][1], num_classes, head_keep)
         ops.init_parameters(self)
 
@@ -200,8 +211,8 @@ class CellNetwork(nn.Module):
         cells = (arch.normal, arch.reduce)
         loose = (self.space.loose_ends(arch.normal), self.space.loose_ends(arch.reduce))
         # every reader of a cell output but the classifier starts with a ReLU: it is computed once, here
-        r = F.relu(self.stem(x))
-        (r0, w0), (r1, w1) = (r, STEM_PIECES), (r, STEM_PIECES)
+        r0, r1 = self.stem(x)
+        w0 = w1 = STEM_PIECES
         aux = None
         n = len(self.cells)
         for k, cell in enumerate(self.cells):
@@ -247,39 +258,48 @@ def autocast(device: torch.device, amp: bool):
 
 def train_step(model: CellNetwork, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                arch: CnnArch | None = None, *, grad_clip: float, aux_weight: float = 0.0,
-               progress: float = 1.0, amp: bool = False, sync: bool = True, unsampled: str = "skip") -> StepResult:
+               progress: float = 1.0, amp: bool = False, sync: bool = True, unsampled: str = "skip",
+               label_smoothing: float = 0.0, average: Callable[[torch.Tensor], torch.Tensor] | None = None
+               ) -> StepResult:
     """One SGD step on a batch: cross-entropy (+ ``aux_weight`` x the aux head's), gradient-norm clip,
     update. ``arch``: the sampled architecture (supernet), or a list of them whose gradients on the batch are
     summed before the one update (fair sampling); None for a final network. ``unsampled``
     (``optim.zero_grads``): ``skip`` gives parameters off the sampled path no gradient (None), so the
     optimiser leaves them, momentum included, untouched; ``decay`` gives them zero gradients, so weight
-    decay and momentum reach them (reference §3.1). Any network whose ``forward(x, arch, progress)`` returns
-    ``(logits, aux_logits or None)`` fits (``nb201.Network`` too).
+    decay and momentum reach them (reference §3.1). ``label_smoothing``: both cross-entropies against targets
+    smoothed by that much (reference §5.3). Any network whose ``forward(x, arch, progress)`` returns
+    ``(logits, aux_logits or None)`` fits (``nb201.Network`` too, and a data-parallel wrapper of one).
     A non-finite loss or gradient skips the update and gives ``finite=False``; with a fused optimiser
-    (``optim.sgd``) that is decided on the device. ``sync=False`` returns the loss, accuracy and flag as
-    device tensors instead of numbers, so the step never waits for the device."""
+    (``optim.sgd``) that is decided on the device. ``average``: in a data-parallel training, the mean of a
+    tensor over the processes; the step's loss and accuracy are averaged before the decision, so every
+    process reports the same numbers and skips the same steps. ``sync=False`` returns the loss, accuracy
+    and flag as device tensors instead of numbers, so the step never waits for the device."""
     if not model.training:
         model.train()
     optim.zero_grads(optimizer, unsampled)
-    losses, accs, totals = [], [], []
+    totals, losses, accs = [], [], []
     for a in arch if isinstance(arch, list) else [arch]:  # several: their gradients summed, one update
         with autocast(x.device, amp):
             logits, aux = model(x, progress=progress) if a is None else model(x, a, progress=progress)
-        loss = F.cross_entropy(logits.float(), y)
-        total = loss if aux is None or aux_weight == 0 else loss + aux_weight * F.cross_entropy(aux.float(), y)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        total = loss
+        if aux is not None and aux_weight != 0:
+            total = loss + aux_weight * F.cross_entropy(aux.float(), y, label_smoothing=label_smoothing)
         total.backward()
-        losses.append(loss.detach())
         totals.append(total.detach())
+        losses.append(loss.detach())
         accs.append((logits.argmax(1) == y).float().mean())
-    loss, total, acc = (torch.stack(v).mean() for v in (losses, totals, accs))
     # the optimiser's flat parameter list: walking the supernet's ~10^4 modules would cost more than a step
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     grad_norm = nn.utils.clip_grad_norm_(params, grad_clip)
-    finite = torch.isfinite(total) & torch.isfinite(grad_norm)
+    results = torch.stack([torch.stack(v).mean() for v in (totals, losses, accs)])
+    if average is not None:
+        results = average(results)
+    finite = torch.isfinite(results[0]) & torch.isfinite(grad_norm)
     optim.step_if_finite(optimizer, finite, keep_grads=unsampled == "decay")
     if not sync:
-        return StepResult(loss.detach(), finite, acc=acc)
-    loss_v, acc_v, ok = optim.host_values(loss, acc, finite)
+        return StepResult(results[1], finite, acc=results[2])
+    loss_v, acc_v, ok = optim.host_values(results[1], results[2], finite)
     return StepResult(loss_v, bool(ok), acc=acc_v)
 
 

@@ -1,4 +1,5 @@
-"""The final (standalone) CNN for CIFAR built from one ``cnn-ws`` or ``cnn`` architecture (reference §5.1).
+"""The final (standalone) CNN built from one ``cnn-ws`` or ``cnn`` architecture, for CIFAR (reference §5.1) or,
+with the ImageNet stem, for ImageNet (reference §5.3), and its size: parameters and multiply-adds.
 
 It is ``cnn.CellNetwork`` with modules for its architecture's ops only and BNs that keep running
 statistics: stem conv 3x3 to 3F + BN; cells whose output is the plain concatenation of their loose ends;
@@ -27,11 +28,11 @@ REFERENCE_CELLS = {"cnn": NAONET_A, "cnn-ws": NAONET_B}
 
 
 class NASNetwork(CellNetwork):
-    """Final CIFAR network of ``arch``: ``forward(x, progress)`` -> ``(logits, aux_logits)``.
-    Without keywords: no aux head, no dropout, no drop-path; ``from_recipe`` sets them from a recipe."""
+    """Final network of ``arch``: ``forward(x, progress)`` -> ``(logits, aux_logits)``. Without keywords: CIFAR's
+    stem, no aux head, no dropout, no drop-path; ``from_recipe`` sets them from a recipe."""
 
     def __init__(self, arch: CnnArch, layers: int, channels: int, num_classes: int = 10, *, aux: bool = False,
-                 drop_path_keep: float = 1.0, head_keep: float = 1.0):
+                 drop_path_keep: float = 1.0, head_keep: float = 1.0, stem: str = "cifar"):
         if not isinstance(arch, CnnArch):
             raise SpaceError(f"a CNN needs a cnn-ws or cnn architecture, got {getattr(arch, 'space', arch)}")
         space = get_space(arch.space)
@@ -39,16 +40,16 @@ class NASNetwork(CellNetwork):
         normal = cell_choices(arch.normal, space.ops, space.loose_ends(arch.normal))
         reduce = cell_choices(arch.reduce, space.ops, space.loose_ends(arch.reduce))
         super().__init__(arch.space, layers, channels, num_classes, normal, reduce, aux=aux,
-                         drop_path_keep=drop_path_keep, head_keep=head_keep, track_stats=True)
+                         drop_path_keep=drop_path_keep, head_keep=head_keep, track_stats=True, stem=stem)
         self.arch = arch
 
     def forward(self, x: torch.Tensor, progress: float = 1.0):
         return super().forward(x, self.arch, progress)
 
     @classmethod
-    def from_recipe(cls, arch: CnnArch, recipe, num_classes: int) -> "NASNetwork":
+    def from_recipe(cls, arch: CnnArch, recipe, num_classes: int, stem: str = "cifar") -> "NASNetwork":
         """The network of ``arch`` that ``recipe`` trains (``recipes.CnnFinal``): its N, F, heads and drop-path."""
-        return cls(arch, recipe.layers, recipe.channels, num_classes, **head_options(recipe))
+        return cls(arch, recipe.layers, recipe.channels, num_classes, stem=stem, **head_options(recipe))
 
     @classmethod
     def from_supernet(cls, supernet: Supernet, arch: CnnArch, **kwargs) -> "NASNetwork":
@@ -62,3 +63,34 @@ class NASNetwork(CellNetwork):
 def parameter_count(model: nn.Module, aux: bool = False) -> int:
     """Number of parameters, the auxiliary head's only when ``aux`` (reference §5.1 counts exclude it)."""
     return sum(p.numel() for name, p in model.named_parameters() if aux or not name.startswith("aux_head."))
+
+
+def multiply_adds(model: nn.Module, image_size: int) -> int:
+    """Multiply-adds of one ``image_size`` x ``image_size`` image through ``model`` in inference (no aux head):
+    every convolution and the classifier, as the mobile setting counts them (reference §5.3); pooling, BN and
+    sums are not counted. A factorized reduce counts as its two 1x1 convolutions (it runs as one 2x2
+    convolution whose kernel is half zeros). Works on a model built on the meta device."""
+    total = 0
+
+    def count(module, inputs, output) -> None:
+        nonlocal total
+        per_output = inputs[0].shape[1]  # a 1x1 conv over the input's channels: PieceConv, FactorizedReduce
+        if isinstance(module, nn.Conv2d):
+            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        elif isinstance(module, nn.Linear):
+            per_output = module.in_features
+        total += output[0].numel() * per_output
+
+    kinds = (nn.Conv2d, nn.Linear, ops.PieceConv, ops.FactorizedReduce)
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, kinds)]
+    was_training = model.training
+    param = next(model.parameters())
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size, device=param.device, dtype=param.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return total

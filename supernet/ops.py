@@ -224,13 +224,16 @@ class Classifier(nn.Module):
 
 
 class AuxHead(nn.Module):
-    """Auxiliary classifier on the 8x8 output of the second reduction cell (reference §5.1; NASNet, ref-PT):
-    (ReLU,) 5x5 average pool stride 3, 1x1 conv to 128, BN, ReLU, 2x2 conv to 768, BN, ReLU, linear."""
+    """Auxiliary classifier on the output of the second reduction cell (reference §5.1, §5.3; NASNet, ref-PT):
+    (ReLU,) 5x5 average pool, 1x1 conv to 128, BN, ReLU, 2x2 conv to 768, BN, ReLU, linear. The pool's stride
+    (3 on CIFAR's 8x8 map, 2 on ImageNet's 7x7) leaves the 2x2 map the second conv reads."""
 
     relu_first = True
 
-    def __init__(self, piece_channels: int, pieces: Sequence[int], num_classes: int, track_stats: bool):
+    def __init__(self, piece_channels: int, pieces: Sequence[int], num_classes: int, track_stats: bool,
+                 pool_stride: int = 3):
         super().__init__()
+        self.pool_stride = pool_stride
         self.conv1 = PieceConv(piece_channels, pieces, AUX_HIDDEN)
         self.bn1 = batch_norm(AUX_HIDDEN, track_stats)
         self.conv2 = nn.Conv2d(AUX_HIDDEN, AUX_FEATURES, 2, bias=False)
@@ -238,10 +241,41 @@ class AuxHead(nn.Module):
         self.fc = nn.Linear(AUX_FEATURES, num_classes)
 
     def forward(self, x: torch.Tensor, which: Sequence[int]) -> torch.Tensor:
-        x = F.avg_pool2d(x, 5, 3, count_include_pad=False)
+        x = F.avg_pool2d(x, 5, self.pool_stride, count_include_pad=False)
         x = F.relu(self.bn1(self.conv1(x, which)))
         x = F.relu(self.bn2(self.conv2(x)))
         return self.fc(x.flatten(1))
+
+
+class CifarStem(nn.Sequential):
+    """3x3 conv to ``channels``, BN (reference §5.1); returns its ReLU'd output twice: both inputs of the first
+    cell (every reader of a cell input starts with a ReLU, so it is computed once)."""
+
+    def __init__(self, channels: int, track_stats: bool):
+        super().__init__(nn.Conv2d(3, channels, 3, padding=1, bias=False), batch_norm(channels, track_stats))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r = F.relu(super().forward(x))
+        return r, r
+
+
+class ImageNetStem(nn.Module):
+    """The ImageNet stem of ref-PT (reference §5.3): 3x3 stride-2 conv to C/2, BN, ReLU, 3x3 stride-2 conv to C,
+    BN (``stem0``, 1/4 of the input size), then ReLU, 3x3 stride-2 conv, BN (``stem1``, 1/8). Returns both
+    outputs ReLU'd: the first cell reads them as its inputs 0 and 1 (input 0 at twice the size)."""
+
+    def __init__(self, channels: int, track_stats: bool):
+        super().__init__()
+        half = channels // 2
+        self.stem0 = nn.Sequential(nn.Conv2d(3, half, 3, 2, 1, bias=False), batch_norm(half, track_stats),
+                                   nn.ReLU(inplace=True), nn.Conv2d(half, channels, 3, 2, 1, bias=False),
+                                   batch_norm(channels, track_stats))
+        self.stem1 = nn.Sequential(nn.Conv2d(channels, channels, 3, 2, 1, bias=False),
+                                   batch_norm(channels, track_stats))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r0 = F.relu(self.stem0(x))
+        return r0, F.relu(self.stem1(r0))
 
 
 # -- scheduled drop-path ---------------------------------------------------------------------------------------

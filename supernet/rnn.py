@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -334,12 +334,15 @@ class BatchStream:
 
 def train_step(model: RnnModel, optimizer: torch.optim.Optimizer, window: Window, hidden: torch.Tensor,
                arch: RnnArch | None = None, *, tar: float, grad_clip: float, amp: bool = False,
-               sync: bool = True, unsampled: str = "skip") -> StepResult:
+               sync: bool = True, unsampled: str = "skip",
+               average: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepResult:
     """One SGD step on one window with one architecture: cross-entropy + TAR, clipped gradient norm, the lr
     scaled by the window's length (reference §3.2, §5.2). A non-finite loss or gradient norm skips the update, on
     the device with a fused optimiser (`make_optimizer`). `amp`: bf16 autocast (the cell itself stays in
     float32). `sync=False` returns the loss and the flag as device tensors, so the step never waits.
-    `unsampled`: what the step does to weights off the path (`optim.zero_grads`)."""
+    `unsampled`: what the step does to weights off the path (`optim.zero_grads`). `average`: in a data-parallel
+    training, the mean of a tensor over the processes, applied to the losses before the decision (as
+    `cnn.train_step`). `model` may be a data-parallel wrapper of an `RnnModel`."""
     model.train()
     optim.zero_grads(optimizer, unsampled)
     with torch.autocast(window.inputs.device.type, dtype=torch.bfloat16, enabled=amp):
@@ -348,9 +351,12 @@ def train_step(model: RnnModel, optimizer: torch.optim.Optimizer, window: Window
     loss = ce + tar * (raw[1:] - raw[:-1]).pow(2).mean()
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    loss_finite = torch.isfinite(loss.detach())
+    losses = torch.stack([loss.detach(), ce.detach()])
+    if average is not None:
+        losses = average(losses)
+    loss_finite = torch.isfinite(losses[0])
     finite = loss_finite & torch.isfinite(grad_norm)
-    shown = torch.where(loss_finite, ce.detach(), loss.detach())
+    shown = torch.where(loss_finite, losses[1], losses[0])
     next_hidden = torch.where(finite, last.detach(), 0.0)
     base = [group["lr"] for group in optimizer.param_groups]
     for group in optimizer.param_groups:
