@@ -15,11 +15,12 @@ class Monitor:
     """Scalars and images to ``<run>/tb`` and progress bars to stderr.
 
     After a checkpoint is restored, ``drop_events_from`` hides the events written after it, so curves do not
-    fold back on themselves. The writer opens at the first event.
+    fold back on themselves. The writer opens at the first event. ``echo=False`` (the other processes of a
+    data-parallel training) also keeps ``write``'s lines to itself.
     """
 
-    def __init__(self, run_path: str | Path | None, progress: bool = True):
-        self.progress_enabled = progress
+    def __init__(self, run_path: str | Path | None, progress: bool = True, echo: bool = True):
+        self.progress_enabled, self.echo = progress, echo
         self.log_dir = None if run_path is None else Path(run_path) / "tb"
         self.purge_step = None
         self._writer = None
@@ -86,7 +87,8 @@ class Monitor:
 
     def write(self, message: str) -> None:
         """A line that does not break the progress bars."""
-        tqdm.write(message, file=sys.stderr)
+        if self.echo:
+            tqdm.write(message, file=sys.stderr)
 
     def flush(self) -> None:
         if self._writer is not None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from supernet.spaces import SPACES, get_space, parse_arch, space_of
 
-from ..data.tasks import TASKS
+from ..data.tasks import TASKS, TRAIN_TASKS
 from ..errors import NaoWsError
 
 
@@ -81,7 +81,7 @@ def data():
 
 
 @data.command("check")
-@click.option("--task", type=click.Choice(TASKS), required=True)
+@click.option("--task", type=click.Choice(TRAIN_TASKS), required=True)
 @click.option("--data-dir", default=None, help="dataset root (default: $NAO_WS_DATA or data/)")
 def data_check(task, data_dir):
     """Verify that TASK's data is present and readable; print what was found."""

@@ -9,8 +9,9 @@ import click
 
 from ..config.options import RunConfig, build_config, config_to_dict, resolve
 from ..config.recipes import CnnFinal, RnnFinal
-from ..data.tasks import IMAGE_TASKS, TASKS, TEXT_TASKS
+from ..data.tasks import FOLDER_TASKS, IMAGE_TASKS, TASKS, TEXT_TASKS, TRAIN_TASKS
 from ..errors import USER_ERRORS, NaoWsError
+from ..train import training_of
 from ..train.options import CnnTrainConfig, RnnTrainConfig, config_class
 from .common import open_for_resume, require_data, run_options
 from .options import SectionedCommand, dataclass_options, own_fields, peek, section
@@ -20,9 +21,9 @@ def _sections(args: list[str]) -> list[tuple[str, list]]:
     task = peek(args, "--task")
     out = [("Run", section(RunConfig, own_fields(RunConfig)[1:]))]
     if task not in TEXT_TASKS:
-        out.append((f"CIFAR training (--task {' | '.join(IMAGE_TASKS)}; reference §5.1)",
+        out.append((f"Image training (--task {' | '.join(IMAGE_TASKS + FOLDER_TASKS)}; reference §5.1, §5.3)",
                     section(CnnFinal) + section(CnnTrainConfig)))
-    if task not in IMAGE_TASKS:
+    if task not in IMAGE_TASKS + FOLDER_TASKS:
         out.append((f"Language-model training (--task {' | '.join(TEXT_TASKS)}; reference §5.2)",
                     section(RnnFinal) + section(RnnTrainConfig)))
     return out
@@ -59,56 +60,113 @@ def _defaults_from_arch(flags: dict, task: str | None) -> str | None:
 
 
 @click.command(cls=SectionedCommand, sections=_sections)
-@click.option("--task", type=click.Choice(TASKS), default=None, help="dataset / kind of network")
+@click.option("--task", type=click.Choice(TRAIN_TASKS), default=None, help="dataset / kind of network")
 @run_options("train")
 @click.option("--dry-run", is_flag=True, help="build the model, report its size, exit")
 @click.option("--json", "as_json", is_flag=True, help="with --dry-run: print one JSON object")
+@click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
+              help="data-parallel processes on this machine, one per GPU (or on CPU with --device cpu), started "
+                   "through torchrun's launcher; --batch-size stays the global batch")
+@click.option("--dist-timeout", type=click.FloatRange(1), default=1800, show_default=True,
+              help="seconds a process waits for the others before the job stops (several processes)")
 @dataclass_options(CnnTrainConfig, RnnTrainConfig, exclude=("task",))
-def train(task, preset, config_file, output, resume, progress, download, dry_run, as_json, **flags):
-    """Train a discovered cell from scratch (reference §5), e.g. --task cifar10 --arch RUN/best.json."""
+def train(task, preset, config_file, output, resume, progress, download, dry_run, as_json, nproc, dist_timeout,
+          **flags):
+    """Train a discovered cell from scratch (reference §5), e.g. --task cifar10 --arch RUN/best.json; on several
+    GPUs with --nproc N, or on several machines under torchrun (see README)."""
     from ..monitor import Monitor
-    from ..runs import RunDir, check_device
-    from ..train import training_of
+    from ..runs import RunDir
+    from ..train.distributed import start
+    from .launch import in_worker, launch, without_nproc
 
-    if resume:
-        run, saved = open_for_resume(resume, task, config_file, flags)
-        if saved.get("task") not in TASKS:
-            raise NaoWsError(f"{run.path}/config.json names no task nao-ws trains: the run folder is damaged")
-        cls, _, _ = config_class(saved["task"])
-        cfg = build_config(cls, saved, {"device": flags.get("device")}, where=("config.json", "flags"))
-        check_device(cfg)
-    else:
-        task = _defaults_from_arch(flags, task)
-        if task is None:
-            raise NaoWsError(f"--task is required ({', '.join(TASKS)})")
-        cls, presets, base = config_class(task)
-        cfg = resolve(cls, presets, preset, config_file, {**flags, "task": task}, base=base)
-    training = training_of(cfg.task)
-    if download:
-        require_data(cfg.task, cfg.data_dir, download=True)
-    info = training.dry_run(cfg)  # checks every option and the architecture
+    if nproc > 1 and in_worker():
+        raise NaoWsError("--nproc starts processes of its own: under torchrun, leave it out (torchrun's "
+                         "--nproc-per-node says how many)")
+    if download and in_worker():
+        raise NaoWsError("--download in every process of a job would fetch the data many times: download it first "
+                         "(nao-ws data download), then start torchrun")
+    procs = start(dist_timeout) if nproc == 1 else None
+    main = procs is None or procs.main
+    cfg, run = _configure(task, preset, config_file, resume, flags) if main else (None, None)
+    if procs is not None and procs.world > 1:  # rank 0's config (its run folder's, for --resume) for everyone
+        saved = procs.broadcast(config_to_dict(cfg) if main else None)
+        if not main:
+            cfg = build_config(config_class(saved["task"])[0], saved, where=("the config of rank 0",))
+    info = _check(cfg, procs, nproc, download, dry_run)
     if dry_run:
-        click.echo(json.dumps(info) if as_json else "\n".join(f"{k}: {v}" for k, v in info.items()))
+        if main:
+            click.echo(json.dumps(info) if as_json else "\n".join(f"{k}: {v}" for k, v in info.items()))
         return
-    if not resume:
-        check_device(cfg)
-        require_data(cfg.task, cfg.data_dir)
-        # the architecture itself, not the file naming it: a resume must train what this run trained
-        cfg = dataclasses.replace(cfg, arch=info["arch"])
-        run = RunDir.create(output, "train", task)
+    if procs is None:  # the launcher: the processes do the rest
+        launch(nproc, ["train", *without_nproc(click.get_current_context().meta["argv"])])
+        return
     monitor = None
     try:
-        if not resume:
+        if main and not resume:
+            # the architecture itself, not the file naming it: a resume must train what this run trained
+            cfg = dataclasses.replace(cfg, arch=info["arch"])
+            run = RunDir.create(output, "train", cfg.task)
             run.write_config(config_to_dict(cfg))
-        monitor = Monitor(run.path, progress=progress)
-        result = training.train(cfg, run, monitor, resume=bool(resume))
+        monitor = Monitor(run.path, progress=progress) if main else Monitor(None, progress=False, echo=False)
+        result = training_of(cfg.task).train(cfg, run, monitor, resume=bool(resume), procs=procs)
     except USER_ERRORS:
-        run.discard()
+        if run is not None:
+            run.discard()
         raise
     finally:
         if monitor is not None:
             monitor.close()
-    click.echo(json.dumps(result))
+    if main:
+        click.echo(json.dumps(result))
+    procs.close()
+
+
+def _configure(task, preset, config_file, resume, flags):
+    """The run's config, and for --resume its run folder (checked resumable)."""
+    from ..runs import check_device
+
+    if resume:
+        run, saved = open_for_resume(resume, task, config_file, flags)
+        if saved.get("task") not in TRAIN_TASKS:
+            raise NaoWsError(f"{run.path}/config.json names no task nao-ws trains: the run folder is damaged")
+        cls, _, _ = config_class(saved["task"])
+        cfg = build_config(cls, saved, {"device": flags.get("device")}, where=("config.json", "flags"))
+        check_device(cfg)
+        return cfg, run
+    task = _defaults_from_arch(flags, task)
+    if task is None:
+        raise NaoWsError(f"--task is required ({', '.join(TRAIN_TASKS)})")
+    cls, presets, base = config_class(task)
+    return resolve(cls, presets, preset, config_file, {**flags, "task": task}, base=base), None
+
+
+def _check(cfg, procs, nproc: int, download: bool, dry_run: bool) -> dict:
+    """Every option, the architecture, the device and (but for a dry run) the data, on every process (the first
+    problem stops them all before anything is created); the dry run's report."""
+    import torch
+
+    from ..runs import check_device
+
+    def check() -> dict:
+        training = training_of(cfg.task)
+        if download:
+            require_data(cfg.task, cfg.data_dir, download=True)
+        info = training.dry_run(cfg)
+        device = check_device(cfg)
+        if procs is not None:
+            procs.place(device)
+        elif device.type == "cuda" and nproc > torch.cuda.device_count():
+            raise NaoWsError(f"--nproc {nproc} asks for a GPU per process, and this machine has "
+                             f"{torch.cuda.device_count()}: use --nproc {torch.cuda.device_count()} or fewer")
+        world = procs.world if procs is not None else nproc
+        if cfg.batch_size % world:
+            raise NaoWsError(f"--batch-size {cfg.batch_size} is the global batch and must split evenly over the "
+                             f"{world} processes: use a multiple of {world}")
+        if not dry_run:
+            require_data(cfg.task, cfg.data_dir)
+        return info
+
+    return check() if procs is None else procs.agree(check)
 
 
 @click.command("eval")

@@ -3,7 +3,8 @@
   CnnSupernet    the CIFAR-10 supernet, reference §3.1's `paper` column (ref-TF, the 7-hour run); CNN_REF_PT holds
                  its ref-PT column as overrides, CNN_RERANK the re-ranking's overrides of CnnFinal
   RnnSupernet    the PTB supernet, reference §3.2
-  CnnFinal       final CIFAR training, reference §5.1
+  CnnFinal       final CIFAR training, reference §5.1; IMAGENET holds the ImageNet overrides (reference §5.3),
+                 NAONET_A_128 the CIFAR-100 transfer of paper Table 2
   RnnFinal       final PTB training, reference §5.2; WIKITEXT2 holds the WikiText-2 overrides
   Nb201Supernet  the NAS-Bench-201 supernet, reference §8's network and training recipe
   Sgd, RnnRegularisation  what several recipes share, declared once
@@ -98,9 +99,12 @@ class RnnSupernet(RnnRegularisation):
         return self.emb_size
 
 
+LR_SCHEDULES = ("cosine", "step")  # final CNN training: cosine (reference §5.1), or x --lr-gamma per epoch (§5.3)
+
+
 @dataclass(frozen=True)
 class CnnFinal(Sgd):
-    """Final training of a CIFAR network (reference §5.1)."""
+    """Final training of a CIFAR network (reference §5.1); ImageNet's values are the overrides IMAGENET."""
 
     epochs: int = option(600, "training epochs", within=AT_LEAST_1)  # reference §5.1
     layers: int = option(6, "cells per stage N", within=AT_LEAST_1)  # reference §5.1
@@ -114,6 +118,15 @@ class CnnFinal(Sgd):
     aux_weight: float = option(0.4, "auxiliary head loss weight, 0 = no aux head", within=AT_LEAST_0)  # reference §5.1
     drop_path_keep: float = option(0.8, "final scheduled drop-path keep probability", within=KEEP)  # reference §5.1
     head_keep: float = option(0.6, "dropout keep probability before the classifier", within=KEEP)  # reference §5.1
+    label_smoothing: float = option(0.0, "label smoothing of the training cross-entropies",
+                                    within=DROP)  # reference §5.1
+    lr_schedule: str = option("cosine", "learning-rate schedule: cosine from --lr to --lr-min over the epochs, or "
+                                        "step: times --lr-gamma after every epoch",
+                              choices=LR_SCHEDULES)  # reference §5.1
+    lr_gamma: float = option(0.97, "with --lr-schedule step: the learning rate's factor after each epoch",
+                             within=KEEP)  # reference §5.3
+    image_size: int = option(224, "ImageNet: side of the training crop and of the test centre crop (a multiple of "
+                                  "32)", within=Range(32))  # reference §5.3
 
     def decay(self) -> float:
         """The weight decay: ``weight_decay``, or reference §5.1's value for the network's width."""
@@ -147,6 +160,16 @@ class RnnFinal(RnnRegularisation):
         """The RNN's hidden size: the embedding size, as the softmax is tied to the embedding."""
         return self.emb_size
 
+
+# reference §5.3, ImageNet in the mobile setting (ref-PT NAO_V1/train_imagenet.py with
+# train_NAONet_A_imagenet_4cards.sh): N = 4, F = 42, 250 epochs of batch 512 at lr 0.4 times 0.97 per epoch, weight
+# decay 3e-5, label smoothing 0.1, aux head 0.4, no drop-path, no classifier dropout, no cutout
+IMAGENET = {"epochs": 250, "layers": 4, "channels": 42, "batch_size": 512, "lr": 0.4, "lr_schedule": "step",
+            "weight_decay": 3e-5, "label_smoothing": 0.1, "drop_path_keep": 1.0, "head_keep": 1.0, "cutout": 0}
+
+# reference §5.1, the CIFAR-100 transfer of paper Table 2 (14.75% error): NAONet-A (the `cnn` space's default cell)
+# at F = 128 with drop-path keep 0.7, as ref-PT trains it on CIFAR-10 (train_NAONet_A_128_cifar10_4cards.sh)
+NAONET_A_128 = {"space": "cnn", "channels": 128, "drop_path_keep": 0.7}
 
 # reference §5.2, WikiText-2: embedding 700, weight decay 5e-7, variational dropout 0.15, rest as PTB
 WIKITEXT2 = {"emb_size": 700, "weight_decay": 5e-7, "dropout_hidden": 0.15}

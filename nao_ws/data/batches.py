@@ -24,9 +24,24 @@ def _normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.
     return (x.float() / 255 - mean) / std
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """Independent, well-mixed generator seed for each (seed, epoch)."""
-    return int(np.random.SeedSequence([seed % 2**64, epoch]).generate_state(1, np.uint64)[0])
+def epoch_seed(seed: int, *keys: int) -> int:
+    """Independent, well-mixed generator seed for each (seed, epoch) (or (seed, epoch, image))."""
+    return int(np.random.SeedSequence([seed % 2**64, *keys]).generate_state(1, np.uint64)[0])
+
+
+def process_share(batch_size: int, rank: int, world: int) -> slice:
+    """The part of each global batch of ``batch_size`` that process ``rank`` of ``world`` trains on (data-parallel
+    training): equal, consecutive parts, so the processes together see exactly the batch one process would."""
+    if batch_size % world:
+        raise NaoWsError(f"--batch-size {batch_size} is the global batch and must split evenly over the {world} "
+                         f"processes: use a multiple of {world}")
+    per = batch_size // world
+    return slice(rank * per, (rank + 1) * per)
+
+
+def eval_share(n: int, rank: int, world: int) -> slice:
+    """Process ``rank``'s consecutive share of ``n`` evaluation images; the shares cover them all once."""
+    return slice(n * rank // world, n * (rank + 1) // world)
 
 
 class ImageBatches:
@@ -40,10 +55,12 @@ class ImageBatches:
     generator seeded by (generator_seed, epoch), so batches are identical on every device and the state
     is just (epoch, position): iterating again after a break continues the same epoch, and
     `load_state_dict(state_dict())` resumes with the same remaining order and augmentation draws.
+    Data-parallel (`world` processes): `batch_size` is the global batch; every process draws the same plan and
+    yields its `process_share` of each batch, so the global batches, and the state, are those of one process.
     """
 
     def __init__(self, data: ImageSet, batch_size: int, mean, std, *, train: bool, cutout: int = 0,
-                 device="cpu", generator_seed: int, drop_last: bool = True):
+                 device="cpu", generator_seed: int, drop_last: bool = True, rank: int = 0, world: int = 1):
         if batch_size < 1 or (drop_last and batch_size > len(data)) or len(data) == 0:
             raise NaoWsError(
                 f"batch size {batch_size} does not fit {len(data)} images; use a batch size from 1 to {len(data)}"
@@ -54,6 +71,7 @@ class ImageBatches:
         self._labels = data.y.to(self.device)
         self._mean, self._std = _stats(mean, std, self.device)
         self.batch_size, self.train, self.drop_last = batch_size, train, drop_last
+        self.share = process_share(batch_size, rank, world)
         self.cutout = cutout if train else 0
         self.seed = generator_seed
         self.epoch = 0
@@ -68,7 +86,7 @@ class ImageBatches:
         n = len(self._labels)
         if not self.train:
             return {"order": torch.arange(n, device=self.device)}
-        g = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         plan = {
             "order": torch.randperm(n, generator=g),
             "dy": torch.randint(0, 2 * PAD + 1, (n,), generator=g),
@@ -108,7 +126,8 @@ class ImageBatches:
             self.epoch, self.position = self.epoch + 1, 0
         plan = self._epoch_plan()
         while self.position < len(self):
-            part = slice(self.position * self.batch_size, (self.position + 1) * self.batch_size)
+            start = self.position * self.batch_size
+            part = slice(start + self.share.start, min(start + self.share.stop, len(self._labels)))
             self.position += 1
             yield self._batch({k: v[part] for k, v in plan.items()})
         self.epoch, self.position = self.epoch + 1, 0
@@ -127,12 +146,15 @@ class ImageBatches:
         self.seed, self.epoch, self.position = state["seed"], state["epoch"], state["position"]
 
 
-def fixed_batches(data: ImageSet, batch_size: int, mean, std, device, limit: int | None = None) -> list:
-    """The first `limit` images (all when None) in order, normalised, un-augmented, in batches on device.
+def fixed_batches(data: ImageSet, batch_size: int, mean, std, device, limit: int | None = None, rank: int = 0,
+                  world: int = 1) -> list:
+    """The first `limit` images (all when None) in order, normalised, un-augmented, in batches on device;
+    with `world` processes, process `rank`'s `eval_share` of them.
 
     The same tensors serve every architecture scored, so scores are comparable (reference §3.1).
     """
     n = len(data) if limit is None else min(limit, len(data))
+    share = eval_share(n, rank, world)
     mean_t, std_t = _stats(mean, std, device)
-    x, y = data.x[:n].to(device), data.y[:n].to(device)
-    return [(_normalise(x[i:i + batch_size], mean_t, std_t), y[i:i + batch_size]) for i in range(0, n, batch_size)]
+    x, y = data.x[share].to(device), data.y[share].to(device)
+    return [(_normalise(x[i:i + batch_size], mean_t, std_t), y[i:i + batch_size]) for i in range(0, len(y), batch_size)]

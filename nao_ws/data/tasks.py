@@ -9,6 +9,8 @@ from ..errors import NaoWsError
 TASKS = ("cifar10", "cifar10-sample", "cifar100", "ptb", "wikitext2")
 IMAGE_TASKS = ("cifar10", "cifar10-sample", "cifar100")
 TEXT_TASKS = ("ptb", "wikitext2")
+FOLDER_TASKS = ("imagenet",)  # an ImageFolder layout (reference §5.3): final training only, never downloaded
+TRAIN_TASKS = TASKS + FOLDER_TASKS
 
 
 def default_data_dir() -> Path:

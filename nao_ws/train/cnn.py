@@ -1,43 +1,59 @@
-"""Final training of a discovered CNN cell on CIFAR (reference §5.1): ``nao-ws train --task cifar10 ...``.
+"""Final training of a discovered CNN cell on CIFAR (reference §5.1) or ImageNet (reference §5.3):
+``nao-ws train --task cifar10 ...``, on one process or data-parallel on several (``distributed.Processes``).
 
 ``fit_candidate`` is the same training without a run folder, for the searches' short standalone trainings
-(reference §3.1's top-5 re-ranking, §4's candidates). The test set is evaluated once, after the last epoch,
-and never used to pick anything.
+(reference §3.1's top-5 re-ranking, §4's candidates). The test set (ImageNet's val/) is evaluated once, after
+the last epoch, and never used to pick anything.
 """
 from __future__ import annotations
 
 import time
 
 import torch
+import torch.nn.functional as F
 
 from supernet import optim
 from supernet.cnn import autocast, train_step
-from supernet.nets import REFERENCE_CELLS, NASNetwork, parameter_count
+from supernet.nets import REFERENCE_CELLS, NASNetwork, multiply_adds, parameter_count
 from supernet.spaces import CnnArch, format_arch, parse_arch
 
 from ..config.options import build_config
 from ..data.batches import ImageBatches, fixed_batches
+from ..data.folders import FolderBatches, FolderData, folder_test_batches, load_folders
 from ..data.images import ImageData, load_images
-from ..data.tasks import IMAGE_TASKS
+from ..data.tasks import FOLDER_TASKS, IMAGE_TASKS
 from ..errors import NaoWsError
 from ..monitor import Monitor
 from ..runs import RunDir, check_device, load_model_state, resolve_device, seed_everything
+from .distributed import SINGLE, Processes
 from .options import CnnTrainConfig
 from .trainer import EpochStats, Trainer, seeded
 
 CHECKPOINT_KIND = "train-cnn"
-NUM_CLASSES = {"cifar10": 10, "cifar10-sample": 10, "cifar100": 100}  # reference §5.1
-EVAL_BATCH = 500  # test-time batch size: memory only, BN uses running statistics at test time
+NUM_CLASSES = {"cifar10": 10, "cifar10-sample": 10, "cifar100": 100, "imagenet": 1000}  # reference §5.1, §5.3
+CIFAR_SIDE = 32  # CIFAR images are 32x32
+EVAL_BATCH = 500  # CIFAR's test-time batch size: memory only, BN uses running statistics at test time
+AUX_MIN_SIDE = 224  # ImageNet's aux head pools a 7x7 map (1/32 of the image) to the 2x2 its conv reads
 
 
 def check_config(cfg: CnnTrainConfig) -> None:
     """Combinations no network or schedule can use (each value's own range is checked when it is read)."""
-    if cfg.task not in IMAGE_TASKS:
-        raise NaoWsError(f"--task {cfg.task} is not an image task ({', '.join(IMAGE_TASKS)})")
+    if cfg.task not in IMAGE_TASKS + FOLDER_TASKS:
+        raise NaoWsError(f"--task {cfg.task} is not an image task ({', '.join(IMAGE_TASKS + FOLDER_TASKS)})")
     if cfg.channels % 2:
         raise NaoWsError(f"--channels {cfg.channels} must be even (factorized reduce halves it)")
-    if cfg.lr_min > cfg.lr:
+    if cfg.lr_schedule == "cosine" and cfg.lr_min > cfg.lr:
         raise NaoWsError(f"--lr-min {cfg.lr_min} exceeds --lr {cfg.lr}: the cosine schedule runs from --lr down to it")
+    if cfg.task in FOLDER_TASKS:
+        if cfg.image_size % 32:
+            raise NaoWsError(f"--image-size {cfg.image_size} must be a multiple of 32 (the network halves it 5 "
+                             "times, each time an even size)")
+        if cfg.aux_weight > 0 and cfg.image_size < AUX_MIN_SIDE:
+            raise NaoWsError(f"--aux-weight {cfg.aux_weight} needs --image-size {AUX_MIN_SIDE} or more (the "
+                             "auxiliary head pools a 7x7 map): use --aux-weight 0 for smaller images")
+        if cfg.cutout:
+            raise NaoWsError(f"--cutout {cfg.cutout} is CIFAR's augmentation; ImageNet's is a random resized crop, "
+                             "a flip and colour jitter: drop --cutout")
 
 
 def resolve_arch(cfg: CnnTrainConfig) -> CnnArch:
@@ -45,42 +61,71 @@ def resolve_arch(cfg: CnnTrainConfig) -> CnnArch:
 
 
 def build_model(arch: CnnArch, cfg: CnnTrainConfig, num_classes: int) -> NASNetwork:
-    return NASNetwork.from_recipe(arch, cfg, num_classes)
+    return NASNetwork.from_recipe(arch, cfg, num_classes, stem="imagenet" if cfg.task in FOLDER_TASKS else "cifar")
+
+
+def input_side(cfg: CnnTrainConfig) -> int:
+    return cfg.image_size if cfg.task in FOLDER_TASKS else CIFAR_SIDE
 
 
 def dry_run(cfg: CnnTrainConfig) -> dict:
-    """Build the network on the meta device (no memory, no data) and report its size."""
+    """Build the network on the meta device (no memory, no data) and report its size: parameters (the aux
+    head's apart, as the papers count) and multiply-adds of one image in inference."""
     check_config(cfg)
     arch = resolve_arch(cfg)
     with torch.device("meta"):
         model = build_model(arch, cfg, NUM_CLASSES[cfg.task])
     return {"task": cfg.task, "space": arch.space, "arch": format_arch(arch), "layers": cfg.layers,
             "channels": cfg.channels, "params": parameter_count(model),
-            "params_with_aux": parameter_count(model, aux=True)}
+            "params_with_aux": parameter_count(model, aux=True), "image_size": input_side(cfg),
+            "multiply_adds": multiply_adds(model, input_side(cfg))}
+
+
+def load_data(cfg: CnnTrainConfig) -> ImageData | FolderData:
+    """The training split and the test split (ImageNet's val/) of ``cfg.task``."""
+    if cfg.task in FOLDER_TASKS:
+        return load_folders(cfg.task, cfg.data_dir)
+    return load_images(cfg.task, cfg.data_dir, purpose="final")
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, cfg: CnnTrainConfig):
+    """Cosine from --lr to --lr-min over the epochs (reference §5.1), or --lr x --lr-gamma^epoch (§5.3)."""
+    if cfg.lr_schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=cfg.lr_gamma)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs, eta_min=cfg.lr_min)
 
 
 # -- the training loop -------------------------------------------------------------------------------------
 
 class CnnTrainer(Trainer):
-    """Model, optimiser, cosine schedule and training batches of one CIFAR training: ``state_dict`` is what a
-    checkpoint needs to continue bit for bit (with ``runs.rng_state``)."""
+    """Model, optimiser, schedule and training batches of one training: ``state_dict`` is what a checkpoint
+    needs to continue bit for bit (with ``runs.rng_state``). Data-parallel: ``net`` is the model under DDP, each
+    process trains on its share of every global batch and the step results are averaged over the processes."""
 
     kind = CHECKPOINT_KIND
 
-    def __init__(self, arch: CnnArch, data: ImageData, cfg: CnnTrainConfig, device: torch.device, seed: int,
-                 run: RunDir | None = None, monitor: Monitor | None = None):
-        super().__init__(cfg, run, monitor)
+    def __init__(self, arch: CnnArch, data: ImageData | FolderData, cfg: CnnTrainConfig, device: torch.device,
+                 seed: int, run: RunDir | None = None, monitor: Monitor | None = None, procs: Processes = SINGLE):
+        super().__init__(cfg, run, monitor, procs)
         self.arch, self.device, self.data = arch, device, data
         self.amp = cfg.amp and device.type == "cuda"
+        self.channels_last = cfg.channels_last and device.type == "cuda"
         self.model = build_model(arch, cfg, data.num_classes).to(device)
-        if cfg.channels_last and device.type == "cuda":
-            self.model.use_channels_last()
+        if self.channels_last or (procs.world > 1 and device.type == "cpu"):
+            self.model.use_channels_last()  # CPU inputs are channels-last anyway: DDP wants gradients laid out so
+        self.net = procs.wrap(self.model, device, cfg.sync_bn)
         # fused SGD: a non-finite step is skipped on the device, so a step never waits for the GPU
         self.optimizer = optim.sgd(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.decay())
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, cfg.epochs, eta_min=cfg.lr_min)
-        self.batches = ImageBatches(data.train, cfg.batch_size, data.mean, data.std, train=True, cutout=cfg.cutout,
-                                    device=device, generator_seed=seed)
+        self.scheduler = lr_schedule(self.optimizer, cfg)
+        if isinstance(data, FolderData):
+            self.batches = FolderBatches(data.train, cfg.batch_size, data.mean, data.std, image_size=cfg.image_size,
+                                         workers=cfg.data_workers, device=device, channels_last=self.channels_last,
+                                         generator_seed=seed, rank=procs.rank, world=procs.world)
+        else:
+            self.batches = ImageBatches(data.train, cfg.batch_size, data.mean, data.std, train=True,
+                                        cutout=cfg.cutout, device=device, generator_seed=seed, rank=procs.rank,
+                                        world=procs.world)
         self.epoch = 0
         self.record: dict = {}  # the last epoch's
 
@@ -103,10 +148,12 @@ class CnnTrainer(Trainer):
         lr = self.optimizer.param_groups[0]["lr"]
         stats = EpochStats(cfg.max_nan_steps)
         bar = self.monitor.bar(total=steps, desc=f"epoch {self.epoch + 1}/{cfg.epochs}")
+        average = self.procs.average if self.procs.world > 1 else None
         for i, (x, y) in enumerate(self.batches):
             progress = (self.epoch * steps + i + 1) / (cfg.epochs * steps)  # drop-path schedule (reference §5.1)
-            r = train_step(self.model, self.optimizer, x, y, grad_clip=cfg.grad_clip, aux_weight=cfg.aux_weight,
-                           progress=progress, amp=self.amp, sync=False)
+            r = train_step(self.net, self.optimizer, x, y, grad_clip=cfg.grad_clip, aux_weight=cfg.aux_weight,
+                           progress=progress, amp=self.amp, sync=False, label_smoothing=cfg.label_smoothing,
+                           average=average)
             stats.add(r.finite, r.loss, r.acc)
             bar.update()
             if not stats.pending and stats.n:  # results just read: showing them waits for nothing
@@ -135,8 +182,9 @@ class CnnTrainer(Trainer):
         self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
 
     def evaluate(self, images) -> dict:
-        return evaluate_model(self.model, fixed_batches(images, EVAL_BATCH, self.data.mean, self.data.std,
-                                                        self.device), self.amp)
+        """Accuracy and loss on ``images``, each process evaluating its share."""
+        batches = test_batches(self.data, images, self.cfg, self.device, self.channels_last, self.procs)
+        return evaluate_model(self.model, batches, self.amp, self.procs)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "rollbacks": self.rollbacks, "model": self.model.state_dict(),
@@ -151,44 +199,65 @@ class CnnTrainer(Trainer):
         self.epoch, self.rollbacks = state["epoch"], state["rollbacks"]
 
 
-def evaluate_model(model: NASNetwork, batches: list, amp: bool = False) -> dict:
-    """Accuracy and mean loss over fixed batches, BN with running statistics."""
+def test_batches(data: ImageData | FolderData, images, cfg: CnnTrainConfig, device: torch.device,
+                 channels_last: bool, procs: Processes = SINGLE):
+    """``images`` (a test split) in plain batches on ``device``: this process's share of them. ImageNet's come
+    in batches of the per-process training batch, which fits in memory by construction."""
+    if isinstance(data, FolderData):
+        return folder_test_batches(images, max(1, cfg.batch_size // procs.world), data.mean, data.std,
+                                   image_size=cfg.image_size, workers=cfg.data_workers, device=device,
+                                   channels_last=channels_last, rank=procs.rank, world=procs.world)
+    return fixed_batches(images, EVAL_BATCH, data.mean, data.std, device, rank=procs.rank, world=procs.world)
+
+
+def evaluate_model(model: NASNetwork, batches, amp: bool = False, procs: Processes = SINGLE) -> dict:
+    """Top-1 and top-5 accuracy and mean loss over batches, BN with running statistics; the sums of every
+    process's batches. Sums stay on the device until the end: one read."""
     model.eval()
-    correct = loss = 0.0
-    n = 0
-    with torch.inference_mode(), autocast(batches[0][0].device, amp):
+    device = next(model.parameters()).device
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # top-1 correct, top-5 correct, loss, images
+    with torch.inference_mode(), autocast(device, amp):
         for x, y in batches:
             logits = model(x)[0].float()
-            correct += (logits.argmax(1) == y).sum().item()
-            loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
-            n += len(y)
-    return {"acc": correct / n, "loss": loss / n}
+            top5 = logits.topk(min(5, logits.shape[1]), 1).indices == y[:, None]
+            sums[0] += top5[:, 0].sum()
+            sums[1] += top5.any(1).sum()
+            sums[2] += F.cross_entropy(logits, y, reduction="sum")
+            sums[3] += len(y)
+    correct, correct5, loss, n = procs.total(sums).tolist()
+    return {"acc": correct / n, "top5_acc": correct5 / n, "loss": loss / n}
 
 
-def train(cfg: CnnTrainConfig, run: RunDir, monitor: Monitor, resume: bool) -> dict:
-    """Train ``cfg.arch`` on the full training split, checkpointing every epoch; test once at the end."""
+def train(cfg: CnnTrainConfig, run: RunDir | None, monitor: Monitor, resume: bool, procs: Processes = SINGLE) -> dict:
+    """Train ``cfg.arch`` on the full training split, checkpointing every epoch; test once at the end. Every
+    process of a data-parallel training calls it; rank 0 holds the run folder and returns the result."""
     check_config(cfg)
-    arch, device = resolve_arch(cfg), check_device(cfg)
+    arch, device = resolve_arch(cfg), procs.place(check_device(cfg))
     seed_everything(cfg.seed, cfg.deterministic)
-    data = load_images(cfg.task, cfg.data_dir, purpose="final")
-    trainer = CnnTrainer(arch, data, cfg, device, cfg.seed, run=run, monitor=monitor)
-    state = run.resume_checkpoint() if resume else None
-    if state is not None:
-        trainer.restore(state)
-        run.restore_logs(state)
+    data = load_data(cfg)
+    trainer = CnnTrainer(arch, data, cfg, device, cfg.seed, run=run, monitor=monitor, procs=procs)
+    procs.seed(cfg.seed)
+    if resume:
+        trainer.resume()
         monitor.drop_events_from(trainer.epoch + 1)  # TensorBoard steps are epochs
-        run.log(f"resumed after epoch {trainer.epoch}")
+        if run is not None:
+            run.log(f"resumed after epoch {trainer.epoch}" + _on(procs))
     else:
-        run.log(f"training {format_arch(arch)} ({arch.space}), N={cfg.layers}, F={cfg.channels}, "
-                f"{parameter_count(trainer.model) / 1e6:.2f}M params, on {device}")
+        if run is not None:
+            run.log(f"training {format_arch(arch)} ({arch.space}), N={cfg.layers}, F={cfg.channels}, "
+                    f"{parameter_count(trainer.model) / 1e6:.2f}M params, on {device}" + _on(procs))
         trainer.checkpoint()  # epoch 0: a divergence in the first epoch has something to roll back to
     trainer.fit()
     test = trainer.evaluate(data.valid)
+    if run is None:  # another process of a data-parallel training: rank 0 reports
+        return {}
     last = run.read_jsonl("metrics.jsonl")[-1]
     result = {"task": cfg.task, "space": arch.space, "arch": format_arch(arch), "epochs": trainer.epoch,
               "params": parameter_count(trainer.model), "params_with_aux": parameter_count(trainer.model, aux=True),
               "train_loss": last["train_loss"], "train_acc": last["train_acc"],
               "test_loss": test["loss"], "test_acc": test["acc"]}
+    if cfg.task in FOLDER_TASKS:
+        result["test_top5_acc"] = test["top5_acc"]
     monitor.scalars({"test/loss": test["loss"], "test/acc": test["acc"]}, trainer.epoch)
     run.wait()  # the last checkpoint is on disk, or its error raised, before the run says it is done
     run.write_json("metrics.json", result)
@@ -221,10 +290,17 @@ def evaluate(state: dict, device: str, data_dir: str | None) -> dict:
     cfg = build_config(CnnTrainConfig, state["config"], {"data_dir": data_dir}, where=("checkpoint config", "flags"))
     arch = resolve_arch(cfg)
     dev = resolve_device(device)
-    data = load_images(cfg.task, cfg.data_dir, purpose="final")
+    data = load_data(cfg)
     model = build_model(arch, cfg, data.num_classes)
     load_model_state(model, state["trainer"]["model"], "the checkpoint")
     model.to(dev)
-    test = evaluate_model(model, fixed_batches(data.valid, EVAL_BATCH, data.mean, data.std, dev))
-    return {"task": cfg.task, "arch": format_arch(arch), "epoch": state["trainer"]["epoch"],
-            "params": parameter_count(model), "test_loss": test["loss"], "test_acc": test["acc"]}
+    test = evaluate_model(model, test_batches(data, data.valid, cfg, dev, channels_last=False))
+    result = {"task": cfg.task, "arch": format_arch(arch), "epoch": state["trainer"]["epoch"],
+              "params": parameter_count(model), "test_loss": test["loss"], "test_acc": test["acc"]}
+    if cfg.task in FOLDER_TASKS:
+        result["test_top5_acc"] = test["top5_acc"]
+    return result
+
+
+def _on(procs: Processes) -> str:
+    return f", {procs.world} processes" if procs.world > 1 else ""

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config.options import AT_LEAST_0, RunConfig, option
-from ..config.recipes import WIKITEXT2, CnnFinal, RnnFinal
-from ..data.tasks import IMAGE_TASKS, TEXT_TASKS
+from ..config.recipes import IMAGENET, NAONET_A_128, WIKITEXT2, CnnFinal, RnnFinal
+from ..data.tasks import FOLDER_TASKS, IMAGE_TASKS, TEXT_TASKS
 
 MAX_NAN_STEPS = 20  # non-finite steps in a row before a rollback (ours)
 CNN_SPACES = ("cnn-ws", "cnn")
@@ -15,7 +15,8 @@ RNN_REFERENCE_CELL = "0 1 1 1 2 2 1 2 4 1 4 1 4 1 7 1 8 2 1 0 4 1"  # reference 
 
 @dataclass(frozen=True)
 class CnnTrainConfig(RunConfig, CnnFinal):
-    """``nao-ws train`` for CIFAR: the reference §5.1 recipe and the architecture; every field is a flag."""
+    """``nao-ws train`` for CIFAR and ImageNet: the reference §5.1 recipe (ImageNet's overrides, §5.3, as its task
+    defaults), the architecture and the run options; every field is a flag."""
 
     arch: str = option("", "architecture: text form, JSON or a JSON file (default: the space's reference §5.1 cell, "
                            "NAONet-B for cnn-ws, NAONet-A for cnn)")
@@ -25,6 +26,9 @@ class CnnTrainConfig(RunConfig, CnnFinal):
     amp: bool = option(False, "bf16 autocast (CUDA only)")
     channels_last: bool = option(False, "channels-last memory format on CUDA (CNNs always run channels-last on CPU, "
                                         "where it is faster)")
+    sync_bn: bool = option(False, "with several processes (torchrun): BN statistics over the global batch, not over "
+                                  "each process's share")
+    data_workers: int = option(8, "ImageNet: image-decoding processes per training process", within=AT_LEAST_0)
 
 
 @dataclass(frozen=True)
@@ -38,8 +42,12 @@ class RnnTrainConfig(RunConfig, RnnFinal):
                                                "checkpoint", within=AT_LEAST_0)
 
 
-# paper = the dataclass defaults (reference §5); smoke = a minute on 2 CPU cores
+# paper = the dataclass defaults with the task's overrides (reference §5); smoke = a minute on 2 CPU cores
 CNN_PRESETS = {"paper": {}, "smoke": {"layers": 1, "channels": 8, "epochs": 3, "batch_size": 50, "cutout": 8}}
+CIFAR100_PRESETS = {**CNN_PRESETS, "transfer": NAONET_A_128}  # paper Table 2: NAONet-A at F = 128
+# ImageNet's smoke run: small images (no aux head: it needs a 7x7 map, so 224 pixels), for a tiny ImageFolder
+IMAGENET_PRESETS = {"paper": {}, "smoke": {"layers": 1, "channels": 8, "epochs": 2, "batch_size": 20,
+                                           "image_size": 64, "aux_weight": 0.0, "data_workers": 1}}
 RNN_PRESETS = {"paper": {}, "smoke": {"emb_size": 32, "epochs": 2, "test_batch_size": 10}}
 # the recipes of the searches' candidate trainings, as overrides of CnnTrainConfig; sizes, epochs and lr come
 # from the search's own options
@@ -51,8 +59,10 @@ CANDIDATE_PRESETS = {
 
 def config_class(task: str):
     """The config of ``task``'s final training, its presets and its per-task defaults."""
+    if task in FOLDER_TASKS:
+        return CnnTrainConfig, IMAGENET_PRESETS, {**IMAGENET, "space": "cnn"}  # the paper transfers NAONet-A
     if task in IMAGE_TASKS:
-        return CnnTrainConfig, CNN_PRESETS, {}
+        return CnnTrainConfig, CIFAR100_PRESETS if task == "cifar100" else CNN_PRESETS, {}
     if task in TEXT_TASKS:
         return RnnTrainConfig, RNN_PRESETS, WIKITEXT2 if task == "wikitext2" else {}
     raise ValueError(task)

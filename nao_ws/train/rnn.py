@@ -7,6 +7,10 @@ Recipe (reference §5.2): SGD, switched to averaged SGD (NT-ASGD) once the valid
 of all epochs but the last `asgd_patience`; clipped gradients; variable BPTT with the lr scaled by window length;
 variational and locked dropouts, weight decay, TAR, tied embedding and softmax. The best validation weights
 (the averaged ones once NT-ASGD is on) are kept and measured on the test split once, at the end.
+
+Data-parallel (``distributed.Processes``): the batch's columns are split over the processes (each carries the
+hidden state of its own columns), window lengths come from one seeded stream on every process, the step's
+losses are averaged, and rank 0's validation loss decides for all.
 """
 from __future__ import annotations
 
@@ -20,10 +24,12 @@ from supernet import rnn
 from supernet.spaces import RnnArch, SpaceError, format_arch, parse_arch
 
 from ..config.options import build_config
+from ..data.batches import process_share
 from ..data.text import Corpus, batchify, load_corpus
 from ..errors import NaoWsError
 from ..monitor import Monitor
 from ..runs import RunDir, check_device, resolve_device, seed_everything
+from .distributed import SINGLE, Processes
 from .options import RnnTrainConfig
 from .trainer import EpochStats, Trainer, seeded
 
@@ -133,22 +139,25 @@ class ParamAverage:
 
 
 class RnnTrainer(Trainer):
-    """Model, optimiser, NT-ASGD average, training windows and validation record of one training run."""
+    """Model, optimiser, NT-ASGD average, training windows and validation record of one training run;
+    data-parallel, ``net`` is the model under DDP and ``columns`` this process's columns of the batch."""
 
     kind = CHECKPOINT_KIND
 
     def __init__(self, cfg: RnnTrainConfig, arch: RnnArch, corpus: Corpus, device: torch.device, seed: int,
-                 run: RunDir | None = None, monitor: Monitor | None = None):
-        super().__init__(cfg, run, monitor)
+                 run: RunDir | None = None, monitor: Monitor | None = None, procs: Processes = SINGLE):
+        super().__init__(cfg, run, monitor, procs)
         self.arch, self.device = arch, device
+        self.columns = process_share(cfg.batch_size, procs.rank, procs.world)
         self.vocab = _vocab_id(corpus)
         self.model = _build(cfg, arch, len(corpus.dictionary)).to(device)
+        self.net = procs.wrap(self.model, device, sync_bn=False)
         self.optimizer = rnn.make_optimizer(self.model, cfg.lr, cfg.weight_decay)
         self.average: ParamAverage | None = None
         self.stream = rnn.BatchStream(batchify(corpus.train, cfg.batch_size).to(device), cfg.bptt, seed,
                                       cfg.bptt_short_prob, cfg.bptt_jitter, cfg.bptt_max_extra)
         self.valid = batchify(corpus.valid, cfg.eval_batch_size).to(device)
-        self.hidden = self.model.init_hidden(cfg.batch_size)
+        self.hidden = self.model.init_hidden(cfg.batch_size // procs.world)
         self.step = 0
         self.history: list[float] = []  # validation losses before the switch to averaged SGD
         self.best_loss = math.inf
@@ -173,10 +182,14 @@ class RnnTrainer(Trainer):
         cfg = self.cfg
         bar = self.monitor.bar(total=len(self.stream), initial=self.stream.position // cfg.bptt,
                                desc=f"epoch {self.stream.epoch + 1}/{cfg.epochs}")
+        average = self.procs.average if self.procs.world > 1 else None
         try:
             for window in self.stream:
-                result = rnn.train_step(self.model, self.optimizer, window, self.hidden,
-                                        tar=cfg.tar, grad_clip=cfg.grad_clip)
+                if self.procs.world > 1:
+                    window = window._replace(inputs=window.inputs[:, self.columns],
+                                             targets=window.targets[:, self.columns])
+                result = rnn.train_step(self.net, self.optimizer, window, self.hidden,
+                                        tar=cfg.tar, grad_clip=cfg.grad_clip, average=average)
                 self.hidden = result.hidden
                 self.stats.add(result.finite, result.loss)
                 if not result.finite:
@@ -198,7 +211,7 @@ class RnnTrainer(Trainer):
         """Validation, the switch to averaged SGD when it stops improving, the epoch's record."""
         cfg = self.cfg
         with self.average.swapped_in() if self.average is not None else nullcontext():
-            valid = rnn.evaluate_stream(self.model, self.valid, cfg.bptt)
+            valid = self.procs.broadcast(rnn.evaluate_stream(self.model, self.valid, cfg.bptt))
             if valid < self.best_loss:
                 self.best_loss = valid
                 self.best_model = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
@@ -242,7 +255,8 @@ class RnnTrainer(Trainer):
         return {"epoch": self.stream.epoch, "step": self.step, "rollbacks": self.rollbacks,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "average": None if self.average is None else self.average.state_dict(),
-                "stream": self.stream.state_dict(), "hidden": self.hidden, "history": self.history,
+                "stream": self.stream.state_dict(), "hidden": self.procs.gather_rows(self.hidden),
+                "history": self.history,
                 "best_loss": self.best_loss, "best_model": self.best_model, "stats": self.stats.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -253,28 +267,34 @@ class RnnTrainer(Trainer):
             self.average = ParamAverage(self.model.parameters())
             self.average.load_state_dict(state["average"])
         self.stream.load_state_dict(state["stream"])
-        self.hidden = state["hidden"].to(self.device)
+        self.hidden = state["hidden"][self.columns].to(self.device)
         self.step, self.rollbacks, self.history = state["step"], state["rollbacks"], list(state["history"])
         self.best_loss, self.best_model = state["best_loss"], state["best_model"]
         self.stats.load_state_dict(state["stats"])
 
 
-def train(cfg: RnnTrainConfig, run: RunDir, monitor: Monitor, resume: bool) -> dict:
-    """Final training (reference §5.2) in a run folder; returns and writes metrics.json (test perplexity at the end)."""
+def train(cfg: RnnTrainConfig, run: RunDir | None, monitor: Monitor, resume: bool, procs: Processes = SINGLE) -> dict:
+    """Final training (reference §5.2) in a run folder; returns and writes metrics.json (test perplexity at the end).
+    Every process of a data-parallel training calls it; rank 0 holds the run folder, tests and returns the result."""
     seed_everything(cfg.seed, cfg.deterministic)
-    device = check_device(cfg)
+    device = procs.place(check_device(cfg))
     corpus, arch = _load(cfg)
-    trainer = RnnTrainer(cfg, arch, corpus, device, cfg.seed, run=run, monitor=monitor)
-    state = run.resume_checkpoint() if resume else None
-    if state is None:
-        run.log(f"training {format_arch(arch)} on {corpus.name}: {_params(trainer.model)} parameters, device {device}")
+    trainer = RnnTrainer(cfg, arch, corpus, device, cfg.seed, run=run, monitor=monitor, procs=procs)
+    procs.seed(cfg.seed)
+    on = f", {procs.world} processes" if procs.world > 1 else ""
+    if not resume:
+        if run is not None:
+            run.log(f"training {format_arch(arch)} on {corpus.name}: {_params(trainer.model)} parameters, "
+                    f"device {device}{on}")
         trainer.checkpoint()  # step 0: a non-finite loss in the first epoch has something to roll back to
     else:
-        trainer.restore(state)
-        run.restore_logs(state)
+        trainer.resume()
         monitor.drop_events_from(trainer.step + 1)  # TensorBoard steps are training steps, per-epoch scalars included
-        run.log(f"resumed at epoch {trainer.stream.epoch}, step {trainer.step}")
+        if run is not None:
+            run.log(f"resumed at epoch {trainer.stream.epoch}, step {trainer.step}{on}")
     trainer.fit()
+    if run is None:  # another process of a data-parallel training: rank 0 tests and reports
+        return {}
     test = trainer.test_loss(corpus.test)
     result = {"task": cfg.task, "arch": format_arch(arch), "params": _params(trainer.model),
               "epochs": trainer.stream.epoch, "steps": trainer.step, "valid_loss": trainer.best_loss,

@@ -12,6 +12,10 @@ caller's random stream (a search's, which its checkpoints record) is left as it 
 
 Checkpoints, one layout: ``{"kind", "config"``, what identifies the run (``"arch"``, ``"vocab"``), one entry
 per part's ``state_dict()`` (``"trainer"``; a search's ``"driver"``, ``"source"``, ``"strategy"``)``, "rng"}``.
+
+Data-parallel (``distributed.Processes``): every process trains; rank 0 alone writes checkpoints, logs, progress
+bars and TensorBoard events, and reads a checkpoint to send it to the others. A final training's checkpoint
+then also holds ``"processes"`` (how many wrote it) and ``"process_rng"`` (each process's random state).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from ..config.options import config_to_dict
 from ..errors import NaoWsError
 from ..monitor import Monitor
 from ..runs import RunDir, rng_state, set_rng_state
+from .distributed import SINGLE, Processes
 
 ROLLBACK_LR_FACTOR = 0.5  # lr multiplier after a rollback (ours; ref-TF also lowers the lr)
 MAX_ROLLBACKS = 5  # rollbacks in one run before it stops with an error instead of looping (ours)
@@ -113,23 +118,29 @@ class RollsBack:
 
 
 class Checkpoints:
-    """Where a training loop keeps its checkpoints: the run folder, or (no run folder) the last one in memory."""
+    """Where a training loop keeps its checkpoints: the run folder, or (no run folder) the last one in memory.
+    With several processes, rank 0 keeps them and ``latest`` sends its checkpoint to every process."""
 
-    def __init__(self, run: RunDir | None):
-        self.run = run
+    def __init__(self, run: RunDir | None, procs: Processes = SINGLE):
+        self.run, self.procs = run, procs
         self._last: dict | None = None
 
     def save(self, state: dict, step: int, logs: tuple[str, ...] = ()) -> None:
         """``logs``: the run folder's append-only logs the checkpoint holds (``RunDir.save_checkpoint``). A run
         folder's checkpoint is written off the training thread (serialising, hashing and fsyncing a large model
-        would stall the GPU); ``latest`` and the next save wait for it."""
+        would stall the GPU); ``latest`` and the next save wait for it. Only rank 0 keeps one."""
+        if not self.procs.main:
+            return
         if self.run is not None:
             self.run.save_checkpoint(state, step, logs=logs, background=True)
         else:
             self._last = copy.deepcopy(state)
 
     def latest(self) -> dict:
-        return self.run.load_latest_checkpoint("cpu") if self.run is not None else self._last
+        state = None
+        if self.procs.main:
+            state = self.run.load_latest_checkpoint("cpu") if self.run is not None else self._last
+        return self.procs.broadcast(state)
 
 
 class Trainer(RollsBack):
@@ -137,14 +148,16 @@ class Trainer(RollsBack):
     ``end_epoch`` and a checkpoint after each epoch, a divergence rolled back. Subclasses add the network, its
     data and recipe: ``kind`` (the checkpoint's), ``identity`` (what a checkpoint must match), ``step`` (the
     checkpoint's number), ``finished``, ``train_epoch``, ``end_epoch``, ``lower_lr``, ``position`` and the
-    ``state_dict`` pair. With a run folder, checkpoints go there; without one the last is kept in memory."""
+    ``state_dict`` pair. With a run folder, checkpoints go there; without one the last is kept in memory.
+    ``procs``: the processes of a data-parallel training; ``state_dict`` is called on all of them at once (it may
+    gather what each holds) and must return the state of the whole training."""
 
     kind: str
 
-    def __init__(self, cfg, run: RunDir | None, monitor: Monitor | None):
-        self.cfg, self.run = cfg, run
+    def __init__(self, cfg, run: RunDir | None, monitor: Monitor | None, procs: Processes = SINGLE):
+        self.cfg, self.run, self.procs = cfg, run, procs
         self.monitor = monitor or Monitor(None, progress=False)
-        self.checkpoints = Checkpoints(run)
+        self.checkpoints = Checkpoints(run, procs)
         self.rollbacks = 0
 
     def fit(self) -> None:
@@ -160,8 +173,11 @@ class Trainer(RollsBack):
             self.checkpoint()
 
     def checkpoint(self) -> None:
-        self.checkpoints.save({"kind": self.kind, "config": config_to_dict(self.cfg), **self.identity(),
-                               "trainer": self.state_dict(), "rng": rng_state()}, self.step, logs=("metrics.jsonl",))
+        state = {"kind": self.kind, "config": config_to_dict(self.cfg), **self.identity(),
+                 "trainer": self.state_dict(), "rng": rng_state()}
+        if self.procs.world > 1:
+            state.update(processes=self.procs.world, process_rng=self.procs.gather(state["rng"]))
+        self.checkpoints.save(state, self.step, logs=("metrics.jsonl",))
 
     def restore(self, state: dict) -> None:
         mine = self.identity()
@@ -171,7 +187,22 @@ class Trainer(RollsBack):
             raise NaoWsError(f"{where} holds a checkpoint of another training ({what} differ: a "
                              f"'{state.get('kind')}' one); continue it with the command that wrote it")
         self.load_state_dict(state["trainer"])
-        set_rng_state(state["rng"])
+        saved = state.get("processes", 1)
+        if saved == self.procs.world:
+            set_rng_state(state["process_rng"][self.procs.rank] if saved > 1 else state["rng"])
+        else:  # each process's random stream cannot be carried over to another number of processes
+            set_rng_state(state["rng"])
+            self.procs.seed(self.cfg.seed, self.step + 1)
+            self.log(f"resumed with {self.procs.world} processes from a checkpoint of {saved}: the data order, "
+                     "augmentation and schedule continue exactly; dropout and drop-path draw fresh random streams")
+
+    def resume(self) -> None:
+        """Continue from the run folder's latest checkpoint (rank 0 reads it and sends it to the others)."""
+        state = self.run.resume_checkpoint() if self.procs.main else None
+        state = self.procs.broadcast(state)
+        self.restore(state)
+        if self.run is not None:
+            self.run.restore_logs(state)
 
     def latest_checkpoint(self) -> dict:
         return self.checkpoints.latest()
