@@ -74,6 +74,8 @@ def launch(nproc: int, argv: list[str]) -> None:
         line, keep = _root_cause(e, logs)
         if not keep:
             shutil.rmtree(logs, ignore_errors=True)
+        if sys.stderr.isatty():
+            sys.stderr.write("\r\033[K")  # rank 0's progress bar, left where its process ended
         raise NaoWsError(line) from None
     finally:
         quiet.setLevel(level)

@@ -193,8 +193,9 @@ class Trainer(RollsBack):
         else:  # each process's random stream cannot be carried over to another number of processes
             set_rng_state(state["rng"])
             self.procs.seed(self.cfg.seed, self.step + 1)
-            self.log(f"resumed with {self.procs.world} processes from a checkpoint of {saved}: the data order, "
-                     "augmentation and schedule continue exactly; dropout and drop-path draw fresh random streams")
+            self.log(f"resumed with {self.procs.world} process{'es' * (self.procs.world > 1)} from a checkpoint of "
+                     f"{saved}: the data order and schedule continue exactly; dropout and drop-path draw fresh random "
+                     "streams")
 
     def resume(self) -> None:
         """Continue from the run folder's latest checkpoint (rank 0 reads it and sends it to the others)."""
