@@ -2,11 +2,14 @@
 # The GPU check of issue 17, one command: both supernet benchmarks with and without bf16 / channels-last,
 # the op counts, then 2 supernet epochs (plus a scoring round and a controller round) of each `paper`
 # search preset with their measured throughput and the extrapolated wall time of the full presets, one
-# JSON line per figure on stdout. Any failing command (a CUDA error is an exception) stops it with a
-# non-zero status. Budget on one GPU: 8 minutes.
+# JSON line per figure on stdout. With two GPUs or more, a data-parallel step (issue 28): the ImageNet network
+# trained by one process and by two (NCCL, SyncBN), how far apart they end and how fast each is; skipped,
+# saying so, with one GPU. Any failing command (a CUDA error is an exception) stops it with a non-zero
+# status. Budget: 8 minutes on one GPU, 2 more for the data-parallel step.
 #
-#   bash benchmarks/gpu_check.sh                      # on the GPU
-#   bash benchmarks/gpu_check.sh --device cpu --quick # the dry path (CI): tiny sizes, CUDA-only flags off
+#   bash benchmarks/gpu_check.sh                      # on the GPU(s)
+#   bash benchmarks/gpu_check.sh --device cpu --quick # the dry path (CI): tiny sizes, CUDA-only flags off,
+#                                                     # the data-parallel step in two CPU processes (gloo)
 set -euo pipefail
 device=cuda
 quick=""
@@ -33,8 +36,15 @@ if [ "$device" = cuda ]; then
         step python -m benchmarks.rnn_supernet --device cuda $quick $flags
     done
     step python -m benchmarks.search_cost --device cuda --epochs 2 --amp --channels-last --tf32 $quick
+    gpus=$(python -c "import torch; print(torch.cuda.device_count())")
+    if [ "$gpus" -ge 2 ]; then
+        step python -m benchmarks.data_parallel --device cuda --nproc 2 --channels-last $quick
+    else
+        echo "gpu_check: $gpus GPU: the 2-GPU data-parallel step is skipped (it needs two)" >&2
+    fi
 else
     # paper-size benchmarks take minutes per figure on a CPU: the dry path runs the search measurement only
     echo "gpu_check: $device: supernet benchmarks skipped (CUDA only here)" >&2
     step python -m benchmarks.search_cost --device "$device" --epochs 1 $quick
+    step python -m benchmarks.data_parallel --device "$device" --nproc 2 $quick
 fi

@@ -1,5 +1,5 @@
 """benchmarks/gpu_check.sh's dry path (--device cpu --quick): the plumbing of the GPU check, every figure a
-JSON line, and a failing step failing the whole check."""
+JSON line (the data-parallel step's from two CPU processes), and a failing step failing the whole check."""
 import json
 import subprocess
 from pathlib import Path
@@ -19,6 +19,9 @@ def test_dry_path_prints_every_figure_as_json():
     for task in ("cifar10", "ptb"):
         assert {("search_train_step_s", task), ("search_wall_h", task)} <= metrics
     assert {("rnn_train_step_ops", None), ("cnn_train_step_ops", None)} <= metrics
+    ddp = {line["metric"]: line["value"] for line in lines if line["metric"].startswith("ddp_")}
+    assert set(ddp) == {"ddp_weight_gap", "ddp_epoch_s", "ddp_images_per_s", "ddp_speedup"}
+    assert ddp["ddp_weight_gap"] < 0.25 and ddp["ddp_speedup"] > 0  # two CPU processes train as one
     wall = [line for line in lines if line["metric"] == "search_wall_h"]
     assert all(line["kind"] == "extrapolated" and line["value"] > 0 for line in wall)
 
