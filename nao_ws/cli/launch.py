@@ -33,15 +33,16 @@ def in_worker() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def without_nproc(argv: list[str]) -> list[str]:
-    """``argv`` less its ``--nproc N`` (or ``--nproc=N``)."""
+def worker_argv(argv: list[str]) -> list[str]:
+    """The command line of the processes ``argv`` starts: less its ``--nproc N`` (``--nproc=N``), and less its
+    ``--download``, which the launcher has done."""
     out, skip = [], False
     for a in argv:
         if skip:
             skip = False
         elif a == "--nproc":
             skip = True
-        elif not a.startswith("--nproc="):
+        elif not a.startswith("--nproc=") and a != "--download":
             out.append(a)
     return out
 

@@ -77,7 +77,7 @@ def train(task, preset, config_file, output, resume, progress, download, dry_run
     from ..monitor import Monitor
     from ..runs import RunDir
     from ..train.distributed import start
-    from .launch import in_worker, launch, without_nproc
+    from .launch import in_worker, launch, worker_argv
 
     if nproc > 1 and in_worker():
         raise NaoWsError("--nproc starts processes of its own: under torchrun, leave it out (torchrun's "
@@ -96,9 +96,11 @@ def train(task, preset, config_file, output, resume, progress, download, dry_run
     if dry_run:
         if main:
             click.echo(json.dumps(info) if as_json else "\n".join(f"{k}: {v}" for k, v in info.items()))
+        if procs is not None:
+            procs.close()
         return
     if procs is None:  # the launcher: the processes do the rest
-        launch(nproc, ["train", *without_nproc(click.get_current_context().meta["argv"])])
+        launch(nproc, ["train", *worker_argv(click.get_current_context().meta["argv"])])
         return
     monitor = None
     try:
@@ -141,10 +143,12 @@ def _configure(task, preset, config_file, resume, flags):
 
 
 def _check(cfg, procs, nproc: int, download: bool, dry_run: bool) -> dict:
-    """Every option, the architecture, the device and (but for a dry run) the data, on every process (the first
-    problem stops them all before anything is created); the dry run's report."""
+    """Every option, the architecture and the share of the batch each process gets; but for a dry run also the
+    device and the data; on every process (the first problem stops them all before anything is created).
+    Returns the dry run's report."""
     import torch
 
+    from ..data.batches import process_share
     from ..runs import check_device
 
     def check() -> dict:
@@ -152,18 +156,16 @@ def _check(cfg, procs, nproc: int, download: bool, dry_run: bool) -> dict:
         if download:
             require_data(cfg.task, cfg.data_dir, download=True)
         info = training.dry_run(cfg)
+        process_share(cfg.batch_size, 0, procs.world if procs is not None else nproc)
+        if dry_run:
+            return info
         device = check_device(cfg)
         if procs is not None:
             procs.place(device)
         elif device.type == "cuda" and nproc > torch.cuda.device_count():
             raise NaoWsError(f"--nproc {nproc} asks for a GPU per process, and this machine has "
                              f"{torch.cuda.device_count()}: use --nproc {torch.cuda.device_count()} or fewer")
-        world = procs.world if procs is not None else nproc
-        if cfg.batch_size % world:
-            raise NaoWsError(f"--batch-size {cfg.batch_size} is the global batch and must split evenly over the "
-                             f"{world} processes: use a multiple of {world}")
-        if not dry_run:
-            require_data(cfg.task, cfg.data_dir)
+        require_data(cfg.task, cfg.data_dir)
         return info
 
     return check() if procs is None else procs.agree(check)

@@ -138,6 +138,7 @@ class _Images(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, key):
+        from PIL.Image import DecompressionBombError
         from torchvision.datasets.folder import pil_loader
 
         epoch, i = key if isinstance(key, tuple) else (None, key)
@@ -149,7 +150,7 @@ class _Images(torch.utils.data.Dataset):
             with torch.random.fork_rng(devices=()):
                 torch.manual_seed(epoch_seed(self.seed, epoch, i))
                 return self.transform(image), label
-        except (OSError, ValueError) as e:  # PIL: missing, truncated or not an image (UnidentifiedImageError)
+        except (OSError, ValueError, DecompressionBombError) as e:  # missing, truncated, not an image, too large
             return Unreadable(path, one_line(e))
 
 

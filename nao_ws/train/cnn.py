@@ -112,7 +112,8 @@ class CnnTrainer(Trainer):
         self.channels_last = cfg.channels_last and device.type == "cuda"
         self.model = build_model(arch, cfg, data.num_classes).to(device)
         if self.channels_last or (procs.world > 1 and device.type == "cpu"):
-            self.model.use_channels_last()  # CPU inputs are channels-last anyway: DDP wants gradients laid out so
+            # on CPU the network runs channels-last anyway; weights alike give DDP the gradient layout it expects
+            self.model.use_channels_last()
         self.net = procs.wrap(self.model, device, cfg.sync_bn)
         # fused SGD: a non-finite step is skipped on the device, so a step never waits for the GPU
         self.optimizer = optim.sgd(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
