@@ -21,7 +21,7 @@ def test_dry_path_prints_every_figure_as_json():
     assert {("rnn_train_step_ops", None), ("cnn_train_step_ops", None)} <= metrics
     ddp = {line["metric"]: line["value"] for line in lines if line["metric"].startswith("ddp_")}
     assert set(ddp) == {"ddp_weight_gap", "ddp_epoch_s", "ddp_images_per_s", "ddp_speedup"}
-    assert ddp["ddp_weight_gap"] < 0.25 and ddp["ddp_speedup"] > 0  # two CPU processes train as one
+    assert ddp["ddp_weight_gap"] < 1e-3 and ddp["ddp_speedup"] > 0  # two CPU processes train as one
     wall = [line for line in lines if line["metric"] == "search_wall_h"]
     assert all(line["kind"] == "extrapolated" and line["value"] > 0 for line in wall)
 
