@@ -13,6 +13,7 @@ setup(
         "torch>=2.1,<=2.14.1",
         "torchvision>=0.16,<=0.29.1",
         "numpy",
+        "scipy",
         "tensorboard",
         "click>=8",
         "tqdm",

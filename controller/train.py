@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import stats
 
 from .config import TrainConfig
 from .metrics import kendall_tau, mean_hamming, pairwise_accuracy, precision_at_k, spearman_rho
@@ -64,17 +65,8 @@ def normalise(scores: np.ndarray, how: str = "minmax") -> np.ndarray:
     if hi == lo:
         return np.full_like(scores, 0.5)
     if how == "rank":
-        return (_mean_ranks(scores) - 1) / (len(scores) - 1)
+        return (stats.rankdata(scores) - 1) / (len(scores) - 1)
     return (scores - lo) / (hi - lo)
-
-
-def _mean_ranks(a: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties given the mean of their ranks."""
-    order = np.argsort(a, kind="stable")
-    ranks = np.empty(len(a))
-    ranks[order] = np.arange(1, len(a) + 1)
-    _, inverse, counts = np.unique(a, return_inverse=True, return_counts=True)
-    return (np.bincount(inverse, weights=ranks) / counts)[inverse]
 
 
 def ranking_loss(pred: torch.Tensor, target: torch.Tensor, margin: float) -> torch.Tensor:

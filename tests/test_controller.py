@@ -246,6 +246,23 @@ def test_spearman_rho_by_hand():
     assert spearman_rho([5, 4, 3, 2, 1], [1, 2, 3, 4, 5]) == pytest.approx(-1.0)
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_pair_metrics_equal_their_definition_over_all_pairs(seed):
+    """Pairwise accuracy and tau-b are computed from scipy's O(n log n) tau; with many ties they still equal
+    the counts over every pair."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 40))
+    pred, true = rng.integers(0, rng.integers(1, 6), n).astype(float), rng.integers(0, 4, n).astype(float)
+    i, j = np.triu_indices(n, k=1)
+    sp, st = np.sign(pred[i] - pred[j]), np.sign(true[i] - true[j])
+    untied = st != 0
+    acc = np.mean((1 + sp[untied] * st[untied]) / 2) if untied.any() else np.nan
+    denom = np.sqrt(np.count_nonzero(sp) * np.count_nonzero(st))
+    tau = np.sum(sp * st) / denom if denom else np.nan
+    assert pairwise_accuracy(pred, true) == pytest.approx(acc, nan_ok=True)
+    assert kendall_tau(pred, true) == pytest.approx(tau, nan_ok=True)
+
+
 def test_precision_at_k_and_hamming_by_hand():
     assert precision_at_k([4, 3, 2, 1], [4, 1, 3, 2], k=2) == 0.5
     assert precision_at_k([0.9, 0.8, 0.1, 0.2], [1, 0, 3, 2], k=2) == 0.0
