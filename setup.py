@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Neural Architecture Optimization (NAO) on an ENAS-style weight-sharing supernet",
     packages=find_packages(include=["nao_ws*", "supernet*", "controller*"]),
-    package_data={"nao_ws.data": ["assets/*.npz"]},
+    package_data={"nao_ws.data": ["assets/*.npz", "assets/*.csv.gz", "assets/*.txt"]},
     python_requires=">=3.10",
     # torch/torchvision: CI and the README install the pinned builds first (torch==2.14.1, torchvision==0.29.1);
     # these ranges accept them without pulling a newer multi-GB release.

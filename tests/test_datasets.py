@@ -1,4 +1,4 @@
-"""Datasets on real data: full PTB, the PTB excerpt, the CIFAR-10 npz files in ../shared/data, and CIFAR
+"""Datasets on real data: full PTB, the PTB excerpt, the CIFAR-10 npz files of the real-data folder, and CIFAR
 fixtures in the official pickled layout built from the genuine sample images."""
 import gzip
 import hashlib
@@ -258,7 +258,7 @@ def test_cifar_corruption_names_the_file(cifar_root, mini):
 
 def test_bundled_sample_is_the_genuine_mini_file(data):
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
-    assert digest(images.SAMPLE_NPZ) == digest(data("cifar10", "cifar10-mini-train500-test200.npz"))
+    assert digest(images.SAMPLE_NPZ) == digest(data("cifar10", "cifar10-mini-train500-test200.npz", shipped=False))
 
 
 def test_sample_splits(mini):

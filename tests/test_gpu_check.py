@@ -1,6 +1,7 @@
 """benchmarks/gpu_check.sh's dry path (--device cpu --quick): the plumbing of the GPU check, every figure a
 JSON line (the data-parallel step's from two CPU processes), and a failing step failing the whole check."""
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -10,8 +11,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_dry_path_prints_every_figure_as_json():
-    p = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--device", "cpu", "--quick"], cwd=ROOT,
+def test_dry_path_prints_every_figure_as_json(data):
+    data("ptb-tiny"), data("cifar10", "cifar10-train4000.npz")  # what the search measurement reads
+    env = {**os.environ, "NAO_WS_TEST_DATA": str(data.root)}
+    p = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--device", "cpu", "--quick"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
     lines = [json.loads(line) for line in p.stdout.splitlines()]

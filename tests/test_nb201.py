@@ -1,6 +1,7 @@
 """The NAS-Bench-201 space and its table (reference §8): canonical classes, round trips, tables read with one-line
 errors, the official file through its API package, and a search that spends each query on a new cell and reads
 the test column only at the end (every strategy's run and resume: the search matrix in test_search.py)."""
+import gzip
 import json
 import sys
 
@@ -127,12 +128,19 @@ def table_rows(table):
     return text[0], text[1:]
 
 
-@pytest.mark.parametrize("case", ["missing", "columns", "cell", "duplicate", "task", "short", "binary"])
+@pytest.mark.parametrize("case", ["missing", "name", "columns", "cell", "duplicate", "task", "short", "binary",
+                                  "gzip"])
 def test_bad_tables_are_one_line_errors(case, tmp_path, table_rows, fast, cli, capsys):
     header, rows = table_rows
     task, path = "cifar10", tmp_path / "t.csv"
     if case == "missing":
         expect = "does not exist"
+    elif case == "name":
+        path, expect = "nb201-200epoch", "built-in tables: nb201-12epoch"
+    elif case == "gzip":
+        path = tmp_path / "t.csv.gz"
+        path.write_bytes(gzip.compress("\n".join([header] + rows).encode())[:-100])  # cut short
+        expect = "not a text CSV file"
     elif case == "columns":
         _write(path, header.replace("cifar10_test", "cifar10_tst"), rows)
         expect = "no column cifar10_test"
@@ -161,6 +169,27 @@ def test_bad_tables_are_one_line_errors(case, tmp_path, table_rows, fast, cli, c
     code, _, err = cli(args, capsys)
     assert code == 2 and expect in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()  # validated before the run folder is made
+
+
+def test_built_in_table_is_the_real_data_table(data):
+    real = data("nb201", "nb201-cifar10-12epoch.csv", shipped=False)
+    for task in tabular.TABLE_TASKS:
+        built_in, csv = tabular.load_table("nb201-12epoch", task), tabular.load_table(real, task)
+        assert built_in.valid == csv.valid and built_in._test == csv._test and built_in.source == "nb201-12epoch"
+
+
+def test_built_in_table_by_name_from_any_folder(tmp_path, monkeypatch, fast, cli, capsys, jsonl):
+    """The name needs no file where the search runs; the gzipped CSV it names works as a path too."""
+    monkeypatch.chdir(tmp_path)
+    args = fast[:] + ["--budget", "12", "--output", "run"]
+    args[args.index("--benchmark") + 1] = "nb201-12epoch"
+    code, _, err = cli(args, capsys)
+    assert code == 0, err
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    table = tabular.load_table(tabular.BUILT_IN["nb201-12epoch"], "cifar10")
+    assert best["benchmark"] == "nb201-12epoch"
+    assert best["test_accuracy"] == table.test_accuracy(parse_arch(best["text"]))
+    assert best["valid_accuracy"] == max(table.score(parse_arch(r["arch"])) for r in jsonl(tmp_path / "run/pool.jsonl"))
 
 
 def test_official_file_needs_its_api_package(tmp_path, monkeypatch, fast, cli, capsys):

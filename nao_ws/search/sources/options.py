@@ -104,7 +104,8 @@ class QueryBudget:
 class TableOptions(QueryBudget):
     """A tabular benchmark as the score source: every query is a lookup of a trained accuracy."""
 
-    benchmark: str | None = option(None, "tabular benchmark file: the CSV table or the official NAS-Bench-201 file")
+    benchmark: str | None = option(None, "tabular benchmark: nb201-12epoch (built in: NAS-Bench-201's 12-epoch "
+                                         "accuracies), a CSV table (.csv or .csv.gz) or the official benchmark file")
 
 
 @dataclass(frozen=True)

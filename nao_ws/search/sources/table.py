@@ -1,19 +1,24 @@
 """A tabular benchmark as the score source (reference §8): NAS-Bench-201's table, judged on ground truth.
 
-    nao-ws search --task cifar10 --space nb201 --benchmark nb201-cifar10-12epoch.csv --strategy nao --budget 100
+    nao-ws search --task cifar10 --space nb201 --benchmark nb201-12epoch --strategy nao --budget 100
 
 A query scores a cell with its **validation** accuracy; the budget counts queries of distinct canonical cells
 (``Nb201Space.canonical``). The test column stays sealed until the budget is spent: it is read once, for
 ``best.json`` and the final test curve.
 
-Tables: the CSV form (``index``, ``cellstr`` and ``<task>_valid`` / ``<task>_test`` accuracy columns in
-percent), or the official NAS-Bench-201 / NATS-Bench (topology) file, read through its API package
-(``pip install nats_bench`` or ``nas-bench-201``) at 200 epochs.
+Tables: a built-in name (``nb201-12epoch``: the benchmark's 12-epoch accuracies, shipped gzipped with the
+package; its source and licence: docs/reference.md §8), the CSV form (``index``, ``cellstr`` and
+``<task>_valid`` / ``<task>_test`` accuracy columns in percent; plain or ``.csv.gz``), or the official
+NAS-Bench-201 / NATS-Bench (topology) file, read through its API package (``pip install nats_bench`` or
+``nas-bench-201``) at 200 epochs.
 """
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -25,6 +30,8 @@ from ...runs import resolve_device
 from . import ScoreSource
 from .options import TABLE_TASKS
 
+# Tables shipped with the package, by the name --benchmark gives them (docs/reference.md §8: source, licence)
+BUILT_IN = {"nb201-12epoch": Path(__file__).resolve().parents[2] / "data" / "assets" / "nb201-cifar10-12epoch.csv.gz"}
 # The official API's dataset names: (validation split, test split) per task (NAS-Bench-201 paper, Sec. 2.3).
 API_DATASETS = {"cifar10": ("cifar10-valid", "cifar10"), "cifar100": ("cifar100", "cifar100"),
                 "imagenet16": ("ImageNet16-120", "ImageNet16-120")}
@@ -54,7 +61,7 @@ class Table:
 def load_table(path: str | Path | None, task: str) -> Table:
     """The ``task`` columns of a benchmark file, with one-line errors for every way the file can be wrong.
     Read once per process and file version (``check_config`` reads it before the run folder is made)."""
-    p = Path(path) if path else None
+    p = BUILT_IN.get(str(path), Path(path)) if path else None
     key = (str(p.resolve()), p.stat().st_mtime_ns, task) if p is not None and p.exists() else None
     if key not in _TABLES:
         table = _load_table(path, task)
@@ -69,14 +76,18 @@ _TABLES: dict = {}
 
 def _load_table(path: str | Path | None, task: str) -> Table:
     if not path:
-        raise NaoWsError("--benchmark FILE is required with --space nb201: the NAS-Bench-201 table "
-                         "(the 12-epoch CSV table, or the official benchmark file)")
+        raise NaoWsError("--benchmark is required with --space nb201: the built-in table nb201-12epoch, a CSV "
+                         "table, or the official benchmark file")
     if task not in TABLE_TASKS:
         raise NaoWsError(f"--task {task} has no NAS-Bench-201 columns: use one of {', '.join(TABLE_TASKS)}")
-    p = Path(path)
+    p = BUILT_IN.get(str(path), Path(path))
     if not p.exists():
-        raise NaoWsError(f"benchmark file {p} does not exist")
-    table = _read_csv(p, task) if p.suffix == ".csv" else _read_api(p, task)
+        hint = f" (built-in tables: {', '.join(BUILT_IN)})" if not p.suffix else ""
+        raise NaoWsError(f"benchmark file {p} does not exist{hint}")
+    csv_form = p.suffix == ".csv" or p.name.endswith(".csv.gz")
+    table = _read_csv(p, task) if csv_form else _read_api(p, task)
+    if str(path) in BUILT_IN:
+        table.source = str(path)
     if len(table) != get_space("nb201").size():
         raise NaoWsError(f"benchmark file {p} has {len(table)} cells; NAS-Bench-201 has 15625: the file is incomplete")
     return table
@@ -86,7 +97,7 @@ def _read_csv(p: Path, task: str) -> Table:
     cols = (f"{task}_valid", f"{task}_test")
     sp = get_space("nb201")
     try:
-        with open(p, newline="", encoding="utf-8") as fh:
+        with _open_text(p) as fh:
             reader = csv.DictReader(fh)
             header = reader.fieldnames or []
             missing = [c for c in ("cellstr", *cols) if c not in header]
@@ -110,11 +121,18 @@ def _read_csv(p: Path, task: str) -> Table:
                                      f"{row[cols[0]]!r}, {row[cols[1]]!r}") from None
                 if not (math.isfinite(valid[ops]) and math.isfinite(test[ops])):
                     raise NaoWsError(f"benchmark file {p}, line {line}: accuracies must be finite")
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error):
         raise NaoWsError(f"benchmark file {p} is not a text CSV file") from None
     except csv.Error as e:
         raise NaoWsError(f"benchmark file {p} is not a readable CSV file ({e})") from None
     return Table(task, str(p), valid, test)
+
+
+def _open_text(p: Path):
+    """The CSV's text, gunzipped on the fly for a ``.gz`` file."""
+    if p.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8", newline="")
+    return open(p, newline="", encoding="utf-8")
 
 
 def _read_api(p: Path, task: str) -> Table:
