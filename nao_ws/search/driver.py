@@ -16,6 +16,7 @@ on CPU, exactly as an uninterrupted one.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,6 +94,7 @@ class Search(RollsBack):
         self.records: list[dict] = []  # pool.jsonl's
         self.latest: dict[str, dict] = {}  # text -> its latest record
         self.drawn: dict[str, str] = {}  # TensorBoard tag -> the cell last drawn there
+        self.clock = time.perf_counter()  # when the phase being logged next began
 
     @property
     def rollbacks(self) -> int:
@@ -173,8 +175,12 @@ class Search(RollsBack):
         return {t for t in self.state.pool if self.latest.get(t, {}).get("round") == self.state.round}
 
     def log(self, record: dict) -> None:
-        """A phase's record: a line of metrics.jsonl, and TensorBoard events at its step."""
+        """A phase's record: a line of metrics.jsonl, and TensorBoard events at its step; ``seconds``, the wall
+        time since the previous record (or the start), unless the record brings its own (a re-ranking's)."""
+        now = time.perf_counter()
         record = {"round": self.state.round, "step": self.step(), **record}
+        record.setdefault("seconds", round(now - self.clock, 3))
+        self.clock = now
         self.run.append_jsonl("metrics.jsonl", record)
         self.to_tensorboard(record)
 
