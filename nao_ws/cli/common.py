@@ -1,9 +1,7 @@
-"""What the commands that run something share: resuming a run folder, and data that must be there first."""
+"""What the commands that run something share: their common options."""
 from __future__ import annotations
 
 import click
-
-from ..errors import NaoWsError
 
 
 def run_options(command: str):
@@ -23,29 +21,3 @@ def run_options(command: str):
         return fn
 
     return decorate
-
-
-def open_for_resume(resume: str, task, config_file, flags: dict):
-    """The run folder and its saved config; other options (but --device) would silently change the run."""
-    from ..runs import RunDir
-
-    run = RunDir.open(resume)
-    extra = [k for k, v in flags.items() if v is not None and k != "device"]
-    if extra or task or config_file:
-        named = ", ".join("--" + k.replace("_", "-") for k in extra) or "--task/--config"
-        raise NaoWsError(f"--resume continues a run with its saved config.json; drop the other options ({named})")
-    run.check_resumable()
-    return run, run.read_config()
-
-
-def require_data(task: str, data_dir: str | None, npz_path: str | None = None, download: bool = False) -> None:
-    """Missing or unreadable data is an error before the run folder exists (the corrected command may reuse
-    it); with ``download``, missing data is fetched first."""
-    from ..data.download import check, download as fetch, require
-
-    if download:
-        try:
-            check(task, data_dir)
-        except NaoWsError:
-            fetch(task, data_dir)
-    require(task, data_dir, npz_path)

@@ -6,7 +6,7 @@ import sys
 import click
 
 from ..errors import USER_ERRORS
-from . import arch, launch, search, train
+from . import arch, launch, report, search, train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,7 +20,8 @@ def cli():
     """
 
 
-for command in (search.search, search.score, train.train, train.evaluate, arch.arch, arch.plot, arch.data):
+for command in (search.search, search.score, train.train, train.evaluate, arch.arch, arch.plot, arch.data,
+                report.report):
     cli.add_command(command)
 
 

@@ -7,21 +7,18 @@ from pathlib import Path
 
 import click
 
-from supernet.spaces import SPACES
-
+from ..api import SEARCH_TASKS
 from ..config import recipes
-from ..config.options import RunConfig, build_config, config_to_dict, load_config_file, resolve
-from ..data.tasks import IMAGE_TASKS, TASKS
-from ..errors import USER_ERRORS, NaoWsError
+from ..config.options import RunConfig
+from ..data.tasks import IMAGE_TASKS
 from ..search import options as so
-from ..search.sources import kind_of, source_kind
-from ..search.sources.options import (TABLE_TASKS, ImageScoring, ProxyOptions, QueryBudget, StandaloneOptions,
-                                      SupernetOptions, TableOptions)
+from ..search.sources import kind_of
+from ..search.sources.options import (ImageScoring, ProxyOptions, QueryBudget, StandaloneOptions, SupernetOptions,
+                                      TableOptions)
 from ..search.strategies.options import OPTIONS as STRATEGY_OPTIONS
-from .common import open_for_resume, require_data, run_options
+from .common import run_options
 from .options import SectionedCommand, dataclass_options, own_fields, peek, section
 
-SEARCH_TASKS = tuple(dict.fromkeys(TASKS + TABLE_TASKS))
 PROXY_SPACES = ("nb201", "cnn-ws", "cnn")  # the image spaces (nao_ws.search.proxies)
 SUPERNET_SPACES = {"cnn-ws": ("CIFAR-10 supernet (reference §3.1)", [recipes.CnnSupernet, ImageScoring, so.CnnWsSearch]),
                    "nb201": ("NAS-Bench-201 supernet (reference §8)", [recipes.Nb201Supernet, ImageScoring]),
@@ -52,37 +49,6 @@ def _sections(args: list[str]) -> list[tuple[str, list]]:
     return out
 
 
-def _search_config(task, preset, config_file, flags):
-    """The resolved config of a new search; a flag of another strategy than the one chosen is an error."""
-    from_file = load_config_file(config_file)
-    space = flags.get("space") or from_file.get("space")
-    if space is not None and space not in SPACES:
-        raise NaoWsError(f"--space {space} is unknown: use {' or '.join(SPACES)}")
-    cls, presets, base = so.config_for(task, space, flags.get("benchmark") or from_file.get("benchmark"),
-                                       *(flags.get(k) or from_file.get(k) for k in ("strategy", "policy_preset",
-                                                                                     "proxy")))
-    cfg = resolve(cls, presets, preset, config_file, {**flags, "task": task}, base=base)
-    for name, options in STRATEGY_OPTIONS.items():
-        if options is None or name == cfg.strategy:
-            continue
-        given = [f.name for f in own_fields(options) if flags.get(f.name) is not None]
-        if given:
-            flag = "--" + given[0].replace("_", "-")
-            raise NaoWsError(f"{flag} is an option of --strategy {name}, not of {cfg.strategy}: drop it")
-    return cfg
-
-
-def _saved_config(saved: dict, overrides: dict):
-    cls, _, _ = so.config_for(saved.get("task", ""), saved.get("space"), saved.get("benchmark"),
-                              proxy=saved.get("proxy"))
-    return build_config(cls, saved, overrides, where=("config.json", "flags"))
-
-
-def _dataset(cfg) -> str | None:
-    """The dataset a search reads (None: a table search reads only its table)."""
-    return None if source_kind(cfg) == "table" else cfg.dataset or cfg.task
-
-
 @click.command(cls=SectionedCommand, sections=_sections)
 @click.option("--task", type=click.Choice(SEARCH_TASKS), default=None,
               help="cifar10 (CNN cells) or ptb (RNN cells); on the NAS-Bench-201 table also cifar100, imagenet16")
@@ -93,32 +59,12 @@ def search(task, preset, config_file, output, resume, progress, download, **flag
     them: the inherited weights of a weight-sharing supernet (--space cnn-ws, rnn or nb201), training from
     scratch (--space cnn, paper Algorithm 1) or the NAS-Bench-201 table (--space nb201 --benchmark FILE).
     Give --space, --benchmark and --strategy with --help to see only their options."""
-    from ..runs import RunDir
-    from ..search import driver
+    from .. import api
 
-    if resume:
-        run, saved = open_for_resume(resume, task, config_file, flags)
-        driver.resumable(run)  # refuses a folder of another version before its config is read
-        cfg = _saved_config(saved, {"device": flags.get("device")})
-        driver.check_config(cfg)  # device and --amp too
-    else:
-        if task is None:
-            raise NaoWsError("--task is required: cifar10 (CNN cells) or ptb (RNN cells)")
-        cfg = _search_config(task, preset, config_file, flags)
-        driver.check_config(cfg)
-        if _dataset(cfg) is not None:
-            require_data(_dataset(cfg), cfg.data_dir, getattr(cfg, "data_file", None), download=download)
-        run = RunDir.create(output, "search", task)
-    try:
-        if not resume:
-            run.write_config(config_to_dict(cfg))
-            click.echo(f"run folder: {run.path}  (watch: tensorboard --logdir {run.path / 'tb'})", err=True)
-        best = driver.run(cfg, run, resume=bool(resume), progress=progress)
-    except USER_ERRORS:
-        run.discard()
-        raise
-    extra = {k: best[k] for k in ("valid_accuracy", "test_accuracy") if k in best}
-    click.echo(json.dumps({"best": best["text"], "score": best["score"], **extra, "run": str(run.path)}))
+    result = api.search(task, preset=preset, config=config_file, output=output, resume=resume, progress=progress,
+                        download=download, **flags)
+    extra = {k: result.record[k] for k in ("valid_accuracy", "test_accuracy") if k in result.record}
+    click.echo(json.dumps({"best": result.best, "score": result.score, **extra, "run": str(result.run)}))
 
 
 @click.command("score")
@@ -141,23 +87,11 @@ def score(run_path, proxy, archs_file, space, task, data_file, proxy_batch, seed
     """Score the architectures of ARCHS with the inherited weights of the search in RUN (its latest
     checkpoint), as the search scores its pool, or with zero-cost proxies (--proxy); print one JSON line per
     architecture (arch, score, ...)."""
+    from .. import api
     from ..runs.files import io_error, strict_json
-    from ..search import scoring
 
-    if (run_path is None) == (proxy is None):
-        raise NaoWsError("give --run (a search's inherited weights) or --proxy (zero-cost proxies), one of them")
-    if proxy is not None:
-        records = _proxy_records(proxy, archs_file, space, task, data_file, data_dir, proxy_batch, seed, device,
-                                 progress)
-    else:
-        given = [f for f, v in (("space", space), ("data-file", data_file)) if v is not None]
-        if given:
-            raise NaoWsError(f"--{given[0]} is an option of --proxy: a run's scores use the run's own")
-        run, ckpt = scoring.open_run(run_path)  # a weight-sharing search's checkpoint
-        cfg = _saved_config(run.read_config(), {"device": device, "data_dir": data_dir})
-        archs = scoring.read_archs(archs_file, cfg.space, f"{run.path} searched the {cfg.space} space")
-        require_data(_dataset(cfg), cfg.data_dir, getattr(cfg, "data_file", None))
-        records = scoring.score(cfg, ckpt, archs, progress)
+    records = api.score(run_path, archs_file, proxy=proxy, space=space, task=task, data_file=data_file,
+                        proxy_batch=proxy_batch, seed=seed, device=device, data_dir=data_dir, progress=progress)
     lines = [json.dumps(strict_json(r)) for r in records]
     if output:
         try:
@@ -165,16 +99,3 @@ def score(run_path, proxy, archs_file, space, task, data_file, proxy_batch, seed
         except OSError as e:
             raise io_error(e, f"writing --output {output}") from None
     click.echo("\n".join(lines))
-
-
-def _proxy_records(proxy, archs_file, space, task, data_file, data_dir, batch, seed, device, progress):
-    from ..data.images import load_images
-    from ..runs import resolve_device
-    from ..search import proxies, scoring
-
-    names = proxies.parse_proxies(proxy)
-    space = scoring.space_of_file(archs_file, space)
-    archs = scoring.read_archs(archs_file, space, f"--space is {space}")
-    require_data(task, data_dir, data_file)
-    images = load_images(task, data_dir, npz_path=data_file)
-    return list(scoring.proxy_scores(archs, names, images, batch, seed, resolve_device(device or "auto"), progress))
