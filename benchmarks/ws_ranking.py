@@ -38,7 +38,7 @@ import numpy as np
 
 from benchmarks.paths import DATA
 
-TABLE = DATA / "nb201" / "nb201-cifar10-12epoch.csv"
+TABLE = "nb201-12epoch"  # the built-in table
 IMAGES = DATA / "cifar10" / "cifar10-train4000.npz"
 PROXY_BATCH = 64  # images of the proxies' minibatch (Abdelfattah et al. 2021)
 PAPER_SIZES = (5, 16)  # the benchmark's network, N and C (reference §8): what the #params proxy counts
