@@ -142,7 +142,11 @@ def _save(fig, path: Path) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     for ax in fig.axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        lo, hi = ax.get_xlim()
+        if hi - lo < 2:  # a single round or epoch: one tick at it, not fractions around it
+            ax.set_xticks([round((lo + hi) / 2)])
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.savefig(path)
     return path
 
