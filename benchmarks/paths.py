@@ -1,5 +1,5 @@
-"""Where the benchmarks find real data: the folder the tests read (``$NAO_WS_TEST_DATA``, by default
-``../shared/data`` beside the repository; see README)."""
+"""Where the benchmarks find real data: the folder the tests read (``$NAO_WS_TEST_DATA``, by default the one
+README's "Real data for the tests and benchmarks" names)."""
 import os
 from pathlib import Path
 
