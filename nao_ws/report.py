@@ -21,7 +21,8 @@ import numpy as np
 from .errors import NaoWsError
 from .runs import RunDir
 
-CONTROLLER = (("kendall_tau", "Kendall τ"), ("pairwise_accuracy", "pairwise accuracy"), ("hamming", "Hamming distance"))
+CONTROLLER = (("kendall_tau", "Kendall τ"), ("pairwise_accuracy", "pairwise accuracy"),
+              ("hamming", "Hamming distance"))  # (metric, axis label) of controller.png's panels
 
 
 @dataclasses.dataclass

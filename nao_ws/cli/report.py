@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from .. import api
+
 
 @click.command("report")
 @click.argument("runs", nargs=-1, required=True, metavar="RUN [RUN ...]")
@@ -12,7 +14,5 @@ def report(runs, output):
     """Summarise search runs (best architecture, score, wall time, phases) and draw their figures: the best
     score so far, each round's scores, NAO's controller per round; with several runs, their curves by strategy
     (mean ± std over seeds)."""
-    from .. import api
-
     result = api.report(list(runs), output)
     click.echo(result.text)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..api import SEARCH_TASKS
+from .. import api
 from ..config import recipes
 from ..config.options import RunConfig
 from ..data.tasks import IMAGE_TASKS
@@ -37,7 +37,8 @@ def _sections(args: list[str]) -> list[tuple[str, list]]:
             if space in (None, name):
                 out.append((title, [row for cls in classes for row in section(cls)]))
     if kind in (None, "table"):
-        out.append(("Score source: a benchmark table (--benchmark FILE, --space nb201)", section(QueryBudget) + section(TableOptions)))
+        out.append(("Score source: a benchmark table (--benchmark nb201-12epoch | FILE, --space nb201)",
+                    section(QueryBudget) + section(TableOptions)))
     if kind in (None, "proxy"):
         out.append(("Score source: a zero-cost proxy (--proxy NAME, --space nb201 | cnn-ws | cnn)",
                     section(QueryBudget) + section(ProxyOptions)))
@@ -50,17 +51,16 @@ def _sections(args: list[str]) -> list[tuple[str, list]]:
 
 
 @click.command(cls=SectionedCommand, sections=_sections)
-@click.option("--task", type=click.Choice(SEARCH_TASKS), default=None,
+@click.option("--task", type=click.Choice(api.SEARCH_TASKS), default=None,
               help="cifar10 (CNN cells) or ptb (RNN cells); on the NAS-Bench-201 table also cifar100, imagenet16")
 @run_options("search")
 @dataclass_options(*so.CONFIGS, exclude=("task",))
 def search(task, preset, config_file, output, resume, progress, download, **flags):
     """Search cells: a strategy (--strategy nao, random, rea, enas or local) proposes architectures, a score source scores
     them: the inherited weights of a weight-sharing supernet (--space cnn-ws, rnn or nb201), training from
-    scratch (--space cnn, paper Algorithm 1) or the NAS-Bench-201 table (--space nb201 --benchmark FILE).
+    scratch (--space cnn, paper Algorithm 1) or the NAS-Bench-201 table (--space nb201 --benchmark nb201-12epoch
+    or FILE).
     Give --space, --benchmark and --strategy with --help to see only their options."""
-    from .. import api
-
     result = api.search(task, preset=preset, config=config_file, output=output, resume=resume, progress=progress,
                         download=download, **flags)
     extra = {k: result.record[k] for k in ("valid_accuracy", "test_accuracy") if k in result.record}
@@ -87,7 +87,6 @@ def score(run_path, proxy, archs_file, space, task, data_file, proxy_batch, seed
     """Score the architectures of ARCHS with the inherited weights of the search in RUN (its latest
     checkpoint), as the search scores its pool, or with zero-cost proxies (--proxy); print one JSON line per
     architecture (arch, score, ...)."""
-    from .. import api
     from ..runs.files import io_error, strict_json
 
     records = api.score(run_path, archs_file, proxy=proxy, space=space, task=task, data_file=data_file,
