@@ -98,3 +98,18 @@ def test_no_product_file_cites_a_file_outside_the_repository():
     cited = [name for name, text in {**texts, "README.md": readme}.items()
              if re.search(r"SPEC\.md|DESIGN\.md|papers/|\.\./shared", text)]
     assert not cited
+
+
+def test_the_wheel_holds_every_module_and_asset():
+    """setup.py packages what find_packages finds: a folder of modules without __init__.py would be left out
+    of the wheel (its import then fails only once installed), and so would an asset no pattern names."""
+    from setuptools import find_packages
+
+    packages = set(find_packages(str(ROOT), include=["nao_ws*", "supernet*", "controller*"]))
+    folders = {str(p.parent.relative_to(ROOT)).replace("/", ".") for pkg in ("nao_ws", "supernet", "controller")
+               for p in (ROOT / pkg).rglob("*.py")}
+    assert folders <= packages
+    setup = (ROOT / "setup.py").read_text()
+    patterns = re.search(r'"nao_ws\.data": \[(.*?)\]', setup).group(1)
+    for asset in (ROOT / "nao_ws" / "data" / "assets").iterdir():
+        assert any(asset.match(p.strip(' "')) for p in patterns.split(",")), asset.name
