@@ -92,7 +92,7 @@ def _search_config(task: str, preset: str, config_file, options: dict):
     return cfg
 
 
-def saved_search_config(saved: dict, overrides: dict):
+def _saved_config(saved: dict, overrides: dict):
     """The config of a search's ``config.json``, with ``overrides`` (e.g. another device) on top."""
     from .search import options as so
 
@@ -101,7 +101,7 @@ def saved_search_config(saved: dict, overrides: dict):
     return build_config(cls, saved, overrides, where=("config.json", "flags"))
 
 
-def search_dataset(cfg) -> str | None:
+def _dataset(cfg) -> str | None:
     """The dataset a search reads (None: a table search reads only its table)."""
     from .search.sources import source_kind
 
@@ -121,7 +121,7 @@ def _open_for_resume(resume, task, config_file, options: dict):
     return run, run.read_config()
 
 
-def require_data(task: str, data_dir: str | None, npz_path: str | None = None, download: bool = False) -> None:
+def _require_data(task: str, data_dir: str | None, npz_path: str | None = None, download: bool = False) -> None:
     """Missing or unreadable data is an error before the run folder exists (the corrected command may reuse
     it); with ``download``, missing data is fetched first."""
     from .data.download import check, require
@@ -148,7 +148,7 @@ def search(task: str | None = None, *, preset: str = "paper", config: str | Path
     if resume:
         run, saved = _open_for_resume(resume, task, config, options)
         driver.resumable(run)  # refuses a folder of another version before its config is read
-        cfg = saved_search_config(saved, {"device": options.get("device")})
+        cfg = _saved_config(saved, {"device": options.get("device")})
         driver.check_config(cfg)  # device and --amp too
     else:
         if task not in SEARCH_TASKS:
@@ -157,8 +157,8 @@ def search(task: str | None = None, *, preset: str = "paper", config: str | Path
                              f"--task {task} is unknown: use one of {', '.join(SEARCH_TASKS)}")
         cfg = _search_config(task, preset, config, options)
         driver.check_config(cfg)
-        if search_dataset(cfg) is not None:
-            require_data(search_dataset(cfg), cfg.data_dir, getattr(cfg, "data_file", None), download=download)
+        if _dataset(cfg) is not None:
+            _require_data(_dataset(cfg), cfg.data_dir, getattr(cfg, "data_file", None), download=download)
         run = RunDir.create(None if output is None else str(output), "search", task)
     try:
         if not resume:
@@ -237,7 +237,7 @@ def _train_check(cfg, procs, nproc: int, download: bool, dry_run: bool) -> dict:
     def check() -> dict:
         training = training_of(cfg.task)
         if download:
-            require_data(cfg.task, cfg.data_dir, download=True)
+            _require_data(cfg.task, cfg.data_dir, download=True)
         info = training.dry_run(cfg)
         process_share(cfg.batch_size, 0, procs.world if procs is not None else nproc)
         if dry_run:
@@ -248,7 +248,7 @@ def _train_check(cfg, procs, nproc: int, download: bool, dry_run: bool) -> dict:
         elif device.type == "cuda" and nproc > torch.cuda.device_count():
             raise NaoWsError(f"--nproc {nproc} asks for a GPU per process, and this machine has "
                              f"{torch.cuda.device_count()}: use --nproc {torch.cuda.device_count()} or fewer")
-        require_data(cfg.task, cfg.data_dir)
+        _require_data(cfg.task, cfg.data_dir)
         return info
 
     return check() if procs is None else procs.agree(check)
@@ -344,7 +344,7 @@ def score(run: str | Path | None = None, archs: str | Path | Sequence[str] | Non
 
         names = proxies.parse_proxies(proxy)
         parsed = _read_archs(archs, space)
-        require_data(task, data_dir, data_file)
+        _require_data(task, data_dir, data_file)
         images = load_images(task, data_dir, npz_path=data_file)
         return list(scoring.proxy_scores(parsed, names, images, proxy_batch, seed, resolve_device(device or "auto"),
                                          progress))
@@ -352,9 +352,9 @@ def score(run: str | Path | None = None, archs: str | Path | Sequence[str] | Non
     if given:
         raise NaoWsError(f"--{given[0]} is an option of --proxy: a run's scores use the run's own")
     run_dir, ckpt = scoring.open_run(run)  # a weight-sharing search's checkpoint
-    cfg = saved_search_config(run_dir.read_config(), {"device": device, "data_dir": data_dir})
+    cfg = _saved_config(run_dir.read_config(), {"device": device, "data_dir": data_dir})
     parsed = _read_archs(archs, cfg.space, run_dir.path)
-    require_data(search_dataset(cfg), cfg.data_dir, getattr(cfg, "data_file", None))
+    _require_data(_dataset(cfg), cfg.data_dir, getattr(cfg, "data_file", None))
     return list(scoring.score(cfg, ckpt, parsed, progress))
 
 
