@@ -1,11 +1,12 @@
-"""nao-ws from Python: ``search``, ``train`` and ``score`` take the command line's options (a preset, a config file,
-every flag as a keyword: ``--pool-size 6`` is ``pool_size=6``) and return results; the ``nao-ws`` commands call
-these functions. A user error raises :class:`~nao_ws.errors.NaoWsError` (never ``SystemExit``), and a run that
-fails before its first checkpoint leaves no run folder, as on the command line.
+"""nao-ws from Python: ``search``, ``train``, ``score`` and ``report`` take the command line's options (a preset,
+a config file, every flag as a keyword: ``--pool-size 6`` is ``pool_size=6``) and return results; the ``nao-ws``
+commands call these functions. A user error raises :class:`~nao_ws.errors.NaoWsError` (never ``SystemExit``), and
+a run that fails before its first checkpoint leaves no run folder, as on the command line.
 
-    from nao_ws.api import search
+    from nao_ws.api import score, search
     result = search("cifar10", space="nb201", benchmark="nb201-12epoch", strategy="rea", budget=100)
     result.best, result.score, result.run, result.pool[:3]
+    score(archs=[result.best], proxy="synflow,naswot")  # zero-cost proxies of the untrained network
 """
 from __future__ import annotations
 
@@ -319,6 +320,7 @@ def _read_archs(archs, space: str | None, run: Path | None = None) -> list[tuple
         raise NaoWsError(f"'{bad[:40]}' is not an architecture's text form (reference §7)")
     if not archs:
         raise NaoWsError("archs holds no architecture: give text forms of the searched space")
+    space = space or parse_arch(archs[0]).space
     return [(n, parse_arch(text, space)) for n, text in enumerate(archs, 1)]
 
 

@@ -12,6 +12,8 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 TABLE = {"space": "nb201", "benchmark": "nb201-12epoch"}
 WS = {"space": "nb201", "preset": "smoke", "epochs": 1, "eval_every": 1, "pool_size": 4, "new_per_iter": 2,
       "random_per_iter": 1, "score_images": 20, "calib_images": 16, "rerank_top": 0, "progress": False}
+CELLS = ["|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+         "|avg_pool_3x3~0|+|skip_connect~0|none~1|+|none~0|nor_conv_1x1~1|skip_connect~2|"]
 
 
 def test_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
@@ -50,6 +52,8 @@ def test_search_returns_what_the_command_wrote(tmp_path, cli, jsonl):
     (lambda: api.train("mnist", arch="0 1 2"), "--task mnist is unknown"),
     (lambda: api.score("no-such-run", ["0 1 2"]), "not a run folder"),
     (lambda: api.report("no-such-run"), "not a run folder"),
+    (lambda: api.score(archs=[CELLS[0]]), "give --run (a search's inherited weights) or --proxy"),
+    (lambda: api.score(archs=[CELLS[0], "0 1 2 3"], proxy="params"), "nb201: got 4 integers"),
 ])
 def test_user_errors_raise_nao_ws_error_and_leave_no_run_folder(call, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -69,3 +73,14 @@ def test_score_takes_a_list_or_a_file_and_matches_the_searchs_last_round(tmp_pat
     assert [{**r, "line": 0} for r in from_list] == [{**r, "line": 0} for r in from_file]
     with pytest.raises(NaoWsError, match="not an architecture's text form"):
         api.score(result.run, [str(tmp_path / "archs.txt")])  # never read as a file
+
+
+def test_score_with_a_proxy_prints_what_the_command_prints(tmp_path, cli):
+    (tmp_path / "cells.txt").write_text("\n".join(CELLS) + "\n")
+    code, out, err = cli(["score", "--proxy", "params,synflow", "--archs", tmp_path / "cells.txt", "--task",
+                          "cifar10-sample", "--proxy-batch", "8", "--seed", "2", "--no-progress"])
+    assert code == 0, err
+    records = api.score(archs=CELLS, proxy="params,synflow", task="cifar10-sample", proxy_batch=8, seed=2,
+                        progress=False)
+    assert records == [json.loads(line) for line in out.splitlines()]
+    assert [r["score"] for r in records] == [r["params"] for r in records] and records[0]["synflow"] > 0
