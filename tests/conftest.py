@@ -68,9 +68,9 @@ def data(tmp_path_factory):
             if parts not in made:
                 made[parts] = SHIPPED[parts](tmp_path_factory.mktemp("shipped"))
             return made[parts]
-        where = f"in {DATA}" if DATA is not None else "(NAO_WS_TEST_DATA unset, no ../shared/data)"
+        where = f"not in {DATA}" if DATA is not None else "NAO_WS_TEST_DATA unset, no ../shared/data"
         how = GET.get(parts[0], "see README, 'Real data for the tests'")
-        pytest.skip(f"needs real data {'/'.join(parts)}, not {where}: set NAO_WS_TEST_DATA to a folder holding it "
+        pytest.skip(f"needs real data {'/'.join(parts)} ({where}): set NAO_WS_TEST_DATA to a folder holding it "
                     f"({how})")
 
     get.root = DATA
