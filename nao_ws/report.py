@@ -99,6 +99,8 @@ def summarise(run: Run) -> dict:
            "wall_seconds": sum(p["seconds"] for p in phases.values()) if timed and phases else None,
            "phases": phases}
     out.update({k: run.best[k] for k in ("valid_accuracy", "test_accuracy", "benchmark") if k in run.best})
+    if isinstance(run.best.get("rerank"), dict) and "query_score" in run.best["rerank"]:
+        out["pool_score"] = run.best["rerank"]["query_score"]  # the score is the rerank's, not the pool's
     if run.source == "table":
         out["table_best"] = table_best(run)
     return out
@@ -116,6 +118,8 @@ def summary_text(s: dict, figures: list[Path]) -> str:
     """The summary of one run, a few aligned lines."""
     source = s["source"] + (f" ({s['benchmark']})" if s.get("benchmark") else "")
     accuracies = ", ".join(f"{k.split('_')[0]} {s[k]:g}" for k in ("valid_accuracy", "test_accuracy") if k in s)
+    if s.get("pool_score") is not None:
+        accuracies = f"the rerank's, retrained from scratch; its pool score {s['pool_score']:.4g}"
     queries = f"{s['queries']} scores in {s['rounds']} rounds"
     if s.get("table_best") is not None:
         queries += f"; the table's best validation accuracy {s['table_best']:g}"

@@ -1,5 +1,6 @@
 """nao-ws report: the summary states the run's own numbers, every figure is written, several runs compare."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -92,3 +93,14 @@ def test_what_cannot_be_reported_is_one_line(runs, tmp_path, cli):
         with pytest.raises(NaoWsError, match=message):
             api.report(args, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_reranked_score_names_its_pool_score(runs, tmp_path):
+    """After a rerank, best.json's score is the retrained cell's accuracy, not a pool score: the summary says so."""
+    run = shutil.copytree(runs["ws"].run, tmp_path / "ws", ignore=shutil.ignore_patterns("checkpoints", "tb"))
+    best = json.loads((run / "best.json").read_text())
+    best["rerank"] = {"query_score": best["score"], "score": 0.25}
+    (run / "best.json").write_text(json.dumps({**best, "score": 0.25}))
+    report = api.report(run)
+    assert report.runs[0]["score"] == 0.25 and report.runs[0]["pool_score"] == best["score"]
+    assert f"score      0.25 (the rerank's, retrained from scratch; its pool score {best['score']:.4g})" in report.text
