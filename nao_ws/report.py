@@ -41,9 +41,10 @@ class Run:
 
     @property
     def setting(self) -> str:
-        """What runs must share to be compared: task, space and score source (with the table's name)."""
-        table = f" ({self.config['benchmark']})" if self.source == "table" else ""
-        return f"{self.config.get('task')} · {self.config.get('space')} · {self.source}{table}"
+        """What runs must share to be compared: task, space and score source (with the table's or proxy's name)."""
+        name = {"table": self.config.get("benchmark"), "proxy": self.config.get("proxy")}.get(self.source)
+        source = self.source + (f" ({name})" if name else "")
+        return f"{self.config.get('task')} · {self.config.get('space')} · {source}"
 
     def curve(self) -> tuple[np.ndarray, np.ndarray, str]:
         """(x, best score so far, x label): per query; on a supernet per scoring round, the pool's best."""
@@ -103,6 +104,8 @@ def summarise(run: Run) -> dict:
         out["pool_score"] = run.best["rerank"]["query_score"]  # the score is the rerank's, not the pool's
     if run.source == "table":
         out["table_best"] = table_best(run)
+    if run.source == "proxy":
+        out["proxy"] = run.config.get("proxy")
     return out
 
 
@@ -116,7 +119,8 @@ def _duration(seconds: float | None) -> str:
 
 def summary_text(s: dict, figures: list[Path]) -> str:
     """The summary of one run, a few aligned lines."""
-    source = s["source"] + (f" ({s['benchmark']})" if s.get("benchmark") else "")
+    name = s.get("benchmark") or s.get("proxy")
+    source = s["source"] + (f" ({name})" if name else "")
     accuracies = ", ".join(f"{k.split('_')[0]} {s[k]:g}" for k in ("valid_accuracy", "test_accuracy") if k in s)
     if s.get("pool_score") is not None:
         accuracies = f"the rerank's, retrained from scratch; its pool score {s['pool_score']:.4g}"

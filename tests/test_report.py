@@ -104,3 +104,12 @@ def test_a_reranked_score_names_its_pool_score(runs, tmp_path):
     report = api.report(run)
     assert report.runs[0]["score"] == 0.25 and report.runs[0]["pool_score"] == best["score"]
     assert f"score      0.25 (the rerank's, retrained from scratch; its pool score {best['score']:.4g})" in report.text
+
+
+def test_a_proxy_run_names_its_proxy(tmp_path, jsonl):
+    run = api.search("cifar10", space="nb201", proxy="params", preset="smoke", strategy="random", budget=6,
+                     progress=False, output=tmp_path / "proxy")
+    report = api.report(run.run)
+    check_summary(report.runs[0], run, jsonl)
+    assert report.runs[0]["proxy"] == "params" and "· proxy (params) · strategy random" in report.text
+    assert {f.name for f in report.figures} == {"best.png", "pool.png"}
