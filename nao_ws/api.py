@@ -10,6 +10,7 @@ a run that fails before its first checkpoint leaves no run folder, as on the com
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -109,17 +110,31 @@ def _dataset(cfg) -> str | None:
     return None if source_kind(cfg) == "table" else cfg.dataset or cfg.task
 
 
+@contextlib.contextmanager
+def _released_on_error(run):
+    """A run folder this process owns is given back (its lock released) when what follows raises: a refused
+    resume leaves the folder free for the corrected call, in this Python session too."""
+    try:
+        yield
+    except BaseException:
+        if run is not None:
+            run.release()
+        raise
+
+
 def _open_for_resume(resume, task, config_file, options: dict):
-    """The run folder and its saved config; other options (but ``device``) would silently change the run."""
+    """The run folder (owned by this process) and its saved config; other options (but ``device``) would
+    silently change the run."""
     from .runs import RunDir
 
     run = RunDir.open(resume)
-    extra = [k for k, v in options.items() if v is not None and k != "device"]
-    if extra or task or config_file:
-        named = ", ".join("--" + k.replace("_", "-") for k in extra) or "--task/--config"
-        raise NaoWsError(f"--resume continues a run with its saved config.json; drop the other options ({named})")
-    run.check_resumable()
-    return run, run.read_config()
+    with _released_on_error(run):
+        extra = [k for k, v in options.items() if v is not None and k != "device"]
+        if extra or task or config_file:
+            named = ", ".join("--" + k.replace("_", "-") for k in extra) or "--task/--config"
+            raise NaoWsError(f"--resume continues a run with its saved config.json; drop the other options ({named})")
+        run.check_resumable()
+        return run, run.read_config()
 
 
 def _require_data(task: str, data_dir: str | None, npz_path: str | None = None, download: bool = False) -> None:
@@ -148,9 +163,10 @@ def search(task: str | None = None, *, preset: str = "paper", config: str | Path
 
     if resume:
         run, saved = _open_for_resume(resume, task, config, options)
-        driver.resumable(run)  # refuses a folder of another version before its config is read
-        cfg = _saved_config(saved, {"device": options.get("device")})
-        driver.check_config(cfg)  # device and --amp too
+        with _released_on_error(run):
+            driver.resumable(run)  # refuses a folder of another version before its config is read
+            cfg = _saved_config(saved, {"device": options.get("device")})
+            driver.check_config(cfg)  # device and --amp too
     else:
         if task not in SEARCH_TASKS:
             raise NaoWsError(f"--task is required: cifar10 (CNN cells) or ptb (RNN cells); on NAS-Bench-201's table "
@@ -169,6 +185,8 @@ def search(task: str | None = None, *, preset: str = "paper", config: str | Path
     except USER_ERRORS:
         run.discard()
         raise
+    finally:
+        run.release()
     return SearchResult(best["text"], best["score"], run.path, best, run.read_jsonl("pool.jsonl"))
 
 
@@ -211,12 +229,13 @@ def _train_config(task, preset, config_file, resume, options: dict):
 
     if resume:
         run, saved = _open_for_resume(resume, task, config_file, options)
-        if saved.get("task") not in TRAIN_TASKS:
-            raise NaoWsError(f"{run.path}/config.json names no task nao-ws trains: the run folder is damaged")
-        cls, _, _ = config_class(saved["task"])
-        cfg = build_config(cls, saved, {"device": options.get("device")}, where=("config.json", "flags"))
-        check_device(cfg)
-        return cfg, run
+        with _released_on_error(run):
+            if saved.get("task") not in TRAIN_TASKS:
+                raise NaoWsError(f"{run.path}/config.json names no task nao-ws trains: the run folder is damaged")
+            cls, _, _ = config_class(saved["task"])
+            cfg = build_config(cls, saved, {"device": options.get("device")}, where=("config.json", "flags"))
+            check_device(cfg)
+            return cfg, run
     task = _defaults_from_arch(options, task)
     if task not in TRAIN_TASKS:
         raise NaoWsError(f"--task is required ({', '.join(TRAIN_TASKS)})" if task is None else
@@ -275,12 +294,15 @@ def train(task: str | None = None, *, preset: str = "paper", config: str | Path 
         procs = SINGLE
     main = procs is None or procs.main
     cfg, run = _train_config(task, preset, config, resume, options) if main else (None, None)
-    if procs is not None and procs.world > 1:  # rank 0's config (its run folder's, for resume) for everyone
-        saved = procs.broadcast(config_to_dict(cfg) if main else None)
-        if not main:
-            cfg = build_config(config_class(saved["task"])[0], saved, where=("the config of rank 0",))
-    info = _train_check(cfg, procs, nproc, download, dry_run)
-    if dry_run or procs is None:
+    with _released_on_error(run):
+        if procs is not None and procs.world > 1:  # rank 0's config (its run folder's, for resume) for everyone
+            saved = procs.broadcast(config_to_dict(cfg) if main else None)
+            if not main:
+                cfg = build_config(config_class(saved["task"])[0], saved, where=("the config of rank 0",))
+        info = _train_check(cfg, procs, nproc, download, dry_run)
+    if dry_run or procs is None:  # the launcher's processes take the run folder (the first of them)
+        if run is not None:
+            run.release()
         return TrainResult(None, info)
     monitor = None
     try:
@@ -298,6 +320,8 @@ def train(task: str | None = None, *, preset: str = "paper", config: str | Path 
     finally:
         if monitor is not None:
             monitor.close()
+        if run is not None:
+            run.release()
     return TrainResult(None if run is None else run.path, result)
 
 

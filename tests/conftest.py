@@ -221,10 +221,20 @@ class Matrix:
         return self.done[source, strategy]
 
     def killed(self, source: str, strategy: str, k: int, out: Path) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        args = self.args(source, strategy) + ["--output", str(out)]
-        return subprocess.run([sys.executable, "-c", KILL_AFTER.format(k=k), *args], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=300)
+        return run_killed(self.args(source, strategy) + ["--output", str(out)], k)
+
+
+def run_killed(args, k: int) -> subprocess.CompletedProcess:
+    """The ``nao-ws`` command ``args`` in a subprocess that SIGKILLs itself right after its k-th log write."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-c", KILL_AFTER.format(k=k), *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def killed():
+    """``killed(args, k)``: ``nao-ws args`` run in a subprocess killed with SIGKILL after its k-th log write."""
+    return run_killed
 
 
 @pytest.fixture(scope="module")

@@ -287,3 +287,19 @@ def test_help_answers_without_loading_torch():
     code = "import sys; from nao_ws.cli import main; sys.argv = ['nao-ws']; " \
            "assert 'torch' not in sys.modules, 'torch imported'"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+
+
+def test_a_long_random_search_killed_after_hundreds_of_queries_resumes_exactly(cli, data, jsonl, killed, tmp_path):
+    """Reference §8's long tabular searches: killed after 300 queries, at a kill point in the middle of a round's
+    figures, and resumed twice over (the second resume is of a finished run), it ends as the uninterrupted one."""
+    args = ["search", "--task", "cifar10", "--space", "nb201", "--benchmark", data("nb201", "nb201-cifar10-12epoch.csv"),
+            "--budget", "400", "--strategy", "random", "--seed", "5", "--no-progress"]
+    assert cli(args + ["--output", tmp_path / "ref"])[0] == 0
+    proc = killed(args + ["--output", tmp_path / "cut"], 92)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    assert len(jsonl(tmp_path / "cut" / "pool.jsonl")) >= 300
+    for _ in range(2):
+        code, _, err = cli(["search", "--resume", tmp_path / "cut", "--no-progress"])
+        assert code == 0, err
+    for name in ("pool.jsonl", "metrics.jsonl", "best.json"):
+        assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name

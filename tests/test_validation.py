@@ -368,3 +368,53 @@ def test_planted_cifar_batch_runs_nothing(tmp_path, capsys, one_line_error, cli)
     (folder / "data_batch_1").write_bytes(pickle.dumps({"data": x, "labels": list(range(10))}))
     code, out, err = cli(["data", "check", "--task", "cifar10", "--data-dir", str(tmp_path / "data")], capsys)
     assert code == 0 and "50 train / 10 test images" in out, err
+
+
+# -- one owner per run folder, nothing written outside it, resume checks what it resumes (issue 27) ----------
+
+HOLD = "import sys, time; from nao_ws.runs import RunDir; r = RunDir.open(sys.argv[1]); print('held', flush=True); " \
+       "time.sleep(120)"
+
+
+@pytest.mark.parametrize("kind", ["train", "search"])
+def test_a_second_process_is_refused_and_a_killed_owner_never_blocks(kind, finished, tmp_path, capsys, cli,
+                                                                     one_line_error):
+    import subprocess
+    import sys
+
+    run = copy_run(finished / kind, tmp_path / kind)
+    owner = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).parents[1])
+    try:
+        assert owner.stdout.readline().strip() == "held"
+        logs = {p.name: p.read_bytes() for p in run.glob("*.jsonl")}
+        one_line_error([kind, "--resume", str(run), "--no-progress"], f"in use by process {owner.pid}")
+        assert {p.name: p.read_bytes() for p in run.glob("*.jsonl")} == logs
+    finally:
+        owner.kill()
+        owner.wait()
+    code, _, err = cli([kind, "--resume", str(run), "--no-progress"], capsys)  # the dead owner's lock is gone
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("name", ["log.txt", "metrics.jsonl", "checkpoints"])
+def test_resume_writes_nothing_through_a_symlink(name, finished, tmp_path, capsys, one_line_error):
+    run = copy_run(finished / "train", tmp_path / "train")
+    outside = tmp_path / "elsewhere"
+    (run / name).rename(outside)
+    (run / name).symlink_to(outside)
+    before = sorted((p, p.stat().st_size) for p in [outside, *outside.rglob("*")])
+    one_line_error(["train", "--resume", str(run), "--no-progress"], f"{run / name} is a symbolic link")
+    assert sorted((p, p.stat().st_size) for p in [outside, *outside.rglob("*")]) == before
+
+
+def test_appends_never_follow_a_link(tmp_path):
+    run = RunDir.create(str(tmp_path / "run"), "search", "x")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("mine\n")
+    (run.path / "log.txt").symlink_to(outside)
+    with pytest.raises(NaoWsError, match="is a symbolic link"):
+        run.log("hello")
+    (run.path / "pool.jsonl.tmp").symlink_to(outside)  # a planted temporary file of an atomic write
+    run.truncate_jsonl("pool.jsonl", 0)
+    assert outside.read_text() == "mine\n" and not (run.path / "pool.jsonl").is_symlink()

@@ -5,10 +5,17 @@ dicts of tensors and Python scalars (loadable with ``torch.load(weights_only=Tru
 file, fsynced, then renamed, with a SHA-256 sidecar; the previous checkpoint is deleted only after the new one
 is complete, and a corrupt or truncated latest checkpoint falls back to the previous one with a warning. A
 large checkpoint can be written off the training thread (``save_checkpoint(background=True)``).
+
+A folder has one owner at a time: ``create`` and ``open`` take an OS lock on ``owner.lock`` (``fcntl.flock``),
+which the process holds until it ends, so a second run in the same folder is refused, and the lock of a killed
+process is gone with it. Nothing a run writes goes through a symbolic link: ``--resume`` refuses a folder
+that holds one, and every write opens its file without following one.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+import fcntl
 import hashlib
 import io
 import json
@@ -23,9 +30,10 @@ import torch
 
 from ..errors import NaoWsError
 from .checkpoints import checkpoint_problem, host_copy
-from .files import file_above, fsync_write, io_error, strict_json, write_json_atomic
+from .files import append_text, file_above, fsync_write, io_error, links_in, strict_json, write_json_atomic
 
 CHECKPOINT_GLOB = "ckpt-*.pt"
+LOCK = "owner.lock"
 
 
 class RunDir:
@@ -39,6 +47,7 @@ class RunDir:
         self._made: Path | None = None  # the outermost folder ``create`` made (None: ``path`` was an empty one)
         self._writer: threading.Thread | None = None  # a checkpoint being written in the background
         self._writer_error: BaseException | None = None  # what it raised, for ``wait`` to raise again
+        self._lock: int | None = None  # the descriptor of ``owner.lock`` while this process owns the folder
 
     @classmethod
     def create(cls, output: str | None, command: str, task: str) -> "RunDir":
@@ -57,6 +66,7 @@ class RunDir:
             run._fresh = True
             run._made = next((p for p in reversed([path, *path.parents]) if not p.exists()), None)
             path.mkdir(parents=True, exist_ok=True)
+            run.own()
             run.checkpoints.mkdir(exist_ok=True)
         except OSError as e:
             file = file_above(path)
@@ -70,7 +80,9 @@ class RunDir:
         behind, so the corrected command can use the same --output."""
         self._join_writer()
         if not self._fresh or self._checkpoint_files():
+            self.release()
             return
+        self.release()
         if self._made is not None:
             shutil.rmtree(self._made, ignore_errors=True)
             return
@@ -86,11 +98,44 @@ class RunDir:
         run = cls(path)
         if not (run.path / "config.json").is_file():
             raise NaoWsError(f"{run.path} is not a run folder (no config.json): pass the folder a run wrote")
+        links = links_in(run.path)
+        if links:
+            raise NaoWsError(f"{links[0]} is a symbolic link: a run writes only inside its folder; replace the "
+                             "link with the file or folder itself, or start a new run")
         try:
+            run.own()
             run.checkpoints.mkdir(exist_ok=True)
         except OSError as e:
             raise io_error(e, f"opening {run.checkpoints}", run.path) from None
         return run
+
+    def own(self) -> None:
+        """Take the folder's lock, or refuse in one line naming the process that holds it. The lock is the
+        kernel's, tied to this process's open file: it goes when the process ends, however it ends."""
+        if self._lock is not None:
+            return
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            pid = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return  # a file system without locks (some network ones): the run goes on unguarded
+            raise NaoWsError(f"{self.path} is in use by process {pid}: wait for it to end (or stop it), "
+                             "or choose another folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock = fd
+
+    def release(self) -> None:
+        """Give up the folder's lock (the process ending does too)."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def __del__(self):
+        self.release()
 
     # -- config and results ------------------------------------------------------------------------------
     def write_config(self, cfg: dict) -> None:
@@ -121,10 +166,7 @@ class RunDir:
             self._records[name] = self.read_jsonl(name)
         lines = [json.dumps(strict_json(r)) for r in records]
         try:
-            with open(self.path / name, "a") as fh:
-                fh.write("".join(line + "\n" for line in lines))
-                fh.flush()
-                os.fsync(fh.fileno())
+            append_text(self.path / name, "".join(line + "\n" for line in lines))
         except OSError as e:
             raise io_error(e, f"appending to {self.path / name}", self.path) from None
         self._records[name] += [json.loads(line) for line in lines]  # plain JSON values: what the file holds
@@ -162,8 +204,10 @@ class RunDir:
 
     def log(self, message: str) -> None:
         stamp = _dt.datetime.now().isoformat(timespec="seconds")
-        with open(self.path / "log.txt", "a") as fh:
-            fh.write(f"{stamp} {message}\n")
+        try:
+            append_text(self.path / "log.txt", f"{stamp} {message}\n", sync=False)
+        except OSError as e:
+            raise io_error(e, f"appending to {self.path / 'log.txt'}", self.path) from None
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def save_checkpoint(self, state: dict, step: int, keep: int = 2, logs: tuple[str, ...] = (),
