@@ -123,9 +123,10 @@ def _released_on_error(run):
 
 
 def _open_for_resume(resume, task, config_file, options: dict):
-    """The run folder (owned by this process) and its saved config; other options (but ``device``) would
-    silently change the run."""
+    """The run folder (owned by this process) and its saved config, refused if config.json was edited since the
+    run started; other options (but ``device``) would silently change the run."""
     from .runs import RunDir
+    from .runs.started import check_config_unchanged
 
     run = RunDir.open(resume)
     with _released_on_error(run):
@@ -134,7 +135,9 @@ def _open_for_resume(resume, task, config_file, options: dict):
             named = ", ".join("--" + k.replace("_", "-") for k in extra) or "--task/--config"
             raise NaoWsError(f"--resume continues a run with its saved config.json; drop the other options ({named})")
         run.check_resumable()
-        return run, run.read_config()
+        saved = run.read_config()
+        check_config_unchanged(run.path, saved, run.load_latest_checkpoint(record=False))
+        return run, saved
 
 
 def _require_data(task: str, data_dir: str | None, npz_path: str | None = None, download: bool = False) -> None:

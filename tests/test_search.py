@@ -303,3 +303,20 @@ def test_a_long_random_search_killed_after_hundreds_of_queries_resumes_exactly(c
         assert code == 0, err
     for name in ("pool.jsonl", "metrics.jsonl", "best.json"):
         assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
+
+
+def test_resume_refuses_a_benchmark_table_changed_since_the_start(cli, data, tmp_path, capsys):
+    import shutil
+
+    table = shutil.copy(data("nb201", "nb201-cifar10-12epoch.csv"), tmp_path / "table.csv")
+    args = ["search", "--task", "cifar10", "--space", "nb201", "--benchmark", table, "--budget", "16",
+            "--strategy", "random", "--no-progress", "--output", tmp_path / "run"]
+    assert cli(args)[0] == 0
+    rows = [line.split(",") for line in Path(table).read_text().splitlines()]
+    column = rows[0].index("cifar10_valid")
+    rows[1][column] = str(float(rows[1][column]) + 0.5)  # one accuracy of the first cell, still in range
+    Path(table).write_text("".join(",".join(row) + "\n" for row in rows))
+    pool = (tmp_path / "run" / "pool.jsonl").read_bytes()
+    code, _, err = cli(["search", "--resume", tmp_path / "run"], capsys)
+    assert code == 2 and f"{table} changed since the run" in err and len(err.strip().splitlines()) == 1, err
+    assert (tmp_path / "run" / "pool.jsonl").read_bytes() == pool

@@ -418,3 +418,17 @@ def test_appends_never_follow_a_link(tmp_path):
     (run.path / "pool.jsonl.tmp").symlink_to(outside)  # a planted temporary file of an atomic write
     run.truncate_jsonl("pool.jsonl", 0)
     assert outside.read_text() == "mine\n" and not (run.path / "pool.jsonl").is_symlink()
+
+
+@pytest.mark.parametrize("kind, field, value, shown", [("train", "channels", 6, "channels 4 → 6"),
+                                                       ("search", "strategy", "nao", 'strategy "random" → "nao"'),
+                                                       ("search", "emb_size", 24, "emb_size 16 → 24")])
+def test_resume_names_an_edited_config_field(kind, field, value, shown, finished, tmp_path, capsys, one_line_error):
+    run = copy_run(finished / kind, tmp_path / kind)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg[field] = value
+    (run / "config.json").write_text(json.dumps(cfg))
+    logs = {p.name: p.read_bytes() for p in run.glob("*.jsonl")}
+    one_line_error([kind, "--resume", str(run)], f"config.json was edited after the run started: {shown}",
+                   "restore it", "start a new run")
+    assert {p.name: p.read_bytes() for p in run.glob("*.jsonl")} == logs

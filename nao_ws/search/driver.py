@@ -28,6 +28,7 @@ from ..config.options import config_to_dict
 from ..errors import NaoWsError
 from ..monitor import Monitor
 from ..runs import RunDir, generator_state, rng_state, seed_everything, set_generator_state, set_rng_state
+from ..runs.started import check_files_unchanged, file_sha256
 from ..train.trainer import Diverged, RollsBack
 from .sources import ScoreSource, make_source, source_kind
 from .strategies import Proposal, canonical_text, make_strategy, unique_random
@@ -82,6 +83,13 @@ def resumable(run: RunDir) -> dict:
     raise NaoWsError(f"{run.path} holds a '{ckpt.get('kind')}' checkpoint, not a search's")
 
 
+def input_files(cfg) -> dict:
+    """Checksums of the files the search reads whole, which a resume must find unchanged: a CSV table."""
+    if source_kind(cfg) == "table" and str(cfg.benchmark).endswith(".csv"):
+        return {str(cfg.benchmark): file_sha256(cfg.benchmark)}
+    return {}
+
+
 class Search(RollsBack):
     """One search: its config, run folder, source, strategy and state; ``run`` below drives the phases."""
 
@@ -95,6 +103,7 @@ class Search(RollsBack):
         self.latest: dict[str, dict] = {}  # text -> its latest record
         self.drawn: dict[str, str] = {}  # TensorBoard tag -> the cell last drawn there
         self.clock = time.perf_counter()  # when the phase being logged next began
+        self.inputs = input_files(cfg)
 
     @property
     def rollbacks(self) -> int:
@@ -118,7 +127,7 @@ class Search(RollsBack):
         self.state.checkpoints += 1
         self.state.step = self.step()
         self.run.save_checkpoint({
-            "kind": "search", "format": FORMAT, "config": config_to_dict(self.cfg),
+            "kind": "search", "format": FORMAT, "config": config_to_dict(self.cfg), "inputs": self.inputs,
             "driver": dict(self.state.__dict__), "source": self.source.state_dict(),
             "strategy": self.strategy.state_dict(), "rng": rng_state(), "np_rng": generator_state(self.rng),
         }, step=self.state.checkpoints, logs=LOGS, background=True)  # written while the next phase runs
@@ -344,6 +353,8 @@ def run(cfg, run_dir: RunDir, resume: bool = False, progress: bool = True, sourc
     check_config(cfg)
     seed_everything(cfg.seed, cfg.deterministic)
     ckpt = resumable(run_dir) if resume else None
+    if ckpt is not None:
+        check_files_unchanged(run_dir.path, ckpt.get("inputs", {}), input_files(cfg))
     source = source if source is not None else make_source(cfg)
     monitor = Monitor(run_dir.path, progress=progress)
     try:
