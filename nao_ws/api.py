@@ -163,6 +163,7 @@ def search(task: str | None = None, *, preset: str = "paper", config: str | Path
     folder (then give no other option but ``device``)."""
     from .runs import RunDir
     from .search import driver
+    from .search.sources import source_kind
 
     if resume:
         run, saved = _open_for_resume(resume, task, config, options)
@@ -179,6 +180,10 @@ def search(task: str | None = None, *, preset: str = "paper", config: str | Path
         driver.check_config(cfg)
         if _dataset(cfg) is not None:
             _require_data(_dataset(cfg), cfg.data_dir, getattr(cfg, "data_file", None), download=download)
+        if source_kind(cfg) == "supernet":
+            from .search.sources.supernet import check_data
+
+            check_data(cfg)
         run = RunDir.create(None if output is None else str(output), "search", task)
     try:
         if not resume:
@@ -255,6 +260,7 @@ def _train_check(cfg, procs, nproc: int, download: bool, dry_run: bool) -> dict:
 
     from .data.batches import process_share
     from .runs import check_device
+    from .runs.devices import check_memory
     from .train import training_of
 
     def check() -> dict:
@@ -266,6 +272,7 @@ def _train_check(cfg, procs, nproc: int, download: bool, dry_run: bool) -> dict:
         if dry_run:
             return info
         device = check_device(cfg)
+        check_memory(info["params"], device, "lower --channels, --layers or the hidden sizes")
         if procs is not None:
             procs.place(device)
         elif device.type == "cuda" and nproc > torch.cuda.device_count():
@@ -288,6 +295,7 @@ def train(task: str | None = None, *, preset: str = "paper", config: str | Path 
     is checked for that many processes and nothing trained (the command then starts them)."""
     from .monitor import Monitor
     from .runs import RunDir
+    from .runs.devices import out_of_memory
     from .train import training_of
     from .train.distributed import SINGLE
     from .train.options import config_class
@@ -320,6 +328,14 @@ def train(task: str | None = None, *, preset: str = "paper", config: str | Path 
         if run is not None:
             run.discard()
         raise
+    except (MemoryError, RuntimeError) as e:
+        if not out_of_memory(e):
+            raise
+        if run is not None:
+            run.discard()
+        again = f" and a new --output ({run.path} keeps its checkpoints)" if run and run.path.exists() else ""
+        raise NaoWsError(f"out of memory on {cfg.device}: start again with a lower --batch-size, --channels or "
+                         f"--layers{again}") from None
     finally:
         if monitor is not None:
             monitor.close()

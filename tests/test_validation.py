@@ -432,3 +432,35 @@ def test_resume_names_an_edited_config_field(kind, field, value, shown, finished
     one_line_error([kind, "--resume", str(run)], f"config.json was edited after the run started: {shown}",
                    "restore it", "start a new run")
     assert {p.name: p.read_bytes() for p in run.glob("*.jsonl")} == logs
+
+
+# -- sizes that cannot work, before the run folder exists (issue 27) -------------------------------------------
+
+@pytest.mark.parametrize("cmd, flags, needles", [
+    (SEARCH, ["--bptt", "3000"], ["--bptt 3000", "validation split has 4722", "--bptt 2360 or less"]),
+    (SEARCH, ["--batch-size", "30000"], ["--batch-size 30000 leaves 1 row(s)", "at most 22164"]),
+    (TRAIN, ["--channels", "200000"], ["parameters", "GiB free", "lower --channels"]),
+])
+def test_impossible_sizes_are_refused_before_the_folder_exists(cmd, flags, needles, tmp_path, capsys,
+                                                               one_line_error):
+    out = tmp_path / "run"
+    one_line_error(cmd + [*flags, "--output", str(out)], *needles)
+    assert not out.exists()
+
+
+def test_a_failed_allocation_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch, one_line_error):
+    def allocate(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(train_cnn, "load_images", allocate)
+    one_line_error(TRAIN + ["--output", str(tmp_path / "run")], "out of memory on cpu", "lower --batch-size")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("entry", ["model", "epoch", "trainer"])
+def test_eval_of_a_checkpoint_missing_an_entry(entry, finished, tmp_path, capsys, one_line_error):
+    state = RunDir(finished / "train").load_latest_checkpoint()
+    del (state if entry == "trainer" else state["trainer"])[entry]
+    torch.save(state, tmp_path / "cut.pt")
+    one_line_error(["eval", "--checkpoint", str(tmp_path / "cut.pt")], f"holds no '{'model' if entry == 'trainer' else entry}'",
+                   "evaluate another checkpoint")

@@ -64,6 +64,9 @@ def train(task, preset, config_file, output, resume, progress, download, dry_run
         procs.close()
 
 
+EVAL_NEEDS = {"train-cnn": ("model", "epoch"), "train-rnn": ("model", "best_model", "best_loss", "epoch")}
+
+
 @click.command("eval")
 @click.option("--checkpoint", required=True, help="a checkpoint file, or a run folder (its latest checkpoint)")
 @click.option("--device", default="auto", show_default=True)
@@ -77,4 +80,9 @@ def evaluate(checkpoint, device, data_dir):
     task = state.get("config", {}).get("task") if isinstance(state.get("config"), dict) else None
     if state.get("kind") not in ("train-cnn", "train-rnn") or task is None:
         raise NaoWsError(f"{checkpoint} is a '{state.get('kind')}' checkpoint; eval takes one written by nao-ws train")
+    trainer = state.get("trainer")
+    missing = [k for k in EVAL_NEEDS[state["kind"]] if not isinstance(trainer, dict) or k not in trainer]
+    if missing:
+        raise NaoWsError(f"{checkpoint} holds no '{missing[0]}' of the trained network: it is damaged or was not "
+                         "written by nao-ws train; evaluate another checkpoint of the run")
     click.echo(json.dumps(training_of(task).evaluate(state, device, data_dir)))

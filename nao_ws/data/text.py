@@ -119,3 +119,17 @@ def batchify(data: torch.Tensor, bsz: int) -> torch.Tensor:
         )
     rows = data.numel() // bsz
     return data[: rows * bsz].view(bsz, rows).t().contiguous()
+
+
+def check_sizes(corpus: Corpus, batch_size: int, bptt: int) -> None:
+    """What a supernet search's options ask of the corpus, as one-line errors before anything is built: the
+    training stream needs at least two rows of ``batch_size`` columns, each scoring window ``2 * bptt + 1``
+    validation tokens (a burn-in and a scored stretch)."""
+    train, valid = corpus.train.numel(), corpus.valid.numel()
+    if train // batch_size < 2:
+        raise NaoWsError(f"--batch-size {batch_size} leaves {train // batch_size} row(s) of the {train} training "
+                         f"tokens; it must be at most {train // 2}")
+    if valid < 2 * bptt + 1:
+        raise NaoWsError(f"--bptt {bptt}: a scoring window reads {2 * bptt + 1} validation tokens, and the "
+                         f"validation split has {valid}; use --bptt {max(1, (valid - 1) // 2)} or less, or a larger "
+                         "corpus")

@@ -40,3 +40,32 @@ def check_device(cfg) -> torch.device:
     if getattr(cfg, "tf32", False):
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     return device
+
+
+PARAM_COPIES = 4  # float32 weights, gradients, the optimiser's buffer, and a host copy for checkpoints
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a run on ``device``: CUDA's free memory, or the host's available memory (Linux)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as fh:
+            fields = dict(line.split(":", 1) for line in fh)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_memory(params: int, device: torch.device, fix: str) -> None:
+    """Refuse, before the run folder exists, a network whose parameters alone (``PARAM_COPIES`` float32
+    copies, activations not counted) cannot fit the memory ``device`` has free; ``fix`` says what to lower."""
+    need, free = params * 4 * PARAM_COPIES, available_memory(device)
+    if free is not None and need > free:
+        raise NaoWsError(f"the network has {params:,} parameters: about {need / 2**30:.1f} GiB for its weights, "
+                         f"gradients and optimiser state, and {device.type} has {free / 2**30:.1f} GiB free; {fix}")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation that failed (CUDA's error, or the CPU allocator's)."""
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(exc)

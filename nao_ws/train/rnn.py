@@ -28,7 +28,7 @@ from ..data.batches import process_share
 from ..data.text import Corpus, batchify, load_corpus
 from ..errors import NaoWsError
 from ..monitor import Monitor
-from ..runs import RunDir, check_device, resolve_device, seed_everything
+from ..runs import RunDir, check_device, load_model_state, resolve_device, seed_everything
 from .distributed import SINGLE, Processes
 from .options import RnnTrainConfig
 from .trainer import EpochStats, Trainer, seeded
@@ -333,7 +333,8 @@ def evaluate(state: dict, device: str, data_dir: str | None) -> dict:
     arch = _parse(cfg)
     model = _build(cfg, arch, len(corpus.dictionary)).to(dev)
     trainer = state["trainer"]
-    model.load_state_dict(trainer["best_model"] if trainer["best_model"] is not None else trainer["model"])
+    load_model_state(model, trainer["best_model"] if trainer["best_model"] is not None else trainer["model"],
+                     "the checkpoint")
     test = rnn.evaluate_stream(model, batchify(corpus.test, cfg.test_batch_size).to(dev), cfg.bptt)
     return {"task": cfg.task, "arch": format_arch(arch), "params": _params(model), "epoch": trainer["epoch"],
             "valid_ppl": rnn.perplexity(trainer["best_loss"]), "test_loss": test, "test_ppl": rnn.perplexity(test)}

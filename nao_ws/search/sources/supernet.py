@@ -70,6 +70,15 @@ def check_config(cfg) -> None:
         raise NaoWsError(f"--lr-min {cfg.lr_min} exceeds --lr {cfg.lr}: the schedule runs from --lr down to it")
 
 
+def check_data(cfg) -> None:
+    """What the data is too small for, before the run folder exists: on PTB, the batch and the scoring windows
+    (reading the corpus takes a second; images have no such limit)."""
+    if cfg.space == "rnn":
+        from ...data.text import check_sizes, load_corpus
+
+        check_sizes(load_corpus(cfg.task, cfg.data_dir), cfg.batch_size, cfg.bptt)
+
+
 class SupernetSource(ScoreSource):
     """The supernet of ``cfg.space``, its schedule (round r trains up to epoch (r+1) x ``eval_every``), its
     sampler of training architectures and the learning-rate scale that a divergence lowers."""

@@ -23,7 +23,7 @@ from ...config import recipes
 from ...config.options import resolve
 from ...data import batches as image_batches
 from ...data.images import load_images
-from ...data.text import batchify, load_corpus
+from ...data.text import batchify, check_sizes, load_corpus
 from ...monitor import Monitor
 from ...runs import load_model_state
 from ...train import cnn as train_cnn, rnn as train_rnn
@@ -215,6 +215,7 @@ class RnnWs:
     def __init__(self, cfg, device: torch.device):
         self.cfg, self.device = cfg, device
         self.corpus = load_corpus(cfg.task, cfg.data_dir)
+        check_sizes(self.corpus, cfg.batch_size, cfg.bptt)
         train = batchify(self.corpus.train, cfg.batch_size).to(device)
         self.stream = rnn.BatchStream(train, cfg.bptt, seed=cfg.seed, short_prob=cfg.bptt_short_prob)
         self.windows = rnn.score_windows(self.corpus.valid, cfg.score_windows, cfg.bptt, device=device)
