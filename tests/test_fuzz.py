@@ -210,3 +210,34 @@ def test_search_validates_before_creating_anything(stubbed_search, task, strateg
                 assert not isinstance(value, float) or math.isfinite(value)
         else:
             assert len(stubbed_search) == before and not out.exists()
+
+
+# -- benchmark tables -----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def table_rows(data):
+    return [line.split(",") for line in data("nb201", "nb201-cifar10-12epoch.csv").read_text().splitlines()]
+
+
+@settings(max_examples=int(os.environ.get("NAO_WS_FUZZ_EXAMPLES", "200")) // 8, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(row=st.integers(1, 15625), column=st.sampled_from(["cifar10_valid", "cifar10_test"]),
+       value=st.one_of(st.floats(-1e3, 1e3), st.sampled_from(["nan", "inf", "-0.0", "100.0001", "1e2", "", "12%"]),
+                       text.filter(lambda t: not any(c in t for c in ',"\r\n'))))
+def test_a_table_value_is_a_percentage_or_a_one_line_error(stubbed_search, table_rows, row, column, value, cli):
+    """Any one value of the table replaced: a finite number from 0 to 100 is searched, anything else is refused
+    in one line naming its line, before a run folder exists."""
+    rows = copy.deepcopy(table_rows)
+    rows[row][rows[0].index(column)] = str(value)
+    try:
+        number = float(str(value))
+    except ValueError:
+        number = math.nan
+    with tempfile.TemporaryDirectory() as tmp:
+        table, out = Path(tmp) / "t.csv", Path(tmp) / "run"
+        table.write_text("".join(",".join(r) + "\n" for r in rows))
+        code, _, err = cli(["search", "--task", "cifar10", "--space", "nb201", "--benchmark", table, "--budget", "4",
+                            "--strategy", "random", "--output", out, "--no-progress"])
+        assert_clean(code, err)
+        assert (code == 0) == (math.isfinite(number) and 0 <= number <= 100), (value, err)
+        assert code == 0 or (f"line {row + 1}" in err and not out.exists()), err

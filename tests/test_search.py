@@ -246,6 +246,8 @@ def test_a_folder_of_the_previous_version_is_refused_in_one_line(matrix, cli, tm
     (["--task", "ptb", "--space", "cnn"], "runs on cifar10"),
     (["--task", "cifar10", "--space", "nb201", "--benchmark", "/nonexistent.csv"], "does not exist"),
     (["--task", "cifar10", "--space", "nb201", "--benchmark", "x.csv", "--budget", "5000"], "4930"),
+    (["--task", "cifar100", "--preset", "smoke"], "the bundled sample holds CIFAR-10 images, not cifar100's"),
+    (["--task", "cifar100", "--space", "nb201", "--preset", "smoke"], "use --task cifar10 for a smoke run"),
 ])
 def test_bad_options_are_one_line_errors(args, needle, cli, capsys, tmp_path):
     code, _, err = cli(["search", *args, "--output", tmp_path / "x"], capsys)

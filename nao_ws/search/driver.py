@@ -68,6 +68,10 @@ def check_config(cfg) -> None:
     else:
         from .sources.supernet import check_config as check
     check(cfg)
+    dataset = getattr(cfg, "dataset", "")
+    if dataset == "cifar10-sample" and cfg.task != "cifar10":
+        raise NaoWsError(f"the bundled sample holds CIFAR-10 images, not {cfg.task}'s (--dataset cifar10-sample, set "
+                         f"by --preset smoke): use --task cifar10 for a smoke run, or another preset for {cfg.task}")
     if cfg.strategy == "rea" and cfg.tournament > cfg.population:
         raise NaoWsError(f"--tournament {cfg.tournament} must lie between 1 and --population {cfg.population}")
 

@@ -119,8 +119,9 @@ def _read_csv(p: Path, task: str) -> Table:
                 except (TypeError, ValueError):
                     raise NaoWsError(f"benchmark file {p}, line {line}: {cols[0]}/{cols[1]} must be numbers, got "
                                      f"{row[cols[0]]!r}, {row[cols[1]]!r}") from None
-                if not (math.isfinite(valid[ops]) and math.isfinite(test[ops])):
-                    raise NaoWsError(f"benchmark file {p}, line {line}: accuracies must be finite")
+                if not all(math.isfinite(v) and 0 <= v <= 100 for v in (valid[ops], test[ops])):
+                    raise NaoWsError(f"benchmark file {p}, line {line}: accuracies are percentages from 0 to 100, "
+                                     f"got {row[cols[0]]}, {row[cols[1]]}: the file is damaged or in other units")
     except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error):
         raise NaoWsError(f"benchmark file {p} is not a text CSV file") from None
     except csv.Error as e:
