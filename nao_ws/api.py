@@ -202,14 +202,16 @@ def search(task: str | None = None, *, preset: str = "paper", config: str | Path
 
 def _defaults_from_arch(options: dict, task: str | None) -> str | None:
     """``arch="RUN/best.json"``: the space comes from the JSON and, without ``task``, the task (and the data,
-    e.g. the bundled sample of a smoke search) from the search's ``config.json`` beside it; an RNN cell keeps
-    the search's ``cell_output`` unless ``cell_output`` is given."""
+    e.g. the bundled sample of a smoke search, or the search's ``data_dir``) from the search's ``config.json``
+    beside it; an RNN cell keeps the search's ``cell_output`` unless ``cell_output`` is given."""
     from supernet.spaces import parse_arch
 
     from .runs import RunDir
 
     arch = options.get("arch")
     if not arch or not Path(arch).is_file():
+        if arch and task is None:
+            parse_arch(arch, options.get("space"))  # a missing file's own error, before "--task is required"
         return task
     try:
         obj = json.loads(Path(arch).read_bytes())
@@ -225,6 +227,8 @@ def _defaults_from_arch(options: dict, task: str | None) -> str | None:
         if task is None:
             task = saved.get("dataset") or saved.get("task")
             task = task if task in TASKS else None
+        if options.get("data_dir") is None and saved.get("data_dir") and task == saved.get("task"):
+            options["data_dir"] = saved["data_dir"]  # the data the search read (its --data-dir)
         if space == "rnn" and options.get("cell_output") is None and "cell_output" in saved:
             options["cell_output"] = saved["cell_output"]  # the cell as its search scored it (reference §1.3)
     return task
@@ -322,6 +326,7 @@ def train(task: str | None = None, *, preset: str = "paper", config: str | Path 
             cfg = dataclasses.replace(cfg, arch=info["arch"])
             run = RunDir.create(None if output is None else str(output), "train", cfg.task)
             run.write_config(config_to_dict(cfg))
+            _say(f"run folder: {run.path}  (watch: tensorboard --logdir {run.path / 'tb'})")
         monitor = Monitor(run.path, progress=progress) if main else Monitor(None, progress=False, echo=False)
         result = training_of(cfg.task).train(cfg, run, monitor, resume=bool(resume), procs=procs)
     except USER_ERRORS:

@@ -288,7 +288,7 @@ def finished(tmp_path_factory, cli, data):
     for args in (TRAIN + ["--arch", str(arch_file), "--output", str(base / "train")],
                  search + ["--output", str(base / "search")]):
         code, _, err = cli(args)
-        assert code == 0, err
+        assert code == 0 and f"run folder: {args[args.index('--output') + 1]}" in err, err
     return base
 
 
@@ -464,3 +464,27 @@ def test_eval_of_a_checkpoint_missing_an_entry(entry, finished, tmp_path, capsys
     torch.save(state, tmp_path / "cut.pt")
     one_line_error(["eval", "--checkpoint", str(tmp_path / "cut.pt")], f"holds no '{'model' if entry == 'trainer' else entry}'",
                    "evaluate another checkpoint")
+
+
+# -- newcomer surprises (issue 27) ------------------------------------------------------------------------------
+
+def test_train_with_a_missing_arch_file_says_so(tmp_path, capsys, one_line_error):
+    one_line_error(["train", "--arch", str(tmp_path / "nothere.json")], "nothere.json does not exist")
+
+
+@pytest.mark.parametrize("cmd", [["data", "check", "--task", "cifar10"], ["data", "check", "--task", "ptb"],
+                                 ["train", "--task", "ptb", "--preset", "smoke", "--dry-run"]])
+def test_a_data_dir_that_is_a_file(cmd, tmp_path, capsys, one_line_error):
+    npz = tmp_path / "images.npz"
+    np.savez(npz, x=np.zeros((2, 32, 32, 3), np.uint8), y=np.zeros(2, np.int64))
+    line = one_line_error(cmd + ["--data-dir", str(npz)], f"--data-dir {npz} is a file, not a folder", "--data-file")
+    assert "download" not in line
+
+
+def test_train_of_a_search_best_reads_the_data_the_search_read(finished, capsys, cli):
+    """The search read PTB from --data-dir (the excerpt); its best.json trains on it without the flag."""
+    code, out, err = cli(["train", "--arch", str(finished / "search" / "best.json"), "--dry-run", "--json"], capsys)
+    assert code == 0, err
+    tokens = json.loads(out)["train_tokens"]
+    assert tokens == json.loads(cli(["train", "--task", "ptb", "--data-dir", json.loads(
+        (finished / "search" / "config.json").read_text())["data_dir"], "--dry-run", "--json"])[1])["train_tokens"]

@@ -25,7 +25,12 @@ def default_data_dir() -> Path:
 
 
 def data_root(data_dir) -> Path:
-    return default_data_dir() if data_dir is None else Path(data_dir).expanduser()
+    """The dataset root; a file given as the root is a one-line error (no download is offered into it)."""
+    root = default_data_dir() if data_dir is None else Path(data_dir).expanduser()
+    if root.is_file():
+        hint = " (an .npz of CIFAR images is read with --data-file)" if root.suffix == ".npz" else ""
+        raise NaoWsError(f"--data-dir {root} is a file, not a folder: pass the folder that holds the datasets{hint}")
+    return root
 
 
 def one_line(exc: BaseException) -> str:
