@@ -96,6 +96,22 @@ def test_arch_show(arch, space, as_file, cli):
 
 
 @FUZZ
+@given(space=st.sampled_from(["cnn-ws", "cnn", "rnn", "nb201"]), seeds=st.tuples(st.integers(0, 3), st.integers(0, 3)),
+       other_space=st.sampled_from([None, "cnn-ws", "rnn", "nb201"]))
+def test_a_best_json_that_says_two_things(space, seeds, other_space, cli):
+    """A best.json names its architecture twice (``arch``, ``text``) and its space: read only if they agree."""
+    sp = get_space(space)
+    a, b = (sp.sample(np.random.default_rng(i)) for i in seeds)
+    wrapper = {"arch": sp.to_json(a), "text": sp.format(b), "space": other_space or space}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "best.json"
+        path.write_text(json.dumps(wrapper))
+        code, _, err = cli(["arch", "show", path])
+    assert_clean(code, err)
+    assert (code == 0) == (a == b and other_space in (None, space)), err
+
+
+@FUZZ
 @given(space=st.sampled_from(["cnn-ws", "cnn", "rnn"]), n=st.integers(-2, 5), seed=hostile_int,
        unique=st.booleans())
 def test_arch_sample(space, n, seed, unique, cli):

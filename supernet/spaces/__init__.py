@@ -36,6 +36,21 @@ def get_space(name: str):
         raise SpaceError(f"unknown space '{name}'; choose one of {', '.join(SPACES)}") from None
 
 
+def _check_agrees(arch, wrapper: dict, space: str) -> None:
+    """A best.json says its architecture twice (``arch`` and ``text``, and its ``space``): both must agree."""
+    if wrapper.get("space", space) != space:
+        raise SpaceError(f"the file's 'space' is {wrapper['space']!r} but its 'arch' is of space '{space}': "
+                         "the file contradicts itself; fix or remove one")
+    text = wrapper.get("text")
+    if text is None:
+        return
+    if not isinstance(text, str) or not text.strip().startswith(("|", *"0123456789")):
+        raise SpaceError("the file's 'text' is not an architecture's text form: fix or remove it")
+    if parse_arch(text, space) != arch:
+        raise SpaceError(f"the file's 'text' ({text.strip()[:40]}) and its 'arch' are different architectures: "
+                         "the file contradicts itself; fix or remove one")
+
+
 def parse_arch(text: str, space: str | None = None):
     """Read an architecture from its text form, its JSON form, or a path to a JSON file (reference §7).
 
@@ -66,7 +81,8 @@ def parse_arch(text: str, space: str | None = None):
         elif not isinstance(obj, dict):
             raise SpaceError("architecture JSON must be an object with 'space' and its cells")
         else:
-            if "arch" in obj and isinstance(obj["arch"], dict):  # a best.json wrapper
+            wrapper = obj if "arch" in obj and isinstance(obj["arch"], dict) else None  # a best.json
+            if wrapper is not None:
                 obj = obj["arch"]
             json_space = obj.get("space")
             if json_space is None:
@@ -75,7 +91,10 @@ def parse_arch(text: str, space: str | None = None):
                 raise SpaceError(f"architecture JSON 'space' must be a name (cnn-ws, cnn, rnn or nb201), not {json_space!r}")
             if space is not None and json_space != space:
                 raise SpaceError(f"architecture is of space '{json_space}' but '{space}' is expected")
-            return get_space(json_space).from_json(obj)
+            arch = get_space(json_space).from_json(obj)
+            if wrapper is not None:
+                _check_agrees(arch, wrapper, json_space)
+            return arch
     fields = s.replace("|", " ").replace(",", " ").split()
     values = []
     for f in fields:
