@@ -219,6 +219,10 @@ def _defaults_from_arch(options: dict, task: str | None) -> str | None:
     except (OSError, ValueError, AttributeError, RecursionError):  # not JSON: the text form, or broken
         parse_arch(arch, options.get("space"))  # the one-line error of a broken file, before "--task is required"
         return task
+    if space == "nb201":
+        raise NaoWsError(f"{arch} is a NAS-Bench-201 cell, which nao-ws train does not train (it trains cnn-ws, cnn "
+                         "and rnn cells): the benchmark's table holds its trained accuracies, and best.json its "
+                         "index in the benchmark")
     if space in ("cnn-ws", "cnn") and options.get("space") is None:
         options["space"] = space
     run_cfg = Path(arch).parent / "config.json"

@@ -322,3 +322,16 @@ def test_resume_refuses_a_benchmark_table_changed_since_the_start(cli, data, tmp
     code, _, err = cli(["search", "--resume", tmp_path / "run"], capsys)
     assert code == 2 and f"{table} changed since the run" in err and len(err.strip().splitlines()) == 1, err
     assert (tmp_path / "run" / "pool.jsonl").read_bytes() == pool
+
+
+def test_a_table_search_best_names_its_benchmark_index_and_is_not_trained(matrix, cli, capsys, data):
+    import csv
+
+    out = matrix.reference("table", "random")
+    best = json.loads((out / "best.json").read_text())
+    with open(data("nb201", "nb201-cifar10-12epoch.csv"), newline="") as fh:
+        index = {row["cellstr"]: int(row["index"]) for row in csv.DictReader(fh)}
+    assert best["index"] == index[best["text"]]
+    code, _, err = cli(["train", "--arch", out / "best.json", "--output", out / "train"], capsys)
+    assert code == 2 and "is a NAS-Bench-201 cell, which nao-ws train does not train" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (out / "train").exists()

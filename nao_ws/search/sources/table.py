@@ -19,7 +19,7 @@ import gzip
 import io
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -46,6 +46,7 @@ class Table:
     source: str
     valid: dict
     _test: dict
+    index: dict = field(default_factory=dict)  # op tuple -> the cell's index in the benchmark (when the file has one)
 
     def score(self, arch) -> float:
         """The search signal: validation accuracy."""
@@ -106,7 +107,7 @@ def _read_csv(p: Path, task: str) -> Table:
                 other = [t for t in other if f"{t}_test" in header]
                 hint = f" (it has {', '.join(other)}: pick --task from those)" if other else ""
                 raise NaoWsError(f"benchmark file {p} has no column {', '.join(missing)} for --task {task}{hint}")
-            valid, test = {}, {}
+            valid, test, index = {}, {}, {}
             for line, row in enumerate(reader, start=2):
                 try:
                     ops = sp.parse(row["cellstr"] or "").ops
@@ -119,6 +120,12 @@ def _read_csv(p: Path, task: str) -> Table:
                 except (TypeError, ValueError):
                     raise NaoWsError(f"benchmark file {p}, line {line}: {cols[0]}/{cols[1]} must be numbers, got "
                                      f"{row[cols[0]]!r}, {row[cols[1]]!r}") from None
+                if "index" in header:
+                    try:
+                        index[ops] = int(row["index"])
+                    except (TypeError, ValueError):
+                        raise NaoWsError(f"benchmark file {p}, line {line}: index must be an integer, got "
+                                         f"{row['index']!r}") from None
                 if not all(math.isfinite(v) and 0 <= v <= 100 for v in (valid[ops], test[ops])):
                     raise NaoWsError(f"benchmark file {p}, line {line}: accuracies are percentages from 0 to 100, "
                                      f"got {row[cols[0]]}, {row[cols[1]]}: the file is damaged or in other units")
@@ -126,7 +133,7 @@ def _read_csv(p: Path, task: str) -> Table:
         raise NaoWsError(f"benchmark file {p} is not a text CSV file") from None
     except csv.Error as e:
         raise NaoWsError(f"benchmark file {p} is not a readable CSV file ({e})") from None
-    return Table(task, str(p), valid, test)
+    return Table(task, str(p), valid, test, index)
 
 
 def _open_text(p: Path):
@@ -155,12 +162,13 @@ def _read_api(p: Path, task: str) -> Table:
         info = lambda i, dataset: api.get_more_info(i, dataset, None, False, False)  # noqa: E731  200 epochs
     sp = get_space("nb201")
     valid_set, test_set = API_DATASETS[task]
-    valid, test = {}, {}
+    valid, test, index = {}, {}, {}
     for i in range(len(api)):
         ops = sp.parse(api.arch(i)).ops
         valid[ops] = float(info(i, valid_set)["valid-accuracy"])
         test[ops] = float(info(i, test_set)["test-accuracy"])
-    return Table(task, str(p), valid, test)
+        index[ops] = i
+    return Table(task, str(p), valid, test, index)
 
 
 def check_config(cfg) -> None:
@@ -204,5 +212,6 @@ class TableSource(ScoreSource):
                 test[leader["arch"]] = self.table.test_accuracy(parse_arch(leader["arch"], "nb201"))
             curve.append((r["query"], test[leader["arch"]]))
         fields = {"valid_accuracy": best["score"], "test_accuracy": test[best["arch"]], "queries": len(queries),
-                  "task": self.cfg.task, "benchmark": self.table.source}
+                  "task": self.cfg.task, "benchmark": self.table.source,
+                  "index": self.table.index.get(parse_arch(best["arch"], "nb201").ops)}
         return fields, {"best/test_accuracy": curve}
