@@ -294,8 +294,9 @@ def test_help_answers_without_loading_torch():
 def test_a_long_random_search_killed_after_hundreds_of_queries_resumes_exactly(cli, data, jsonl, killed, tmp_path):
     """Reference §8's long tabular searches: killed after 300 queries, at a kill point in the middle of a round's
     figures, and resumed twice over (the second resume is of a finished run), it ends as the uninterrupted one."""
-    args = ["search", "--task", "cifar10", "--space", "nb201", "--benchmark", data("nb201", "nb201-cifar10-12epoch.csv"),
-            "--budget", "400", "--strategy", "random", "--seed", "5", "--no-progress"]
+    table = data("nb201", "nb201-cifar10-12epoch.csv")
+    args = ["search", "--task", "cifar10", "--space", "nb201", "--benchmark", table, "--budget", "400", "--strategy",
+            "random", "--seed", "5", "--no-progress"]
     assert cli(args + ["--output", tmp_path / "ref"])[0] == 0
     proc = killed(args + ["--output", tmp_path / "cut"], 92)
     assert proc.returncode == -9, proc.stderr[-3000:]

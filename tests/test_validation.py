@@ -462,7 +462,8 @@ def test_eval_of_a_checkpoint_missing_an_entry(entry, finished, tmp_path, capsys
     state = RunDir(finished / "train").load_latest_checkpoint()
     del (state if entry == "trainer" else state["trainer"])[entry]
     torch.save(state, tmp_path / "cut.pt")
-    one_line_error(["eval", "--checkpoint", str(tmp_path / "cut.pt")], f"holds no '{'model' if entry == 'trainer' else entry}'",
+    named = "model" if entry == "trainer" else entry
+    one_line_error(["eval", "--checkpoint", str(tmp_path / "cut.pt")], f"holds no '{named}'",
                    "evaluate another checkpoint")
 
 
