@@ -489,3 +489,16 @@ def test_train_of_a_search_best_reads_the_data_the_search_read(finished, capsys,
     tokens = json.loads(out)["train_tokens"]
     assert tokens == json.loads(cli(["train", "--task", "ptb", "--data-dir", json.loads(
         (finished / "search" / "config.json").read_text())["data_dir"], "--dry-run", "--json"])[1])["train_tokens"]
+
+
+def test_resume_refuses_data_changed_since_the_start(data, tmp_path, capsys, cli, one_line_error):
+    """The PTB text a search read is fingerprinted in its checkpoints: an edited split stops the resume."""
+    import shutil
+
+    corpus = shutil.copytree(data("ptb-tiny"), tmp_path / "ptb")
+    args = [str(corpus) if a == "PTB_TINY" else a for a in SEARCH]
+    code, _, err = cli(args + ["--output", str(tmp_path / "run")], capsys)
+    assert code == 0, err
+    valid = next(corpus.rglob("*valid*"))
+    valid.write_bytes(valid.read_bytes() + b" the\n")
+    one_line_error(["search", "--resume", str(tmp_path / "run")], f"{valid} changed since the run", "start a new run")

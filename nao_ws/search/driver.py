@@ -88,10 +88,19 @@ def resumable(run: RunDir) -> dict:
 
 
 def input_files(cfg) -> dict:
-    """Checksums of the files the search reads whole, which a resume must find unchanged: a CSV table."""
+    """Checksums of the data files a search reads whole, which a resume must find unchanged: a CSV table, an
+    .npz of images (--data-file) and the PTB / WikiText-2 text (a few MB: milliseconds to hash)."""
+    paths = []
     if source_kind(cfg) == "table" and str(cfg.benchmark).endswith(".csv"):
-        return {str(cfg.benchmark): file_sha256(cfg.benchmark)}
-    return {}
+        paths.append(cfg.benchmark)
+    if getattr(cfg, "data_file", None):
+        paths.append(cfg.data_file)
+    if source_kind(cfg) == "supernet" and cfg.space == "rnn":
+        from ..data.tasks import data_root
+        from ..data.text import text_files
+
+        paths += text_files(cfg.task, data_root(cfg.data_dir)).values()
+    return {str(p): file_sha256(p) for p in paths}
 
 
 class Search(RollsBack):
