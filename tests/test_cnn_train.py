@@ -123,6 +123,7 @@ def test_checkpoints_of_other_models_are_refused(tmp_path, user_error):
     cfg = CnnTrainConfig(task="cifar10-sample", layers=1, channels=4, epochs=1, batch_size=100)
     run.write_config({**vars(cfg)})
     path = run.save_checkpoint({"kind": "search-cnn", "config": vars(cfg)}, 1)
+    run.release()  # this test made the folder; the commands below are its next owner
     assert "search-cnn" in user_error(["eval", "--checkpoint", str(path)])
     assert "search-cnn" in user_error(["train", "--resume", str(run.path), "--no-progress"])
     with pytest.raises(Exception, match="train-rnn"):

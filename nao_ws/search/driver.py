@@ -69,7 +69,7 @@ def check_config(cfg) -> None:
         from .sources.supernet import check_config as check
     check(cfg)
     dataset = getattr(cfg, "dataset", "")
-    if dataset == "cifar10-sample" and cfg.task != "cifar10":
+    if dataset == "cifar10-sample" and cfg.task not in ("cifar10", "cifar10-sample"):
         raise NaoWsError(f"the bundled sample holds CIFAR-10 images, not {cfg.task}'s (--dataset cifar10-sample, set "
                          f"by --preset smoke): use --task cifar10 for a smoke run, or another preset for {cfg.task}")
     if cfg.strategy == "rea" and cfg.tournament > cfg.population:
