@@ -84,3 +84,18 @@ def test_score_with_a_proxy_prints_what_the_command_prints(tmp_path, cli):
                         progress=False)
     assert records == [json.loads(line) for line in out.splitlines()]
     assert [r["score"] for r in records] == [r["params"] for r in records] and records[0]["synflow"] > 0
+
+
+def test_search_and_train_give_their_run_folder_back(tmp_path):
+    from nao_ws.runs import RunDir
+
+    result = api.search("cifar10", **TABLE, strategy="random", budget=5, seed=1, progress=False, output=tmp_path / "s")
+    RunDir.open(result.run).release()  # a finished search no longer owns its folder
+    # refused after the folder was opened; the errors (kept, as a session keeps its last one) hold their frames
+    with pytest.raises(NaoWsError, match="drop the other options") as refused:
+        api.search(resume=result.run, budget=6)
+    with pytest.raises(NaoWsError) as refused_train:  # a search's folder is no training's
+        api.train(resume=result.run, progress=False)
+    again = api.search(resume=result.run, progress=False)  # neither refusal kept the folder's lock
+    assert refused.tb is not None and refused_train.tb is not None
+    assert again.run == result.run and again.record == result.record
