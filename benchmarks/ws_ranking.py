@@ -143,6 +143,16 @@ def _flag(name: str, value: str) -> list[str]:
     return [f"--{flag}", value]
 
 
+def best_on_table(out: Path, table) -> tuple[dict, object, dict]:
+    """A search folder's ``best.json``, its cell, and the table's validation and test accuracy of that cell (the
+    test column only to report)."""
+    from supernet.spaces import parse_arch
+
+    best = json.loads((out / "best.json").read_text())
+    arch = parse_arch(best["text"], "nb201")
+    return best, arch, {"valid": table.score(arch), "test": table.test_accuracy(arch)}
+
+
 def _done(out: Path) -> bool:
     from nao_ws.runs import RunDir
 
@@ -248,7 +258,6 @@ def main(argv=None) -> None:
     from concurrent.futures import ProcessPoolExecutor
 
     from nao_ws.search.sources.table import load_table
-    from supernet.spaces import parse_arch
 
     variants = [(v or "default", parse_variant(v)) for v in args.variants.split(";")]
     strategies = [s for s in args.strategies.split(",") if s]
@@ -264,10 +273,8 @@ def main(argv=None) -> None:
         seconds = list(pool.map(search_job, [(str(out), s, seed, args.data_file, ov) for _, s, seed, out, ov in jobs]))
         searches = []
         for (name, strategy, seed, out, _), secs in zip(jobs, seconds):
-            best = json.loads((out / "best.json").read_text())
-            arch = parse_arch(best["text"], "nb201")
-            searches.append({"variant": name, "strategy": strategy, "seed": seed, "valid": table.score(arch),
-                             "test": table.test_accuracy(arch)})
+            best, _, accuracy = best_on_table(out, table)
+            searches.append({"variant": name, "strategy": strategy, "seed": seed, **accuracy})
             emit(figure="search", run=str(out), best=best["text"], inherited=best["query"]["score"],
                  seconds=round(secs, 1), **searches[-1])
         for name, _ in variants:

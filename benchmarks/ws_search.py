@@ -20,12 +20,11 @@ of one strategy's options.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.ws_ranking import IMAGES, TABLE, emit, search_job
+from benchmarks.ws_ranking import IMAGES, TABLE, best_on_table, emit, search_job
 
 STRATEGIES = ("nao", "enas", "random", "rea")
 CONV = ("nor_conv_1x1", "nor_conv_3x3")  # NAS-Bench-201's parametric ops
@@ -70,7 +69,6 @@ def main(argv=None) -> None:
     from concurrent.futures import ProcessPoolExecutor
 
     from nao_ws.search.sources.table import load_table
-    from supernet.spaces import parse_arch
 
     strategies = [s for s in args.strategies.split(",") if s]
     jobs = []
@@ -83,10 +81,9 @@ def main(argv=None) -> None:
         seconds = list(pool.map(search_job, [(str(out), s, seed, args.data_file, ov) for _, s, seed, out, ov in jobs]))
     runs = []
     for (name, strategy, seed, out, _), secs in zip(jobs, seconds):
-        best = json.loads((out / "best.json").read_text())
-        arch = parse_arch(best["text"], "nb201")
-        runs.append({"variant": name, "strategy": strategy, "seed": seed, "valid": table.score(arch),
-                     "test": table.test_accuracy(arch), "parametric_path": parametric_path(arch),
+        best, arch, accuracy = best_on_table(out, table)
+        runs.append({"variant": name, "strategy": strategy, "seed": seed, **accuracy,
+                     "parametric_path": parametric_path(arch),
                      "seconds": round(secs, 1) if secs else None})
         emit(figure="search", run=str(out), best=best["text"], **runs[-1])
     for key in dict.fromkeys((r["variant"], r["strategy"]) for r in runs):
