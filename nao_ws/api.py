@@ -209,6 +209,8 @@ def _defaults_from_arch(options: dict, task: str | None) -> str | None:
     from .runs import RunDir
 
     arch = options.get("arch")
+    if isinstance(arch, str) and arch.lstrip().startswith("|") and options.get("space") is None:
+        options["space"] = "nb201"  # a NAS-Bench-201 cell string (reference §8)
     if not arch or not Path(arch).is_file():
         if arch and task is None:
             parse_arch(arch, options.get("space"))  # a missing file's own error, before "--task is required"
@@ -219,11 +221,7 @@ def _defaults_from_arch(options: dict, task: str | None) -> str | None:
     except (OSError, ValueError, AttributeError, RecursionError):  # not JSON: the text form, or broken
         parse_arch(arch, options.get("space"))  # the one-line error of a broken file, before "--task is required"
         return task
-    if space == "nb201":
-        raise NaoWsError(f"{arch} is a NAS-Bench-201 cell, which nao-ws train does not train (it trains cnn-ws, cnn "
-                         "and rnn cells): the benchmark's table holds its trained accuracies, and best.json its "
-                         "index in the benchmark")
-    if space in ("cnn-ws", "cnn") and options.get("space") is None:
+    if space in ("cnn-ws", "cnn", "nb201") and options.get("space") is None:
         options["space"] = space
     run_cfg = Path(arch).parent / "config.json"
     if run_cfg.is_file() and (task is None or space == "rnn"):
@@ -256,8 +254,13 @@ def _train_config(task, preset, config_file, resume, options: dict):
     if task not in TRAIN_TASKS:
         raise NaoWsError(f"--task is required ({', '.join(TRAIN_TASKS)})" if task is None else
                          f"--task {task} is unknown: use one of {', '.join(TRAIN_TASKS)}")
-    cls, presets, base = config_class(task)
-    return resolve(cls, presets, preset, config_file, {**options, "task": task}, base=base), None
+    flags = {**options, "task": task}
+    cls, presets, base = config_class(task, options.get("space"))
+    cfg = resolve(cls, presets, preset, config_file, flags, base=base)
+    if getattr(cfg, "space", None) != options.get("space") and config_class(task, cfg.space)[2] != base:
+        cls, presets, base = config_class(task, cfg.space)  # the space came from --config: its recipe
+        cfg = resolve(cls, presets, preset, config_file, flags, base=base)
+    return cfg, None
 
 
 def _train_check(cfg, procs, nproc: int, download: bool, dry_run: bool) -> dict:

@@ -33,6 +33,7 @@ that way. On CUDA it is opt-in (``use_channels_last``, the ``--channels-last`` f
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
@@ -261,9 +262,9 @@ def train_step(model: CellNetwork, optimizer: torch.optim.Optimizer, x: torch.Te
                progress: float = 1.0, amp: bool = False, sync: bool = True, unsampled: str = "skip",
                label_smoothing: float = 0.0, average: Callable[[torch.Tensor], torch.Tensor] | None = None
                ) -> StepResult:
-    """One SGD step on a batch: cross-entropy (+ ``aux_weight`` x the aux head's), gradient-norm clip,
-    update. ``arch``: the sampled architecture (supernet), or a list of them whose gradients on the batch are
-    summed before the one update (fair sampling); None for a final network. ``unsampled``
+    """One SGD step on a batch: cross-entropy (+ ``aux_weight`` x the aux head's), gradient-norm clip (none at
+    ``grad_clip`` 0), update. ``arch``: the sampled architecture (supernet), or a list of them whose gradients
+    on the batch are summed before the one update (fair sampling); None for a final network. ``unsampled``
     (``optim.zero_grads``): ``skip`` gives parameters off the sampled path no gradient (None), so the
     optimiser leaves them, momentum included, untouched; ``decay`` gives them zero gradients, so weight
     decay and momentum reach them (reference §3.1). ``label_smoothing``: both cross-entropies against targets
@@ -291,7 +292,7 @@ def train_step(model: CellNetwork, optimizer: torch.optim.Optimizer, x: torch.Te
         accs.append((logits.argmax(1) == y).float().mean())
     # the optimiser's flat parameter list: walking the supernet's ~10^4 modules would cost more than a step
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    grad_norm = nn.utils.clip_grad_norm_(params, grad_clip)
+    grad_norm = nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)  # 0: no clip
     results = torch.stack([torch.stack(v).mean() for v in (totals, losses, accs)])
     if average is not None:
         results = average(results)

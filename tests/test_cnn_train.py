@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nao_ws.data.images import load_images
-from nao_ws.runs import RunDir
+from nao_ws.runs import RunDir, load_checkpoint_file
 from nao_ws.train import cnn as train_cnn
 from nao_ws.train.options import CnnTrainConfig
 from supernet.nets import NAONET_A, NAONET_B
@@ -173,3 +173,79 @@ def test_divergence_rolls_back_to_the_last_checkpoint_with_a_lower_lr(monkeypatc
     trainer.fit()
     assert len(calls) == 12 and trainer.epoch == 2 and trainer.rollbacks == 1
     assert trainer.record["lr"] == pytest.approx(0.025 / 2 * 0.5)  # cosine at mid-training, halved
+
+
+# -- NAS-Bench-201 cells: the benchmark's own recipe (reference §8) --------------------------------------------
+
+def nb201_cell(*ops: str) -> str:
+    """The cell string of 6 edge ops in NB201_EDGES order."""
+    a, b, c, d, e, f = ops
+    return f"|{a}~0|+|{b}~0|{c}~1|+|{d}~0|{e}~1|{f}~2|"
+
+
+def test_nb201_cells_have_the_benchmarks_sizes(run_cli):
+    """The NAS-Bench-201 API's parameter counts (get_cost_info, cifar10) of the space's largest and smallest
+    networks: 1.531546M with every edge a 3x3 conv, 0.073306M with no parametric op; a cell string is an nb201
+    architecture without --space."""
+    big = run_cli(["train", "--task", "cifar10", "--arch", nb201_cell(*["nor_conv_3x3"] * 6), "--dry-run", "--json"])
+    assert (big["space"], big["layers"], big["channels"], big["params"]) == ("nb201", 5, 16, 1_531_546)
+    small = run_cli(["train", "--task", "cifar10", "--space", "nb201", "--dry-run", "--json",
+                     "--arch", nb201_cell("skip_connect", "none", "avg_pool_3x3", "skip_connect", "none", "none")])
+    assert small["params"] == 73_306 and small["multiply_adds"] < big["multiply_adds"]
+
+
+def test_a_table_searchs_best_cell_trains_with_the_benchmarks_recipe(tmp_path, cli, run_cli):
+    from nao_ws.config.recipes import Nb201Supernet
+
+    code, _, err = cli(["search", "--task", "cifar10", "--space", "nb201", "--benchmark", "nb201-12epoch",
+                        "--strategy", "random", "--budget", "12", "--output", str(tmp_path / "s"), "--no-progress"])
+    assert code == 0, err
+    best = json.loads((tmp_path / "s" / "best.json").read_text())
+    out = tmp_path / "t"
+    done = run_cli(["train", "--arch", str(tmp_path / "s" / "best.json"), "--task", "cifar10-sample", "--preset",
+                    "smoke", "--epochs", "1", "--batch-size", "100", "--device", "cpu", "--no-progress",
+                    "--output", str(out)])
+    assert (done["space"], done["arch"], done["epochs"]) == ("nb201", best["text"], 1)
+    cfg = json.loads((out / "config.json").read_text())
+    recipe = Nb201Supernet()
+    assert {k: cfg[k] for k in ("lr", "lr_min", "nesterov", "weight_decay", "momentum")} == \
+        {k: getattr(recipe, k) for k in ("lr", "lr_min", "nesterov", "weight_decay", "momentum")}
+    assert (cfg["cutout"], cfg["aux_weight"], cfg["drop_path_keep"], cfg["head_keep"], cfg["grad_clip"]) == \
+        (0, 0.0, 1.0, 1.0, 0.0)
+    state = load_checkpoint_file(out)
+    assert state["trainer"]["optimizer"]["param_groups"][0]["nesterov"] is True
+    evaluated = run_cli(["eval", "--checkpoint", str(out), "--device", "cpu"])
+    assert evaluated["test_acc"] == done["test_acc"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--space", "nb201"], "--space nb201 needs --arch"),
+    (["--arch", nb201_cell(*["nor_conv_1x1"] * 6), "--aux-weight", "0.4"], "no auxiliary head"),
+    (["--arch", nb201_cell(*["nor_conv_1x1"] * 6), "--drop-path-keep", "0.8"], "leave --drop-path-keep out"),
+    (["--arch", nb201_cell(*["nor_conv_1x1"] * 6), "--task", "imagenet"], "ImageNet training takes a cnn"),
+    (["--arch", nb201_cell(*["nor_conv_1x1"] * 6), "--preset", "transfer"], "unknown preset 'transfer'"),
+])
+def test_impossible_nb201_trainings_are_one_line_errors(flags, message, user_error):
+    task = [] if "--task" in flags else ["--task", "cifar10"]
+    assert message in user_error(["train", *task, "--dry-run", *flags])
+
+
+def test_grad_clip_zero_clips_nothing():
+    from supernet import optim
+    from supernet.cnn import train_step
+
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,))
+    arch = parse_arch(nb201_cell(*["nor_conv_3x3"] * 6), "nb201")
+
+    def stepped(clip: float) -> torch.Tensor:
+        from supernet.nb201 import Nb201Network
+
+        torch.manual_seed(1)
+        net = Nb201Network(arch, 1, 4)
+        train_step(net, optim.sgd(net.parameters(), lr=1.0), x, y, grad_clip=clip)
+        return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+    unclipped = stepped(0.0)
+    assert torch.equal(unclipped, stepped(1e12))
+    assert not torch.allclose(unclipped, stepped(1e-3))

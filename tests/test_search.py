@@ -327,7 +327,7 @@ def test_resume_refuses_a_benchmark_table_changed_since_the_start(cli, data, tmp
     assert (tmp_path / "run" / "pool.jsonl").read_bytes() == pool
 
 
-def test_a_table_search_best_names_its_benchmark_index_and_is_not_trained(matrix, cli, capsys, data):
+def test_a_table_search_best_names_its_benchmark_index_and_loads_for_training(matrix, cli, capsys, data):
     import csv
 
     out = matrix.reference("table", "random")
@@ -335,6 +335,7 @@ def test_a_table_search_best_names_its_benchmark_index_and_is_not_trained(matrix
     with open(data("nb201", "nb201-cifar10-12epoch.csv"), newline="") as fh:
         index = {row["cellstr"]: int(row["index"]) for row in csv.DictReader(fh)}
     assert best["index"] == index[best["text"]]
-    code, _, err = cli(["train", "--arch", out / "best.json", "--output", out / "train"], capsys)
-    assert code == 2 and "is a NAS-Bench-201 cell, which nao-ws train does not train" in err, err
-    assert len(err.strip().splitlines()) == 1 and not (out / "train").exists()
+    code, printed, err = cli(["train", "--arch", out / "best.json", "--dry-run", "--json"], capsys)
+    assert code == 0, err
+    assert {k: json.loads(printed)[k] for k in ("task", "space", "arch")} == {"task": "cifar10", "space": "nb201",
+                                                                              "arch": best["text"]}

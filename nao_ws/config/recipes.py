@@ -28,7 +28,7 @@ class Sgd:
     """Momentum SGD with a clipped gradient norm: what every CNN recipe shares (reference §3.1, §5.1, §8)."""
 
     momentum: float = option(0.9, "SGD momentum", within=MOMENTUM)  # reference §3.1
-    grad_clip: float = option(5.0, "gradient-norm clip", within=POSITIVE)  # reference §3.1
+    grad_clip: float = option(5.0, "gradient-norm clip (0: none)", within=AT_LEAST_0)  # reference §3.1
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,7 @@ class CnnFinal(Sgd):
     head_keep: float = option(0.6, "dropout keep probability before the classifier", within=KEEP)  # reference §5.1
     label_smoothing: float = option(0.0, "label smoothing of the training cross-entropies",
                                     within=DROP)  # reference §5.1
+    nesterov: bool = option(False, "Nesterov momentum")  # reference §5.1: plain momentum
     lr_schedule: str = option("cosine", "learning-rate schedule: cosine from --lr to --lr-min over the epochs, or "
                                         "step: times --lr-gamma after every epoch",
                               choices=LR_SCHEDULES)  # reference §5.1
@@ -187,3 +188,11 @@ class Nb201Supernet(Sgd):
     lr_min: float = option(0.0, "learning rate at the end of the cosine", within=AT_LEAST_0)  # reference §8
     nesterov: bool = option(True, "Nesterov momentum")  # reference §8
     weight_decay: float = option(5e-4, "weight decay", within=AT_LEAST_0)  # reference §8
+
+
+# reference §8, the benchmark's own training of every cell (its table's recipe): the NAS-Bench-201 network and
+# optimiser of Nb201Supernet for 200 epochs, random crop and flip only (no cutout, aux head, drop-path or dropout),
+# and no gradient clip
+NB201_FINAL = {**{k: getattr(Nb201Supernet, k) for k in ("layers", "channels", "batch_size", "lr", "lr_min",
+                                                         "nesterov", "weight_decay")},
+               "epochs": 200, "grad_clip": 0.0, "cutout": 0, "aux_weight": 0.0, "drop_path_keep": 1.0, "head_keep": 1.0}

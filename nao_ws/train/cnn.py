@@ -1,4 +1,5 @@
-"""Final training of a discovered CNN cell on CIFAR (reference §5.1) or ImageNet (reference §5.3):
+"""Final training of a discovered CNN cell on CIFAR (reference §5.1) or ImageNet (reference §5.3), and of a
+NAS-Bench-201 cell on CIFAR with the benchmark's own recipe (reference §8):
 ``nao-ws train --task cifar10 ...``, on one process or data-parallel on several (``distributed.Processes``).
 
 ``fit_candidate`` is the same training without a run folder, for the searches' short standalone trainings
@@ -14,8 +15,9 @@ import torch.nn.functional as F
 
 from supernet import optim
 from supernet.cnn import autocast, train_step
+from supernet.nb201 import Nb201Network
 from supernet.nets import REFERENCE_CELLS, NASNetwork, multiply_adds, parameter_count
-from supernet.spaces import CnnArch, format_arch, parse_arch
+from supernet.spaces import CnnArch, Nb201Arch, format_arch, parse_arch
 
 from ..config.options import build_config
 from ..data.batches import ImageBatches, fixed_batches
@@ -44,6 +46,8 @@ def check_config(cfg: CnnTrainConfig) -> None:
         raise NaoWsError(f"--channels {cfg.channels} must be even (factorized reduce halves it)")
     if cfg.lr_schedule == "cosine" and cfg.lr_min > cfg.lr:
         raise NaoWsError(f"--lr-min {cfg.lr_min} exceeds --lr {cfg.lr}: the cosine schedule runs from --lr down to it")
+    if cfg.space == "nb201":
+        check_nb201(cfg)
     if cfg.task in FOLDER_TASKS:
         if cfg.image_size % 32:
             raise NaoWsError(f"--image-size {cfg.image_size} must be a multiple of 32 (the network halves it 5 "
@@ -56,11 +60,28 @@ def check_config(cfg: CnnTrainConfig) -> None:
                              "a flip and colour jitter: drop --cutout")
 
 
-def resolve_arch(cfg: CnnTrainConfig) -> CnnArch:
+def check_nb201(cfg: CnnTrainConfig) -> None:
+    """What the NAS-Bench-201 network (reference §8) cannot do: ImageNet's stem, and the NASNet-style heads."""
+    if cfg.task in FOLDER_TASKS:
+        raise NaoWsError(f"--space nb201 trains on CIFAR (the benchmark's cifar10 / cifar100), not --task {cfg.task}: "
+                         "ImageNet training takes a cnn or cnn-ws cell")
+    if not cfg.arch:
+        raise NaoWsError("--space nb201 needs --arch: a NAS-Bench-201 cell string (|op~0|+|op~0|op~1|+|...|) or a "
+                         "search's best.json")
+    for flag, value, plain in (("--aux-weight", cfg.aux_weight, 0.0), ("--drop-path-keep", cfg.drop_path_keep, 1.0),
+                               ("--head-keep", cfg.head_keep, 1.0)):
+        if value != plain:
+            raise NaoWsError(f"{flag} {value}: the NAS-Bench-201 network has no auxiliary head, drop-path or dropout "
+                             f"(reference §8); leave {flag} out")
+
+
+def resolve_arch(cfg: CnnTrainConfig) -> CnnArch | Nb201Arch:
     return parse_arch(cfg.arch or REFERENCE_CELLS.get(cfg.space, ""), cfg.space)
 
 
-def build_model(arch: CnnArch, cfg: CnnTrainConfig, num_classes: int) -> NASNetwork:
+def build_model(arch: CnnArch | Nb201Arch, cfg: CnnTrainConfig, num_classes: int) -> NASNetwork | Nb201Network:
+    if isinstance(arch, Nb201Arch):
+        return Nb201Network(arch, cfg.layers, cfg.channels, num_classes)
     return NASNetwork.from_recipe(arch, cfg, num_classes, stem="imagenet" if cfg.task in FOLDER_TASKS else "cifar")
 
 
@@ -117,7 +138,7 @@ class CnnTrainer(Trainer):
         self.net = procs.wrap(self.model, device, cfg.sync_bn)
         # fused SGD: a non-finite step is skipped on the device, so a step never waits for the GPU
         self.optimizer = optim.sgd(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                   weight_decay=cfg.decay())
+                                   weight_decay=cfg.decay(), nesterov=cfg.nesterov)
         self.scheduler = lr_schedule(self.optimizer, cfg)
         if isinstance(data, FolderData):
             self.batches = FolderBatches(data.train, cfg.batch_size, data.mean, data.std, image_size=cfg.image_size,

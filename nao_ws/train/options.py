@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config.options import AT_LEAST_0, RunConfig, option
-from ..config.recipes import IMAGENET, NAONET_A_128, WIKITEXT2, CnnFinal, RnnFinal
+from ..config.recipes import IMAGENET, NAONET_A_128, NB201_FINAL, WIKITEXT2, CnnFinal, RnnFinal
 from ..data.tasks import FOLDER_TASKS, IMAGE_TASKS, TEXT_TASKS
 
 MAX_NAN_STEPS = 20  # non-finite steps in a row before a rollback (ours)
-CNN_SPACES = ("cnn-ws", "cnn")
+CNN_SPACES = ("cnn-ws", "cnn", "nb201")
 RNN_REFERENCE_CELL = "0 1 1 1 2 2 1 2 4 1 4 1 4 1 7 1 8 2 1 0 4 1"  # reference §5.2 (ref-TF form: node 0 = tanh)
 
 
@@ -19,8 +19,9 @@ class CnnTrainConfig(RunConfig, CnnFinal):
     defaults), the architecture and the run options; every field is a flag."""
 
     arch: str = option("", "architecture: text form, JSON or a JSON file (default: the space's reference §5.1 cell, "
-                           "NAONet-B for cnn-ws, NAONet-A for cnn)")
-    space: str = option("cnn-ws", "search space of --arch: cnn-ws (5 ops) or cnn (11 ops)", choices=CNN_SPACES)
+                           "NAONet-B for cnn-ws, NAONet-A for cnn; nb201 needs one)")
+    space: str = option("cnn-ws", "search space of --arch: cnn-ws (5 ops), cnn (11 ops), or nb201 (a NAS-Bench-201 "
+                                  "cell, trained with the benchmark's recipe, reference §8)", choices=CNN_SPACES)
     max_nan_steps: int = option(MAX_NAN_STEPS, "non-finite losses in a row before rolling back to the last "
                                                "checkpoint", within=AT_LEAST_0)
     amp: bool = option(False, "bf16 autocast (CUDA only)")
@@ -48,6 +49,8 @@ CIFAR100_PRESETS = {**CNN_PRESETS, "transfer": NAONET_A_128}  # paper Table 2: N
 # ImageNet's smoke run: small images (no aux head: it needs a 7x7 map, so 224 pixels), for a tiny ImageFolder
 IMAGENET_PRESETS = {"paper": {}, "smoke": {"layers": 1, "channels": 8, "epochs": 2, "batch_size": 20,
                                            "image_size": 64, "aux_weight": 0.0, "data_workers": 1}}
+# NAS-Bench-201 cells: the benchmark's recipe; smoke = the CNN's smoke sizes, without CIFAR's cutout
+NB201_PRESETS = {"paper": {}, "smoke": {k: v for k, v in CNN_PRESETS["smoke"].items() if k != "cutout"}}
 RNN_PRESETS = {"paper": {}, "smoke": {"emb_size": 32, "epochs": 2, "test_batch_size": 10}}
 # the recipes of the searches' candidate trainings, as overrides of CnnTrainConfig; sizes, epochs and lr come
 # from the search's own options
@@ -57,8 +60,11 @@ CANDIDATE_PRESETS = {
 }
 
 
-def config_class(task: str):
-    """The config of ``task``'s final training, its presets and its per-task defaults."""
+def config_class(task: str, space: str | None = None):
+    """The config of ``task``'s final training, its presets and its per-task defaults (for a ``space`` whose
+    cells have a recipe of their own: NAS-Bench-201's)."""
+    if space == "nb201" and task in IMAGE_TASKS:
+        return CnnTrainConfig, NB201_PRESETS, {**NB201_FINAL, "space": "nb201"}
     if task in FOLDER_TASKS:
         return CnnTrainConfig, IMAGENET_PRESETS, {**IMAGENET, "space": "cnn"}  # the paper transfers NAONet-A
     if task in IMAGE_TASKS:
