@@ -108,13 +108,6 @@ def proxy_values(pool, cells: list, data_file: str, seed: int, cache: Path, work
     return values, seconds
 
 
-def mean_rank(*scores) -> np.ndarray:
-    """The mean of the rankings of several scores of the same cells (higher better)."""
-    from scipy.stats import rankdata
-
-    return np.mean([rankdata(s) for s in scores], axis=0)
-
-
 def run_search(out: Path, strategy: str, seed: int, data_file: Path, overrides: dict) -> float:
     """The search in ``out`` (started, resumed or already done); its wall time in this call."""
     from nao_ws.cli import main
@@ -201,6 +194,7 @@ def tau_job(job: tuple) -> list:
     BN mode and cell set."""
     _one_thread()
     from nao_ws.monitor import Monitor
+    from nao_ws.search.proxies import mean_rank
     from nao_ws.search.sources.table import load_table
     from supernet import nb201
     import torch

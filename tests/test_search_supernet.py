@@ -75,6 +75,32 @@ def test_killed_and_resumed_equals_uninterrupted(source, strategy, matrix, cli, 
     assert curves[0] == curves[1]
 
 
+def test_score_proxy_mixes_the_two_rankings_and_resumes(matrix, cli, jsonl, killed, tmp_path):
+    """--score-proxy: each round's scores are the mean of the pool's ranking by inherited weights and by the
+    proxy, over the pool's size; a cell's proxy value is the same in every round; a search killed with SIGKILL
+    and resumed ends as the uninterrupted one."""
+    from scipy.stats import rankdata
+
+    args = matrix.args("nb201", "random") + ["--score-proxy", "jacob_cov"]
+    code, _, err = cli(args + ["--output", tmp_path / "ref"])
+    assert code == 0, err
+    pool = jsonl(tmp_path / "ref" / "pool.jsonl")
+    values = {}
+    for round_ in (0, 1):
+        recs = [r for r in pool if r["round"] == round_]
+        proxy = [-np.inf if r["jacob_cov"] is None else r["jacob_cov"] for r in recs]
+        want = (rankdata([r["inherited_score"] for r in recs]) + rankdata(proxy)) / (2 * len(recs))
+        assert [r["score"] for r in recs] == pytest.approx(want)
+        assert all(values.setdefault(r["arch"], r["jacob_cov"]) == r["jacob_cov"] for r in recs)
+    assert len(values) < len(pool)  # cells of the pool scored in both rounds
+    proc = killed(args + ["--output", tmp_path / "killed"], 4)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    code, _, err = cli(["search", "--resume", tmp_path / "killed", "--no-progress"])
+    assert code == 0, err
+    for name in ("pool.jsonl", "metrics.jsonl"):
+        assert jsonl.untimed(jsonl(tmp_path / "killed" / name)) == jsonl.untimed(jsonl(tmp_path / "ref" / name))
+
+
 def test_tensorboard_and_best_json_of_a_nao_search(matrix, cli, capsys):
     out = matrix.reference("cnn-ws", "nao")
     code, stdout, err = cli(["train", "--task", "cifar10-sample", "--arch", out / "best.json", "--preset", "smoke",

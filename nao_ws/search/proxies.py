@@ -57,6 +57,14 @@ def minibatch(images, batch: int, seed: int, device) -> tuple[torch.Tensor, torc
     return fixed_batches(ImageSet(train.x[order], train.y[order]), batch, images.mean, images.std, device)[0]
 
 
+def mean_rank(*scores: Sequence[float]) -> np.ndarray:
+    """The mean of the rankings (1 = lowest, ties averaged) by several scores of the same cells, higher better;
+    -inf (a proxy undefined for a cell) ranks last."""
+    from scipy.stats import rankdata
+
+    return np.mean([rankdata(np.asarray(s, float)) for s in scores], axis=0)
+
+
 def network(arch, num_classes: int) -> nn.Module:
     """The network a proxy scores: NAS-Bench-201's at the benchmark's sizes (C = 16, N = 5, reference §8); a
     cnn-ws cell at the supernet's (N = 2, F = 20, reference §3.1); a cnn cell at a standalone candidate's

@@ -75,7 +75,14 @@ class ImageSupernetOptions:
 
 
 @dataclass(frozen=True)
-class ImageScoring:
+class ProxyBatch:
+    """The one minibatch of training images a zero-cost proxy scores a network on (reference §10)."""
+
+    proxy_batch: int = option(64, "training images of the zero-cost proxy's minibatch", within=AT_LEAST_1)
+
+
+@dataclass(frozen=True)
+class ImageScoring(ProxyBatch):
     """How an image supernet scores an architecture with inherited weights."""
 
     score_images: int = option(1000, "fixed dev images every architecture is scored on (ours: twice ref-PT's "
@@ -89,6 +96,10 @@ class ImageScoring:
                            choices=SCORE_BN)
     calib_images: int = option(500, "training images (un-augmented, the same for every architecture) that "
                                     "--score-bn recalibrate measures BN statistics on", within=AT_LEAST_1)
+    score_proxy: str = option("", "rank by this zero-cost proxy of each cell's untrained network too: a score is "
+                                  "then the mean of an architecture's two rankings (inherited weights, proxy) among "
+                                  "those scored with it, a round's pool, as a fraction of their number ('': off)",
+                              choices=("",) + PROXIES)
 
 
 @dataclass(frozen=True)
@@ -109,11 +120,10 @@ class TableOptions(QueryBudget):
 
 
 @dataclass(frozen=True)
-class ProxyOptions(QueryBudget):
+class ProxyOptions(QueryBudget, ProxyBatch):
     """A zero-cost proxy as the score source (reference §10): every query scores an untrained network."""
 
     proxy: str | None = option(None, "the zero-cost proxy that scores every query", choices=PROXIES)
-    proxy_batch: int = option(64, "training images of the proxy's minibatch", within=AT_LEAST_1)
     dataset: str = option("", "image data: '' = the task's own, cifar10-sample = the bundled real sample",
                           choices=DATASETS)
     data_file: str | None = option(None, "an .npz of CIFAR images (x, y) to read instead")

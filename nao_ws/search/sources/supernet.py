@@ -92,6 +92,7 @@ class SupernetSource(ScoreSource):
         self.initial, self.refill, self.total = cfg.pool_size, cfg.random_per_iter, cfg.epochs
         self.epoch, self.lr_scale = 0, 1.0
         self.sizes: dict = {}  # text -> parameter count, for --sampling balanced
+        self.proxy_values: dict = {}  # text -> its --score-proxy value
 
     def round_size(self, strategy, scored: int) -> int:
         return self.cfg.new_per_iter
@@ -134,7 +135,30 @@ class SupernetSource(ScoreSource):
 
     def score(self, archs: Sequence, monitor):
         """The whole list in one chunk: one write and one fsync of its records."""
-        yield [(i, {**r, "epoch": self.epoch}) for i, r in enumerate(self.supernet.score(archs, monitor))]
+        records = self.supernet.score(archs, monitor)
+        if getattr(self.cfg, "score_proxy", ""):
+            records = self.ranked_with_proxy(archs, records, monitor)
+        yield [(i, {**r, "epoch": self.epoch}) for i, r in enumerate(records)]
+
+    def ranked_with_proxy(self, archs: Sequence, records: list[dict], monitor) -> list[dict]:
+        """``--score-proxy``: each score becomes the mean of the architecture's rankings by inherited weights
+        and by the proxy among ``archs``, over their number (1: first by both). A cell's proxy value is computed
+        once (its network and minibatch are fixed by the search's seed) and kept in the checkpoint."""
+        from .. import proxies
+
+        name, texts = self.cfg.score_proxy, [self.space.format(a) for a in archs]
+        todo = {t: a for t, a in zip(texts, archs) if t not in self.proxy_values}
+        if todo:
+            x, y = proxies.minibatch(self.supernet.data, self.cfg.proxy_batch, self.cfg.seed, self.device)
+            with monitor.bar(total=len(todo), desc=name) as bar:
+                for text, arch in todo.items():
+                    self.proxy_values[text] = proxies.score(arch, [name], x, y, self.supernet.data.num_classes,
+                                                            self.cfg.seed)[name]
+                    bar.update(1)
+        proxy = [self.proxy_values[t] for t in texts]
+        mixed = proxies.mean_rank([r["score"] for r in records], proxy) / len(records)
+        return [{**r, "score": float(m), "inherited_score": r["score"], name: v if np.isfinite(v) else None}
+                for r, m, v in zip(records, mixed, proxy)]
 
     def finalists(self) -> int:
         return self.cfg.rerank_top
@@ -146,8 +170,10 @@ class SupernetSource(ScoreSource):
         self.lr_scale *= factor
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "lr_scale": self.lr_scale, "supernet": self.supernet.state_dict()}
+        return {"epoch": self.epoch, "lr_scale": self.lr_scale, "supernet": self.supernet.state_dict(),
+                "proxy_values": dict(self.proxy_values)}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.lr_scale = state["epoch"], state["lr_scale"]
+        self.proxy_values = dict(state.get("proxy_values", {}))
         self.supernet.load_state_dict(state["supernet"])
