@@ -47,6 +47,14 @@ BAD = [
     (" ".join(VALID40[:1] + ["5"] + VALID40[2:]), "op 1 = 5 is out of range"),
     (" ".join(VALID40[:1] + ["x"] + VALID40[2:]), "'x' is not an integer"),
     (" ".join(VALID40[:1] + ["1.5"] + VALID40[2:]), "'1.5' is not an integer"),
+    (" ".join(VALID40[:1] + ["+1"] + VALID40[2:]), "'+1' is not an integer"),  # int() reads these four
+    (" ".join(VALID40[:1] + ["1_0"] + VALID40[2:]), "'1_0' is not an integer"),
+    (" ".join(VALID40[:1] + ["\u0661"] + VALID40[2:]), "'\u0661' is not an integer"),  # Arabic-Indic one
+    (" ".join(["\uff10"] + VALID40[1:]), "'\uff10' is not an integer"),  # full-width zero
+    (" ".join(VALID40[:1] + ["\u20031"] + VALID40[2:]), "is not an integer"),  # an em space is no separator
+    (",".join(VALID40[:3]) + ",," + ",".join(VALID40[3:]), "a comma with no integer"),
+    ('{"space": "rnn", "space": "cnn-ws", "normal": [], "reduce": []}', "key \"space\" appears twice"),
+    ('{"space": "nb201", "cell": NaN}', "NaN is not a JSON value"),
     ('{"space": "cnn-ws", "normal": [[0, "sep_conv_7x7", 1, "identity"]]', "malformed"),
     ('{"space": "cnn-ws", "normal": [[0, "sep_conv_7x7", 1, "identity"]], "reduce": []}', "unknown op name 'sep_conv_7x7'"),
     ('{"normal": [], "reduce": []}', "no 'space' field"),

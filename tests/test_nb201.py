@@ -96,6 +96,15 @@ def test_every_cell_round_trips():
     ("|conv_7x7~0|+|none~0|none~1|+|none~0|none~1|none~2|", "unknown op 'conv_7x7'"),
     ("|none~1|+|none~0|none~1|+|none~0|none~1|none~2|", "one edge from each of nodes 0..0"),
     ("|none~0|+|none~0|none~1|+|none~0|none~1|", "one edge from each of nodes 0..2"),
+    ("|none~0|+|none~0|none~01|+|none~0|none~1|none~2|", "must read '|op~i|...|'"),  # one digit names a node
+    ("|none~0|+|none~0|none~+1|+|none~0|none~1|none~2|", "expected 3 nodes"),
+    ("|none~0|+|none~0|none~\u0661|+|none~0|none~1|none~2|", "must read '|op~i|...|'"),
+    ("|none~0| +|none~0|none~1|+|none~0|none~1|none~2|", "must read '|op~i|...|'"),
+    ("|none~0|+|none~0||none~1|+|none~0|none~1|none~2|", "must read '|op~i|...|'"),
+    ("|none~0|+|none~0|none~0|+|none~0|none~1|none~2|", "one edge from each of nodes 0..1"),
+    ('{"space": "nb201", "cell": " |none~0|+|none~0|none~1|+|none~0|none~1|none~2|"}', "must read '|op~i|...|'"),
+    ('{"space": "nb201", "cell": "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", "cell": "|none~0|+|none~0|'
+     'none~1|+|none~0|none~1|skip_connect~2|"}', "key \"cell\" appears twice"),
 ])
 def test_malformed_cell_strings_are_one_line_errors(text, msg, cli, capsys):
     with pytest.raises(SpaceError, match=msg):

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
-from .base import SpaceError
+from .base import JsonError, SpaceError, loads_strict
 from .cnn import (CELL_INPUTS, CNN_OP_SIZES, CNN_OP_TYPE_SIZE, CNN_OP_TYPES, CNN_OPS, CNN_WS_OPS, NUM_NODES, CnnArch,
                   CnnSpace, CnnWsSpace)
 from .nb201 import NB201_EDGES, NB201_OPS, Nb201Arch, Nb201Space
@@ -23,9 +24,14 @@ from .rnn import RNN_ACTS, RNN_NUM_NODES, RnnArch, RnnSpace
 
 __all__ = ["CELL_INPUTS", "CNN_OPS", "CNN_OP_SIZES", "CNN_OP_TYPES", "CNN_OP_TYPE_SIZE", "CNN_WS_OPS", "NB201_EDGES",
            "NB201_OPS", "NUM_NODES", "RNN_ACTS", "RNN_NUM_NODES", "SPACES", "CnnArch", "CnnSpace", "CnnWsSpace",
-           "Nb201Arch", "Nb201Space", "RnnArch", "RnnSpace", "SpaceError", "arch_to_json", "format_arch", "get_space",
-           "parse_arch", "space_of"]
+           "JsonError", "Nb201Arch", "Nb201Space", "RnnArch", "RnnSpace", "SpaceError", "arch_to_json", "format_arch",
+           "get_space", "loads_strict", "parse_arch", "space_of"]
 
+# reference §7: integers in ASCII digits (no '+', '_', other scripts' digits or fractions), between ASCII
+# whitespace, commas and '|'
+_INTEGER = re.compile(r"-?[0-9]+")
+_SEPARATORS = re.compile(r"[ \t\r\n,|]+")
+_EMPTY_VALUE = re.compile(r"(^|,)[ \t\r\n|]*(,|$)")  # a comma begins, ends or doubles: a value is missing
 SPACES = {"cnn-ws": CnnWsSpace(), "cnn": CnnSpace(), "rnn": RnnSpace(), "nb201": Nb201Space()}
 
 
@@ -69,9 +75,11 @@ def parse_arch(text: str, space: str | None = None):
         return get_space("nb201").parse(s)
     if s.startswith(("{", "[")):
         try:
-            obj = json.loads(s)
+            obj = loads_strict(s)
         except json.JSONDecodeError as e:
             raise SpaceError(f"architecture JSON is malformed: {e.msg} at line {e.lineno} column {e.colno}") from None
+        except JsonError as e:
+            raise SpaceError(f"architecture JSON is malformed: {e}") from None
         except RecursionError:
             raise SpaceError("architecture JSON is nested too deeply to be an architecture") from None
         if isinstance(obj, list):  # [1, 2, ...]: the integer form in JSON brackets
@@ -95,13 +103,14 @@ def parse_arch(text: str, space: str | None = None):
             if wrapper is not None:
                 _check_agrees(arch, wrapper, json_space)
             return arch
-    fields = s.replace("|", " ").replace(",", " ").split()
-    values = []
-    for f in fields:
-        try:
-            values.append(int(f))
-        except ValueError:
-            raise SpaceError(f"architecture text must be integers (reference §7); '{f}' is not an integer") from None
+    if _EMPTY_VALUE.search(s):
+        raise SpaceError("architecture text has a comma with no integer on one side: remove the extra comma")
+    fields = [f for f in _SEPARATORS.split(s) if f]
+    bad = next((f for f in fields if not _INTEGER.fullmatch(f)), None)
+    if bad is not None:
+        raise SpaceError(f"architecture text must be integers in digits 0-9 (reference §7); '{bad}' is not an "
+                         "integer: write it as one")
+    values = [int(f) for f in fields]
     if space is None:
         if len(values) in (22, 23):
             space = "rnn"

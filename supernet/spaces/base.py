@@ -1,5 +1,5 @@
-"""What every search space shares: the error type, the token-mask helpers of the controller's protocol, and
-mutation (one decision changed, never into the same network)."""
+"""What every search space shares: the error type, the token-mask helpers of the controller's protocol,
+mutation (one decision changed, never into the same network), and the strict JSON reader of users' files."""
 from __future__ import annotations
 
 import json
@@ -12,6 +12,29 @@ MUTATION_TRIES = 1000  # draws before a mutation gives up (ours; every cell of e
 
 class SpaceError(ValueError):
     """An architecture (string, JSON, tokens) that does not belong to the space it is read in."""
+
+
+class JsonError(ValueError):
+    """Text that standard JSON, or a file that says each thing once, cannot be: a duplicate key, NaN, infinity."""
+
+
+def _unique_keys(pairs: list) -> dict:
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise JsonError(f"key {json.dumps(key)[:60]} appears twice in one object: keep one")
+        seen[key] = value
+    return seen
+
+
+def _no_constant(name: str):
+    raise JsonError(f"{name} is not a JSON value: write a number")
+
+
+def loads_strict(text: str | bytes):
+    """``json.loads`` for files users give nao-ws: a repeated key (which ``json.loads`` settles silently, last
+    wins) and the non-standard NaN / Infinity raise :class:`JsonError`, as malformed JSON raises ValueError."""
+    return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
 
 
 class Space:

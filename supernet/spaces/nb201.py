@@ -14,7 +14,7 @@ from .base import (NoBranchSymmetry, Space, SpaceError, changed, check_token_seq
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")  # reference §8, the benchmark's order
 NB201_EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # (source, target) in the text form's order (reference §8)
-_NB201_CELL = re.compile(r"\|([a-z0-9_]+)~([0-9]+)")
+_NB201_CELL = re.compile(r"\|([a-z0-9_]+)~([0-9])")  # `~i`: one ASCII digit names the source node
 
 
 @dataclass(frozen=True)
@@ -109,10 +109,10 @@ class Nb201Space(NoBranchSymmetry, Space):
         return self.make(values)
 
     def parse(self, text: str) -> Nb201Arch:
-        """The benchmark's string ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` (reference §8)."""
-        parts = text.strip().split("+")
+        """The benchmark's string ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` exactly, without spaces (reference §7)."""
+        parts = text.split("+")
         if len(parts) != 3:
-            raise SpaceError(f"nb201: '{text.strip()}' is not a NAS-Bench-201 cell string: expected 3 nodes "
+            raise SpaceError(f"nb201: '{text}' is not a NAS-Bench-201 cell string: expected 3 nodes "
                              "'|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'")
         ops = []
         for j, part in enumerate(parts, start=1):
