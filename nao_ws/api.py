@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -204,7 +203,7 @@ def _defaults_from_arch(options: dict, task: str | None) -> str | None:
     """``arch="RUN/best.json"``: the space comes from the JSON and, without ``task``, the task (and the data,
     e.g. the bundled sample of a smoke search, or the search's ``data_dir``) from the search's ``config.json``
     beside it; an RNN cell keeps the search's ``cell_output`` unless ``cell_output`` is given."""
-    from supernet.spaces import parse_arch
+    from supernet.spaces import loads_strict, parse_arch
 
     from .runs import RunDir
 
@@ -216,7 +215,7 @@ def _defaults_from_arch(options: dict, task: str | None) -> str | None:
             parse_arch(arch, options.get("space"))  # a missing file's own error, before "--task is required"
         return task
     try:
-        obj = json.loads(Path(arch).read_bytes())
+        obj = loads_strict(Path(arch).read_bytes())
         space = (obj.get("arch") or obj).get("space")
     except (OSError, ValueError, AttributeError, RecursionError):  # not JSON: the text form, or broken
         parse_arch(arch, options.get("space"))  # the one-line error of a broken file, before "--task is required"

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from supernet.spaces import loads_strict
+
 from .errors import NaoWsError
 from .runs import RunDir
 
@@ -65,7 +67,7 @@ def read_run(path: str | Path) -> Run:
     if "strategy" not in config:
         raise NaoWsError(f"{run.path} is not a search's run folder (a training's?): report summarises searches")
     try:
-        best = json.loads((run.path / "best.json").read_text())
+        best = loads_strict((run.path / "best.json").read_bytes())
     except FileNotFoundError:
         raise NaoWsError(f"{run.path} has no best.json yet: the search has not scored a round") from None
     except (OSError, ValueError) as e:

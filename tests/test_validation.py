@@ -94,14 +94,38 @@ def test_config_values_out_of_range_name_the_file(tmp_path, capsys, one_line_err
     p.write_text('{"lr": -1, "epochs": 2}')
     one_line_error(["train", "--task", "cifar10", "--dry-run", "--config", str(p)], p, "--lr -1 must be > 0")
     p.write_text('{"momentum": NaN}')
+    one_line_error(["train", "--task", "cifar10", "--dry-run", "--config", str(p)], p, "NaN is not a JSON value")
+    p = tmp_path / "c.yaml"
+    p.write_text("momentum: .nan\n")
     one_line_error(["train", "--task", "cifar10", "--dry-run", "--config", str(p)], "--momentum nan")
 
 
-def test_damaged_config_json_on_resume(tmp_path, binary, capsys, one_line_error):
+@pytest.mark.parametrize("name, text, needle", [
+    ("c.json", '{"lr": 0.1, "epochs": 2, "lr": 0.2}', 'key "lr" appears twice'),  # json.loads: last wins
+    ("c.yaml", "lr: 0.1\nepochs: 2\nlr: 0.2\n", "key 'lr' appears twice in one mapping at line 3"),  # PyYAML too
+    ("c.yaml", "batch-size: 8\nbatch_size: 16\n", "sets --batch-size twice"),
+    ("c.json", '{"batch_size": 8, "batch-size": 16}', "sets --batch-size twice"),
+    ("c.yaml", "lr: !!python/object/apply:os.system [touch pwned]\n", "could not determine a constructor"),
+])
+def test_a_config_file_that_says_a_thing_twice_or_runs_code_is_refused(name, text, needle, tmp_path, capsys,
+                                                                       one_line_error, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = tmp_path / name
+    p.write_text(text)
+    one_line_error(["train", "--task", "cifar10", "--dry-run", "--config", str(p)], p, needle)
+    assert sorted(tmp_path.iterdir()) == [p]
+
+
+def test_damaged_json_of_a_run_folder(tmp_path, binary, capsys, one_line_error):
     (tmp_path / "config.json").write_bytes(binary.read_bytes())
     one_line_error(["search", "--resume", str(tmp_path)], "damaged")
     (tmp_path / "config.json").write_text("[1, 2]")
     one_line_error(["train", "--resume", str(tmp_path)], "damaged")
+    (tmp_path / "config.json").write_text('{"task": "cifar10", "strategy": "nao", "task": "ptb"}')  # last wins
+    one_line_error(["report", str(tmp_path), "-o", str(tmp_path / "out")], "damaged", 'key "task" appears twice')
+    (tmp_path / "config.json").write_text('{"task": "cifar10", "strategy": "nao"}')
+    (tmp_path / "best.json").write_text('{"text": "0", "score": 1.0, "score": 2.0}')
+    one_line_error(["report", str(tmp_path), "-o", str(tmp_path / "out")], "best.json", 'key "score" appears twice')
 
 
 # -- option ranges --------------------------------------------------------------------------------------------

@@ -10,12 +10,13 @@ by the code that uses them. Precedence: dataclass defaults < per-task defaults <
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import types
 import typing
 from pathlib import Path
 from typing import Any, Mapping
+
+from supernet.spaces import loads_strict
 
 from ..errors import NaoWsError
 
@@ -91,25 +92,52 @@ def load_config_file(path: str | Path | None) -> dict:
     except UnicodeDecodeError:
         raise NaoWsError(f"config file {p} is not text (not UTF-8): pass a JSON or YAML file") from None
     try:
-        if p.suffix in (".yaml", ".yml"):
-            try:
-                import yaml
-            except ImportError:
-                raise NaoWsError(f"{p}: reading YAML needs PyYAML (pip install pyyaml), or use a JSON file") from None
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as e:
-                mark = getattr(e, "problem_mark", None)
-                where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-                problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-                raise NaoWsError(f"config file {p} is not valid YAML: {problem}{where}; fix it") from None
-        else:
-            data = json.loads(text)
-    except (ValueError, RecursionError) as e:  # json.JSONDecodeError is a ValueError
+        data = _read_yaml(p, text) if p.suffix in (".yaml", ".yml") else loads_strict(text)
+    except (ValueError, RecursionError) as e:  # json.JSONDecodeError and JsonError are ValueErrors
         raise NaoWsError(f"config file {p} is malformed: {str(e).splitlines()[0]}; fix it") from None
     if not isinstance(data, dict):
         raise NaoWsError(f"config file {p} must hold a mapping of option names to values")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    out = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name in out:
+            raise NaoWsError(f"config file {p} sets {flag_name(name)} twice (as '{key}' too): keep one")
+        out[name] = value
+    return out
+
+
+def _read_yaml(p: Path, text: str):
+    """A YAML file through PyYAML's safe loader (no tag constructs Python objects or runs code), refusing a key
+    given twice in one mapping, which PyYAML settles silently (last wins)."""
+    try:
+        import yaml
+    except ImportError:
+        raise NaoWsError(f"{p}: reading YAML needs PyYAML (pip install pyyaml), or use a JSON file") from None
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: keys it merges may be overridden
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    again = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base class's own error
+                    continue
+                if again:
+                    raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping",
+                                                            key_node.start_mark)
+            return super().construct_mapping(node, deep)
+
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise NaoWsError(f"config file {p} is not valid YAML: {problem}{where}; fix it") from None
 
 
 def build_config(cls, *layers: Mapping[str, Any], where: tuple[str, ...] = ()):

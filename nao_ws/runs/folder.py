@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from supernet.spaces import JsonError, loads_strict
+
 from ..errors import NaoWsError
 from .checkpoints import checkpoint_problem, host_copy
 from .files import append_text, file_above, fsync_write, io_error, links_in, strict_json, write_json_atomic
@@ -144,7 +146,9 @@ class RunDir:
     def read_config(self) -> dict:
         p = self.path / "config.json"
         try:
-            cfg = json.loads(p.read_bytes())
+            cfg = loads_strict(p.read_bytes())
+        except JsonError as e:  # a key twice, NaN: nao-ws writes neither, so someone edited the file
+            raise NaoWsError(f"{p} is damaged: {e}") from None
         except (OSError, ValueError) as e:  # ValueError: not UTF-8, or not JSON
             raise NaoWsError(f"{p} is unreadable ({e.__class__.__name__}): the run folder is damaged") from None
         if not isinstance(cfg, dict):
