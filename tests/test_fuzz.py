@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -241,14 +242,12 @@ def table_rows(data):
        value=st.one_of(st.floats(-1e3, 1e3), st.sampled_from(["nan", "inf", "-0.0", "100.0001", "1e2", "", "12%"]),
                        text.filter(lambda t: not any(c in t for c in ',"\r\n'))))
 def test_a_table_value_is_a_percentage_or_a_one_line_error(stubbed_search, table_rows, row, column, value, cli):
-    """Any one value of the table replaced: a finite number from 0 to 100 is searched, anything else is refused
-    in one line naming its line, before a run folder exists."""
+    """Any one value of the table replaced: a number from 0 to 100 in digits 0-9 is searched, anything else is
+    refused in one line naming its line, before a run folder exists."""
     rows = copy.deepcopy(table_rows)
     rows[row][rows[0].index(column)] = str(value)
-    try:
-        number = float(str(value))
-    except ValueError:
-        number = math.nan
+    decimal = re.fullmatch(r"-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?", str(value))  # not float()'s '1_0'
+    number = float(str(value)) if decimal else math.nan
     with tempfile.TemporaryDirectory() as tmp:
         table, out = Path(tmp) / "t.csv", Path(tmp) / "run"
         table.write_text("".join(",".join(r) + "\n" for r in rows))

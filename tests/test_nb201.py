@@ -180,6 +180,47 @@ def test_bad_tables_are_one_line_errors(case, tmp_path, table_rows, fast, cli, c
     assert not out.exists()  # validated before the run folder is made
 
 
+def _swap_index(rows):
+    first, second = rows[0].split(","), rows[1].split(",")
+    first[0], second[0] = second[0], first[0]
+    return [",".join(first), ",".join(second)] + rows[2:]
+
+
+def _cell(rows, i, column, value, header):
+    fields = rows[i].split(",")
+    fields[header.split(",").index(column)] = value
+    return rows[:i] + [",".join(fields)] + rows[i + 1:]
+
+
+SAID_TWICE_OR_OFF_GRAMMAR = {  # each was read silently before (float() and int() take '5_0', '+1', '٥', ' 5')
+    "index of another cell": (lambda h, r: (h, _swap_index(r)), "line 2: index 1 disagrees with the benchmark's"),
+    "index 1_0": (lambda h, r: (h, _cell(r, 9, "index", "1_0", h)), "line 11: index must be an integer"),
+    "index +9": (lambda h, r: (h, _cell(r, 9, "index", "+9", h)), "line 11: index must be an integer"),
+    "accuracy 5_0": (lambda h, r: (h, _cell(r, 9, "cifar10_valid", "5_0", h)), "line 11: cifar10_valid must be"),
+    "accuracy in Arabic-Indic digits": (lambda h, r: (h, _cell(r, 9, "cifar10_test", "\u0665", h)),
+                                        "line 11: cifar10_test must be a number"),
+    "accuracy after a space": (lambda h, r: (h, _cell(r, 9, "cifar10_valid", " 50", h)), "line 11"),
+    "cell with a space": (lambda h, r: (h, _cell(r, 9, "cellstr", r[9].split(",")[1] + " ", h)), "line 11: nb201"),
+    "column twice": (lambda h, r: (h.replace("cifar100_valid", "cifar10_valid"), r), "column cifar10_valid twice"),
+    "unknown column": (lambda h, r: (h + ",notes", [x + ",ok" for x in r]), "a column 'notes'"),
+    "extra value": (lambda h, r: (h, r[:3] + [r[3] + ",1"] + r[4:]), "line 5: 9 values under 8 columns"),
+    "same cell, same accuracies": (lambda h, r: (h, r[:-1] + [r[0]]), "appears twice"),
+    "same cell, other accuracies": (lambda h, r: (h, r[:-1] + [_cell(r, 0, "cifar10_valid", "1.5", h)[0]]),
+                                    "appears twice"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SAID_TWICE_OR_OFF_GRAMMAR))
+def test_a_table_off_its_grammar_or_contradicting_itself_is_refused(case, tmp_path, table_rows, fast, cli, capsys):
+    edit, expect = SAID_TWICE_OR_OFF_GRAMMAR[case]
+    path, out = _write(tmp_path / "t.csv", *edit(*table_rows)), tmp_path / "run"
+    args = fast[:] + ["--output", str(out)]
+    args[args.index("--benchmark") + 1] = str(path)
+    code, _, err = cli(args, capsys)
+    assert code == 2 and expect in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
 def test_built_in_table_is_the_real_data_table(data):
     real = data("nb201", "nb201-cifar10-12epoch.csv", shipped=False)
     for task in tabular.TABLE_TASKS:

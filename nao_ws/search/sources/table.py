@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import math
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +63,8 @@ def load_table(path: str | Path | None, task: str) -> Table:
     """The ``task`` columns of a benchmark file, with one-line errors for every way the file can be wrong.
     Read once per process and file version (``check_config`` reads it before the run folder is made)."""
     p = BUILT_IN.get(str(path), Path(path)) if path else None
-    key = (str(p.resolve()), p.stat().st_mtime_ns, task) if p is not None and p.exists() else None
+    by_name = str(path) in BUILT_IN  # the table's source is its name, not its path
+    key = (by_name, str(p.resolve()), p.stat().st_mtime_ns, task) if p is not None and p.exists() else None
     if key not in _TABLES:
         table = _load_table(path, task)
         if key is None:
@@ -94,46 +95,91 @@ def _load_table(path: str | Path | None, task: str) -> Table:
     return table
 
 
+# The CSV form's columns (docs/reference.md §8), and its numbers: ASCII digits, no '_', sign or other scripts
+COLUMNS = ("index", "cellstr", *(f"{t}_{split}" for t in TABLE_TASKS for split in ("valid", "test")))
+_INDEX = re.compile(r"[0-9]+")
+_NUMBER = re.compile(r"-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
+
+
 def _read_csv(p: Path, task: str) -> Table:
     cols = (f"{task}_valid", f"{task}_test")
     sp = get_space("nb201")
     try:
         with _open_text(p) as fh:
-            reader = csv.DictReader(fh)
-            header = reader.fieldnames or []
-            missing = [c for c in ("cellstr", *cols) if c not in header]
-            if missing:
-                other = sorted({c.rsplit("_", 1)[0] for c in header if c.endswith("_valid")})
-                other = [t for t in other if f"{t}_test" in header]
-                hint = f" (it has {', '.join(other)}: pick --task from those)" if other else ""
-                raise NaoWsError(f"benchmark file {p} has no column {', '.join(missing)} for --task {task}{hint}")
-            valid, test, index = {}, {}, {}
-            for line, row in enumerate(reader, start=2):
+            reader = csv.reader(fh)
+            header = _check_header(p, next(reader, []), task)
+            valid, test, index, official = {}, {}, {}, _official_index(p)
+            for line, fields in enumerate(reader, start=2):
+                if not fields:  # a blank line, as csv.DictReader skips it
+                    continue
+                if len(fields) != len(header):
+                    raise NaoWsError(f"benchmark file {p}, line {line}: {len(fields)} values under {len(header)} "
+                                     "columns: the row is cut or has extra values")
+                row = dict(zip(header, fields))
                 try:
-                    ops = sp.parse(row["cellstr"] or "").ops
+                    ops = sp.parse(row["cellstr"]).ops
                 except SpaceError as e:
                     raise NaoWsError(f"benchmark file {p}, line {line}: {e}") from None
                 if ops in valid:
                     raise NaoWsError(f"benchmark file {p}, line {line}: cell {row['cellstr']} appears twice")
-                try:
-                    valid[ops], test[ops] = float(row[cols[0]]), float(row[cols[1]])
-                except (TypeError, ValueError):
-                    raise NaoWsError(f"benchmark file {p}, line {line}: {cols[0]}/{cols[1]} must be numbers, got "
-                                     f"{row[cols[0]]!r}, {row[cols[1]]!r}") from None
-                if "index" in header:
-                    try:
-                        index[ops] = int(row["index"])
-                    except (TypeError, ValueError):
-                        raise NaoWsError(f"benchmark file {p}, line {line}: index must be an integer, got "
-                                         f"{row['index']!r}") from None
-                if not all(math.isfinite(v) and 0 <= v <= 100 for v in (valid[ops], test[ops])):
-                    raise NaoWsError(f"benchmark file {p}, line {line}: accuracies are percentages from 0 to 100, "
-                                     f"got {row[cols[0]]}, {row[cols[1]]}: the file is damaged or in other units")
+                valid[ops], test[ops] = (_percent(p, line, row, c) for c in cols)
+                if "index" in row:
+                    index[ops] = _index(p, line, row, official.get(ops))
     except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error):
         raise NaoWsError(f"benchmark file {p} is not a text CSV file") from None
     except csv.Error as e:
         raise NaoWsError(f"benchmark file {p} is not a readable CSV file ({e})") from None
     return Table(task, str(p), valid, test, index)
+
+
+def _check_header(p: Path, header: list, task: str) -> list:
+    """The header row: columns of the CSV form only, each once, with ``cellstr`` and the task's two."""
+    missing = [c for c in ("cellstr", f"{task}_valid", f"{task}_test") if c not in header]
+    if missing:
+        other = sorted({c.rsplit("_", 1)[0] for c in header if c.endswith("_valid")})
+        other = [t for t in other if f"{t}_test" in header]
+        hint = f" (it has {', '.join(other)}: pick --task from those)" if other else ""
+        raise NaoWsError(f"benchmark file {p} has no column {', '.join(missing)} for --task {task}{hint}")
+    unknown = next((c for c in header if c not in COLUMNS), None)
+    if unknown is not None:
+        raise NaoWsError(f"benchmark file {p} has a column {unknown[:40]!r}, which the table form does not name: "
+                         f"remove it (columns: {', '.join(COLUMNS)})")
+    twice = next((c for i, c in enumerate(header) if c in header[:i]), None)
+    if twice is not None:
+        raise NaoWsError(f"benchmark file {p} has the column {twice} twice: keep one")
+    return header
+
+
+def _percent(p: Path, line: int, row: dict, column: str) -> float:
+    """An accuracy: a decimal number in ASCII digits from 0 to 100 (``float`` would also read '1_0', '+5', ' 5',
+    other scripts' digits, 'nan' and 'inf')."""
+    text = row[column]
+    if not _NUMBER.fullmatch(text):
+        raise NaoWsError(f"benchmark file {p}, line {line}: {column} must be a number in digits 0-9, got "
+                         f"{text[:40]!r}")
+    value = float(text)
+    if not 0 <= value <= 100:
+        raise NaoWsError(f"benchmark file {p}, line {line}: accuracies are percentages from 0 to 100, got {column} "
+                         f"{text}: the file is damaged or in other units")
+    return value
+
+
+def _index(p: Path, line: int, row: dict, official: int | None) -> int:
+    """The benchmark's index of the row's cell: digits 0-9, and ``official``, the one the built-in table (the
+    benchmark's own numbering) gives the cell, unless None (the built-in table itself)."""
+    text = row["index"]
+    if not _INDEX.fullmatch(text):
+        raise NaoWsError(f"benchmark file {p}, line {line}: index must be an integer in digits 0-9, got {text[:40]!r}")
+    if official is not None and int(text) != official:
+        raise NaoWsError(f"benchmark file {p}, line {line}: index {text} disagrees with the benchmark's index "
+                         f"{official} of cell {row['cellstr']}: fix the index column, or remove it")
+    return int(text)
+
+
+def _official_index(p: Path) -> dict:
+    """Op tuple -> the benchmark's index, from the built-in table (empty while reading the built-in table itself)."""
+    built_in = BUILT_IN["nb201-12epoch"]
+    return {} if p.resolve() == built_in.resolve() else load_table("nb201-12epoch", TABLE_TASKS[0]).index
 
 
 def _open_text(p: Path):
