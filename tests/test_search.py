@@ -1,6 +1,7 @@
 """The search driver: every strategy on the table and on standalone training (the supernets' part of the matrix
 is test_search_supernet.py), the same run folder for all, exact resume after SIGKILL, what a strategy learns
 from, and the errors of impossible searches."""
+import gzip
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -324,6 +325,32 @@ def test_resume_refuses_a_benchmark_table_changed_since_the_start(cli, data, tmp
     pool = (tmp_path / "run" / "pool.jsonl").read_bytes()
     code, _, err = cli(["search", "--resume", tmp_path / "run"], capsys)
     assert code == 2 and f"{table} changed since the run" in err and len(err.strip().splitlines()) == 1, err
+    assert (tmp_path / "run" / "pool.jsonl").read_bytes() == pool
+
+
+@pytest.mark.parametrize("form", ["built-in", "gzipped"])
+def test_resume_refuses_a_built_in_or_gzipped_table_changed_since_the_start(form, cli, tmp_path, capsys, monkeypatch):
+    """The table shipped in the package (a later install may ship another) and a .csv.gz are checksummed too."""
+    import shutil
+
+    from nao_ws.search.sources import table as tabular
+
+    table = Path(shutil.copy(tabular.BUILT_IN["nb201-12epoch"], tmp_path / "table.csv.gz"))
+    if form == "built-in":
+        monkeypatch.setitem(tabular.BUILT_IN, "nb201-12epoch", table)
+    name = "nb201-12epoch" if form == "built-in" else table
+    args = ["search", "--task", "cifar10", "--space", "nb201", "--benchmark", name, "--budget", "16",
+            "--strategy", "random", "--no-progress", "--output", tmp_path / "run"]
+    assert cli(args)[0] == 0
+    rows = [line.split(",") for line in gzip.decompress(table.read_bytes()).decode().splitlines()]
+    column = rows[0].index("cifar10_valid")
+    rows[1][column] = str(float(rows[1][column]) + 0.5)  # one accuracy of the first cell, still in range
+    table.write_bytes(gzip.compress("".join(",".join(row) + "\n" for row in rows).encode()))
+    pool = (tmp_path / "run" / "pool.jsonl").read_bytes()
+    code, _, err = cli(["search", "--resume", tmp_path / "run"], capsys)
+    assert code == 2 and f"{name} changed since the run" in err and len(err.strip().splitlines()) == 1, err
+    assert form != "built-in" or f"reinstall the nao-ws version the run started with (the built-in table is {table})" \
+        in err
     assert (tmp_path / "run" / "pool.jsonl").read_bytes() == pool
 
 

@@ -43,9 +43,11 @@ def check_config_unchanged(run_path: Path, now: dict, ckpt: dict | None) -> None
                          "continue this run, or start a new run with the edited config and a new --output")
 
 
-def check_files_unchanged(run_path: Path, recorded: dict, now: dict) -> None:
-    """Refuse a resume whose input files (``{path: sha256}``) differ from those the run recorded."""
-    for path, digest in recorded.items():
-        if path in now and now[path] != digest:
-            raise NaoWsError(f"{path} changed since the run in {run_path} started (its SHA-256 differs): restore the "
-                             "file the run read to continue it, or start a new run")
+def check_files_unchanged(run_path: Path, recorded: dict, now: dict, restore: dict | None = None) -> None:
+    """Refuse a resume whose input files (``{name: sha256}``) differ from those the run recorded; ``restore``
+    says how to get back a file that is not the user's own (``{name: how}``)."""
+    for name, digest in recorded.items():
+        if name in now and now[name] != digest:
+            how = (restore or {}).get(name, "restore the file the run read")
+            raise NaoWsError(f"{name} changed since the run in {run_path} started (its SHA-256 differs): {how} to "
+                             "continue it, or start a new run")

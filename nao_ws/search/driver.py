@@ -31,6 +31,7 @@ from ..runs import RunDir, generator_state, rng_state, seed_everything, set_gene
 from ..runs.started import check_files_unchanged, file_sha256
 from ..train.trainer import Diverged, RollsBack
 from .sources import ScoreSource, make_source, source_kind
+from .sources.table import BUILT_IN
 from .strategies import Proposal, canonical_text, make_strategy, unique_random
 
 FORMAT = 2  # the checkpoint layout of this driver; nao-ws 0.1's three search loops wrote other ones
@@ -88,19 +89,22 @@ def resumable(run: RunDir) -> dict:
 
 
 def input_files(cfg) -> dict:
-    """Checksums of the data files a search reads whole, which a resume must find unchanged: a CSV table, an
-    .npz of images (--data-file) and the PTB / WikiText-2 text (a few MB: milliseconds to hash)."""
-    paths = []
-    if source_kind(cfg) == "table" and str(cfg.benchmark).endswith(".csv"):
-        paths.append(cfg.benchmark)
+    """Checksums of the data files a search reads whole, which a resume must find unchanged: a CSV table (plain,
+    gzipped or built in, the last by its name), an .npz of images (--data-file) and the PTB / WikiText-2 text
+    (a few MB: milliseconds to hash)."""
+    files = {}
+    if source_kind(cfg) == "table" and str(cfg.benchmark).endswith((".csv", ".csv.gz")):
+        files[str(cfg.benchmark)] = cfg.benchmark
+    if source_kind(cfg) == "table" and str(cfg.benchmark) in BUILT_IN:
+        files[str(cfg.benchmark)] = BUILT_IN[str(cfg.benchmark)]
     if getattr(cfg, "data_file", None):
-        paths.append(cfg.data_file)
+        files[str(cfg.data_file)] = cfg.data_file
     if source_kind(cfg) == "supernet" and cfg.space == "rnn":
         from ..data.tasks import data_root
         from ..data.text import text_files
 
-        paths += text_files(cfg.task, data_root(cfg.data_dir)).values()
-    return {str(p): file_sha256(p) for p in paths}
+        files.update((str(p), p) for p in text_files(cfg.task, data_root(cfg.data_dir)).values())
+    return {name: file_sha256(p) for name, p in files.items()}
 
 
 class Search(RollsBack):
@@ -367,7 +371,9 @@ def run(cfg, run_dir: RunDir, resume: bool = False, progress: bool = True, sourc
     seed_everything(cfg.seed, cfg.deterministic)
     ckpt = resumable(run_dir) if resume else None
     if ckpt is not None:
-        check_files_unchanged(run_dir.path, ckpt.get("inputs", {}), input_files(cfg))
+        restore = {name: f"reinstall the nao-ws version the run started with (the built-in table is {path})"
+                   for name, path in BUILT_IN.items()}
+        check_files_unchanged(run_dir.path, ckpt.get("inputs", {}), input_files(cfg), restore)
     source = source if source is not None else make_source(cfg)
     monitor = Monitor(run_dir.path, progress=progress)
     try:
