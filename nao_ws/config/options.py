@@ -154,9 +154,9 @@ def build_config(cls, *layers: Mapping[str, Any], where: tuple[str, ...] = ()):
             if val is None:
                 continue
             if key not in ftypes:
-                task = next((lay.get("task") for lay in layers if lay.get("task")), None)
-                what = f"{flag_name(key)} does not apply" + (f" to --task {task}" if task else "")
-                raise NaoWsError(what if src == "flags" else f"{src}: '{key}' is not an option here ({what})")
+                what = f"{flag_name(key)} does not apply to {_subject(cls, layers)}"
+                raise NaoWsError(f"{what}: drop it" if src == "flags" else f"{src}: '{key}' is not an option here "
+                                 f"({what})")
             values[key] = _coerce(key, val, ftypes[key], src)
             problem = _outside(fields[key], values[key])
             if problem:
@@ -176,6 +176,13 @@ def _outside(field: dataclasses.Field, value) -> str | None:
     if choices is not None and value not in choices:
         return f"is unknown: use {' or '.join(choices)}"
     return None
+
+
+def _subject(cls, layers) -> str:
+    """What ``cls`` configures, for "does not apply to ...": its ``SUBJECT`` (a search's score source, which
+    decides its options), else the task."""
+    task = next((lay.get("task") for lay in layers if lay.get("task")), None)
+    return getattr(cls, "SUBJECT", None) or (f"--task {task}" if task else "this command")
 
 
 def _coerce(key: str, val: Any, t: type, src: str):

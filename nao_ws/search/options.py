@@ -4,6 +4,7 @@ takes from its controller preset (reference §2). Free of torch, so the command 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from controller import config as ctrl_config
 from supernet.spaces import SPACES
@@ -36,6 +37,8 @@ class CnnWsSearch(SearchOptions, SupernetOptions, recipes.CnnSupernet, ImageSupe
                   *STRATEGY_OPTIONS):
     """A search on the CIFAR-10 supernet (reference §3.1, `paper` column)."""
 
+    SUBJECT: ClassVar[str] = "a search on the cnn-ws supernet"
+
     channels_last: bool = option(False, "channels-last memory format (CUDA only; CPU runs always are)")
 
 
@@ -44,10 +47,14 @@ class Nb201WsSearch(SearchOptions, SupernetOptions, recipes.Nb201Supernet, Image
                     *STRATEGY_OPTIONS):
     """A search on the NAS-Bench-201 supernet (reference §8's network and recipe)."""
 
+    SUBJECT: ClassVar[str] = "a search on the nb201 supernet"
+
 
 @dataclass(frozen=True)
 class RnnWsSearch(SearchOptions, SupernetOptions, recipes.RnnSupernet, *STRATEGY_OPTIONS):
     """A search on the PTB supernet (reference §3.2)."""
+
+    SUBJECT: ClassVar[str] = "a search on the rnn supernet"
 
     cuda_graph: bool = option(False, "capture each architecture's training step into a CUDA graph (CUDA only)")
 
@@ -56,15 +63,21 @@ class RnnWsSearch(SearchOptions, SupernetOptions, recipes.RnnSupernet, *STRATEGY
 class TableSearch(SearchOptions, TableOptions, *STRATEGY_OPTIONS):
     """A search on a tabular benchmark (``--benchmark``): NAS-Bench-201's trained accuracies as the score."""
 
+    SUBJECT: ClassVar[str] = "a search on a benchmark table (--benchmark)"
+
 
 @dataclass(frozen=True)
 class ProxySearch(SearchOptions, ProxyOptions, *STRATEGY_OPTIONS):
     """A search on a zero-cost proxy (``--proxy``): every query scores an untrained network (reference §10)."""
 
+    SUBJECT: ClassVar[str] = "a search scored by a zero-cost proxy (--proxy)"
+
 
 @dataclass(frozen=True)
 class StandaloneSearch(SearchOptions, StandaloneOptions, *STRATEGY_OPTIONS):
     """Paper Algorithm 1 (reference §4): every candidate of the 11-op space trained from scratch."""
+
+    SUBJECT: ClassVar[str] = "a standalone search (--space cnn: every candidate trained)"
 
 
 CONFIGS = (CnnWsSearch, Nb201WsSearch, RnnWsSearch, TableSearch, ProxySearch, StandaloneSearch)
