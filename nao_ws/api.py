@@ -335,15 +335,15 @@ def train(task: str | None = None, *, preset: str = "paper", config: str | Path 
             _say(f"run folder: {run.path}  (watch: tensorboard --logdir {run.path / 'tb'})")
         monitor = Monitor(run.path, progress=progress) if main else Monitor(None, progress=False, echo=False)
         result = training_of(cfg.task).train(cfg, run, monitor, resume=bool(resume), procs=procs)
-    except USER_ERRORS:
+    except USER_ERRORS:  # an unreadable image, say: the folder goes unless an epoch was checkpointed
         if run is not None:
-            run.discard()
+            run.discard(first_step=1)
         raise
     except (MemoryError, RuntimeError) as e:
         if not out_of_memory(e):
             raise
         if run is not None:
-            run.discard()
+            run.discard(first_step=1)
         again = f" and a new --output ({run.path} keeps its checkpoints)" if run and run.path.exists() else ""
         raise NaoWsError(f"out of memory on {cfg.device}: start again with a lower --batch-size, --channels or "
                          f"--layers{again}") from None

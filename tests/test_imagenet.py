@@ -124,13 +124,25 @@ def _unreadable(root):
     (root / "train" / "n00000002" / "1.png").write_bytes(b"not an image")
 
 
+def _truncated_jpeg(root):
+    """A JPEG cut in half, as an interrupted copy leaves it: its header reads, its pixels do not."""
+    png = root / "train" / "n00000005" / "0.png"
+    Image.open(png).convert("RGB").save(png.with_suffix(".jpg"), quality=90)
+    data = png.with_suffix(".jpg").read_bytes()
+    png.with_suffix(".jpg").write_bytes(data[:len(data) // 2])
+    png.unlink()
+
+
 @pytest.mark.parametrize("damage, message", [
     (_missing_val, "val is missing: an ImageFolder needs train/ and val/"),
     (_other_classes, "the splits hold different classes (2 differ, e.g. "),
     (_empty_class, "n00000004 holds no image files"),
     (_unreadable, "n00000002/1.png: unreadable image (cannot identify image file"),
+    (_truncated_jpeg, "n00000005/0.jpg: unreadable image ("),
 ])
 def test_bad_imagefolder_layouts_are_one_line(damage, message, cli, tmp_path):
+    """Found before the run folder exists (a layout), or while training its first epoch (an image): either way no
+    run folder is left, so the corrected command can use the same --output."""
     root = image_folder(tmp_path / "data", train=2, val=1, side=32)
     damage(root)
     code, _, err = cli(SMOKE + ["--data-dir", root, "--batch-size", "20", "--data-workers", "0",
@@ -138,6 +150,7 @@ def test_bad_imagefolder_layouts_are_one_line(damage, message, cli, tmp_path):
     lines = [line for line in err.strip().splitlines() if not line.startswith("run folder: ")]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
     assert message in lines[0]
+    assert not (tmp_path / "run").exists()
 
 
 def test_no_imagenet_is_one_line(cli, tmp_path):

@@ -38,6 +38,11 @@ CHECKPOINT_GLOB = "ckpt-*.pt"
 LOCK = "owner.lock"
 
 
+def _step(checkpoint: Path) -> int:
+    """The step of ``ckpt-<step>.pt`` (``save_checkpoint``)."""
+    return int(checkpoint.stem.split("-", 1)[1])
+
+
 class RunDir:
     """The folder of one run: config, logs, metrics, checkpoints, TensorBoard events, results."""
 
@@ -77,11 +82,12 @@ class RunDir:
             raise io_error(e, f"creating the run folder {path}") from None
         return run
 
-    def discard(self) -> None:
-        """Remove what ``create`` made, unless a checkpoint was written: a start that failed leaves nothing
-        behind, so the corrected command can use the same --output."""
+    def discard(self, first_step: int = 0) -> None:
+        """Remove what ``create`` made, unless a checkpoint of step ``first_step`` or later was written: a start
+        that failed leaves nothing behind, so the corrected command can use the same --output. A training
+        passes 1: its step-0 checkpoint is only the initial state its config and seed make again."""
         self._join_writer()
-        if not self._fresh or self._checkpoint_files():
+        if not self._fresh or any(_step(p) >= first_step for p in self._checkpoint_files()):
             self.release()
             return
         self.release()
