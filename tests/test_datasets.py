@@ -298,6 +298,26 @@ def test_malformed_npz_names_file_and_problem(tmp_path, change, problem):
     raises_one_line([path, problem], load_images, "cifar10", npz_path=path, dev_size=1)
 
 
+def test_an_npz_that_says_its_arrays_twice_is_refused(tmp_path):
+    """Two members of one name (np.load reads the last) or both forms of the file (one would be ignored)."""
+    import io
+    import warnings
+    import zipfile
+
+    x, y = np.zeros((4, 32, 32, 3), np.uint8), np.arange(4, dtype=np.uint8)
+    path = tmp_path / "twice.npz"
+    with zipfile.ZipFile(path, "w") as z, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate name it writes
+        for name, array in (("x", x), ("y", y), ("y", y[::-1].copy())):
+            buf = io.BytesIO()
+            np.save(buf, array)
+            z.writestr(f"{name}.npy", buf.getvalue())
+    raises_one_line([path, "holds the array y twice"], load_images, "cifar10", npz_path=path, dev_size=1)
+    both = tmp_path / "both.npz"
+    np.savez(both, x=x, y=y, x_train=x, y_train=y, x_test=x[:2], y_test=y[:2])
+    raises_one_line([both, "has both x, y and x_train"], load_images, "cifar10", npz_path=both, dev_size=1)
+
+
 def test_truncated_or_missing_npz(tmp_path):
     path = tmp_path / "cut.npz"
     path.write_bytes(images.SAMPLE_NPZ.read_bytes()[:100000])

@@ -100,9 +100,14 @@ def _read_npz(path: Path, num_classes: int):
         raise NaoWsError(f"{path}: file not found; pass the path of an existing .npz file")
     try:
         with np.load(path, allow_pickle=False) as z:
+            twice = next((k for i, k in enumerate(z.files) if k in z.files[:i]), None)
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise NaoWsError(f"{path}: not a readable .npz file ({one_line(exc)})") from None
+    if twice is not None:  # two zip members of one name: np.load would read the last
+        raise NaoWsError(f"{path}: holds the array {twice} twice: write the file again with one")
+    if {"x", "y"} <= arrays.keys() and {"x_train", "x_test"} & arrays.keys():
+        raise NaoWsError(f"{path}: has both x, y and x_train, ... arrays: keep one of the two forms")
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         keys = (("x_train", "y_train"), ("x_test", "y_test"))
     elif {"x", "y"} <= arrays.keys():
