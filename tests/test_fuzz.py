@@ -1,5 +1,7 @@
-"""Property-based fuzzing of the command line (issue 16): architecture strings, architecture JSON and numeric
-options of `arch show`, `arch sample`, `train --dry-run` and `search`. Every generated input either succeeds
+"""Property-based fuzzing of the command line (issues 16 and 27): architecture strings, architecture JSON and
+numeric options of `arch show`, `arch sample`, `train --dry-run` and `search`; inputs that say a thing twice or
+step outside their grammar (JSON keys and config options given twice, integers in other spellings, NAS-Bench-201
+cell strings, benchmark tables with a cell or an index twice). Every generated input either succeeds
 (exit status 0) or is a one-line error with exit status 2; never a traceback. A `search` that fails has
 created nothing, and one that passes reaches the search loop (stubbed here: its validation is what is under
 test) with a valid config. Bounded to well under a minute in all."""
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from nao_ws.config.options import field_types, flag_name
 from nao_ws.search import options as search_options
@@ -256,3 +258,156 @@ def test_a_table_value_is_a_percentage_or_a_one_line_error(stubbed_search, table
         assert_clean(code, err)
         assert (code == 0) == (math.isfinite(number) and 0 <= number <= 100), (value, err)
         assert code == 0 or (f"line {row + 1}" in err and not out.exists()), err
+
+
+# -- said twice, or outside the grammar (issue 27) -------------------------------------------------------------
+
+SPELLINGS = {  # other spellings of a non-negative integer that int() reads as the same number
+    "plus": lambda v: "+" + v,
+    "underscore": lambda v: v[0] + "_" + v[1:] if len(v) > 1 else "0_" + v,
+    "Arabic-Indic": lambda v: v.translate({48 + d: 0x660 + d for d in range(10)}),
+    "Devanagari": lambda v: v.translate({48 + d: 0x966 + d for d in range(10)}),
+    "full-width": lambda v: v.translate({48 + d: 0xFF10 + d for d in range(10)}),
+    "fraction": lambda v: v + ".0",
+}
+
+
+@FUZZ
+@given(space=st.sampled_from(["cnn-ws", "cnn", "rnn"]), seed=st.integers(0, 99), position=st.integers(0, 39),
+       spelling=st.sampled_from(sorted(SPELLINGS)))
+def test_an_integer_spelled_another_way_is_refused(space, seed, position, spelling, cli):
+    """The text form admits digits 0-9 only: the same number in another spelling is one line naming it."""
+    tokens = get_space(space).format(get_space(space).sample(np.random.default_rng(seed))).split()
+    numbers = [i for i, t in enumerate(tokens) if t != "|"]
+    i = numbers[position % len(numbers)]
+    tokens[i] = SPELLINGS[spelling](tokens[i])
+    code, _, err = cli(["arch", "show", "--space", space, "--", " ".join(tokens)])
+    assert_clean(code, err)
+    assert code == 2 and f"'{tokens[i]}' is not an integer" in err, err
+
+
+NB201 = get_space("nb201")
+NB201_CELLS = {NB201.format(a) for a in NB201.all_cells()}  # the whole grammar: every cell's one string
+
+
+@st.composite
+def nb201_strings(draw):
+    """A cell string with characters inserted, deleted or an edge repeated: spaces, pipes, signs, digits."""
+    text = NB201.format(NB201.sample(np.random.default_rng(draw(st.integers(0, 999)))))
+    for _ in range(draw(st.integers(1, 3))):
+        marks = [0, len(text)] + [j + 1 for j, c in enumerate(text) if c in "~|"]  # the ends, after '~' or a pipe
+        i = draw(st.one_of(st.integers(0, len(text)), st.sampled_from(marks)))
+        edit = draw(st.sampled_from(["insert", "delete", "repeat edge"]))
+        if edit == "insert":
+            text = text[:i] + draw(st.sampled_from([" ", "\t", "|", "+", "~", "0", "1", "3", "_", "\u0661", "-"])) \
+                + text[i:]
+        elif edit == "delete" and text:
+            text = text[:i] + text[i + 1:]
+        else:
+            start = text.rfind("|", 0, max(i, 1))
+            end = text.find("|", start + 1)
+            if start >= 0 and end > start:
+                text = text[:end] + text[start:end] + text[end:]
+    return text
+
+
+@FUZZ
+@given(text=nb201_strings(), form=st.sampled_from(["text", "json", "file"]))
+@example(text="|none~0|+|skip_connect~0|none~01|+|none~0|none~1|nor_conv_3x3~2|", form="text")
+@example(text="|none~0|+|skip_connect~0|none~+1|+|none~0|none~1|nor_conv_3x3~2|", form="text")
+@example(text="|none~0| +|skip_connect~0|none~1|+|none~0|none~1|nor_conv_3x3~2|", form="text")
+@example(text="|none~0|+|skip_connect~0|none~1|+|none~0|none~1|nor_conv_3x3~2||", form="text")
+@example(text="|none~0|+|skip_connect~0|none~0|+|none~0|none~1|nor_conv_3x3~2|", form="json")
+@example(text="|none~0|+|skip_connect~0|none~1|+|none~0|none~1|nor_conv_3x3~2| ", form="json")
+@example(text="|none~0|+|skip_connect~0|none~1|+|none~0|none~1|nor_conv_3x3~2|\n", form="file")
+def test_nb201_cell_strings_are_read_exactly(text, form, cli):
+    """A cell string is read if and only if it is one of the 15,625 cells' strings, whatever its form."""
+    arg = text if form == "text" else json.dumps({"space": "nb201", "cell": text})
+    with tempfile.TemporaryDirectory() as tmp:
+        if form == "file":
+            (Path(tmp) / "arch.json").write_text(arg)
+            arg = str(Path(tmp) / "arch.json")
+        code, out, err = cli(["arch", "show", "--", arg])
+    assert_clean(code, err)
+    valid = (text.strip() if form == "text" else text) in NB201_CELLS  # the command line's own spaces may go
+    assert (code == 0) == valid, (text, err)
+
+
+def _object_text(items: list) -> str:
+    """A JSON object written from (key, value) pairs, a key possibly twice (which json.dumps cannot write)."""
+    return "{" + ", ".join(f"{json.dumps(k)}: {v if isinstance(v, str) and v.startswith('{') else json.dumps(v)}"
+                           for k, v in items) + "}"
+
+
+@FUZZ
+@given(sample=st.sampled_from(SAMPLE_JSON), key=st.integers(0, 9), where=st.integers(0, 9),
+       same=st.booleans(), wrapped=st.booleans(), as_file=st.booleans())
+def test_architecture_json_with_a_key_twice_is_refused(sample, key, where, same, wrapped, as_file, cli):
+    """json.loads keeps the last of two equal keys; an architecture (or a best.json) that names one twice is a
+    one-line error whether or not both say the same."""
+    items = list(sample.items())
+    k, v = items[key % len(items)]
+    other = v if same else ("rnn" if v != "rnn" else "cnn")
+    items.insert(where % (len(items) + 1), (k, other))
+    text = _object_text(items)
+    if wrapped:
+        text = _object_text([("arch", text), ("space", sample["space"])])
+    with tempfile.TemporaryDirectory() as tmp:
+        if as_file:
+            (Path(tmp) / "best.json").write_text(text)
+            text = str(Path(tmp) / "best.json")
+        code, _, err = cli(["arch", "show", "--", text])
+    assert_clean(code, err)
+    assert code == 2 and f"key {json.dumps(k)} appears twice" in err, err
+
+
+CONFIG_VALUES = {"lr": [0.1, 0.05], "epochs": [2, 3], "batch_size": [16, 32], "seed": [0, 1], "momentum": [0.9, 0.8]}
+
+
+@settings(max_examples=max(int(os.environ.get("NAO_WS_FUZZ_EXAMPLES", "200")) // 8, 1), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(keys=st.lists(st.sampled_from(sorted(CONFIG_VALUES)), min_size=1, max_size=4, unique=True),
+       twice=st.integers(0, 3), spelling=st.sampled_from(["same", "dash"]), second=st.integers(0, 1),
+       suffix=st.sampled_from([".json", ".yaml"]))
+def test_a_config_file_setting_an_option_twice_is_refused(keys, twice, spelling, second, suffix, cli):
+    """JSON and YAML loaders keep the last of two equal keys, and 'batch-size' is 'batch_size': a --config file
+    that sets an option twice is one line, and nothing is written."""
+    items = [(k, CONFIG_VALUES[k][0]) for k in keys]
+    k = keys[twice % len(keys)]
+    items.append((k.replace("_", "-") if spelling == "dash" else k, CONFIG_VALUES[k][second]))
+    text = _object_text(items) if suffix == ".json" else "".join(f"{a}: {b}\n" for a, b in items)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"c{suffix}"
+        path.write_text(text)
+        code, _, err = cli(["train", "--task", "cifar10", "--preset", "smoke", "--dry-run", "--config", path,
+                            "--output", Path(tmp) / "run"])
+        assert sorted(p.name for p in Path(tmp).iterdir()) == [path.name]
+    assert_clean(code, err)
+    assert code == 2 and "twice" in err, (text, err)
+
+
+@settings(max_examples=max(int(os.environ.get("NAO_WS_FUZZ_EXAMPLES", "200")) // 16, 1), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(pair=st.lists(st.integers(1, 15625), min_size=2, max_size=2, unique=True),
+       what=st.sampled_from(["row", "cell, other accuracies", "index"]))
+def test_a_table_that_says_a_cell_twice_is_refused(stubbed_search, table_rows, pair, what, cli):
+    """A row copied over another (whole, or its cell with other accuracies), or an index moved to another row:
+    the table contradicts itself, which is one line naming the later line, before a run folder exists."""
+    rows = copy.deepcopy(table_rows)
+    src, dst = pair
+    if what == "row":
+        rows[dst] = list(rows[src])
+    elif what == "index":
+        rows[dst][0] = rows[src][0]
+    else:
+        rows[dst][:2] = rows[src][:2]  # the index goes with its cell
+        rows[dst][rows[0].index("cifar10_valid")] = "1.5"
+    with tempfile.TemporaryDirectory() as tmp:
+        table, out = Path(tmp) / "t.csv", Path(tmp) / "run"
+        table.write_text("".join(",".join(r) + "\n" for r in rows))
+        code, _, err = cli(["search", "--task", "cifar10", "--space", "nb201", "--benchmark", table, "--budget", "4",
+                            "--strategy", "random", "--output", out, "--no-progress"])
+        assert not out.exists()
+    assert_clean(code, err)
+    line = (dst if what == "index" else max(pair)) + 1
+    assert code == 2 and f"line {line}" in err and ("appears twice" in err or "disagrees" in err), err
