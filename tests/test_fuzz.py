@@ -128,7 +128,7 @@ def test_arch_sample(space, n, seed, unique, cli):
 
 hostile_number = st.one_of(
     st.sampled_from(["0", "-1", "1", "2", "3", "8", "0.5", "1.0", "1.5", "-0.0", "1e-9", "nan", "inf", "-inf",
-                     str(2**31), str(2**64), "1e400", "abc", ""]),
+                     str(2**31), str(2**64), "1e400", "abc", "", "1_0", "+3", " 4", "\u0663", "\uff12.5"]),
     st.integers(-5, 600).map(str),
     st.floats(-2, 2, allow_nan=False).map(repr),
 )

@@ -138,6 +138,11 @@ def test_damaged_json_of_a_run_folder(tmp_path, binary, capsys, one_line_error):
     (["--lr", "nan"], "--lr nan must be > 0"),
     (["--momentum", "1"], "--momentum 1.0 must be in [0, 1)"),
     (["--head-keep", "inf"], "--head-keep inf must be in (0, 1]"),
+    (["--epochs", "1_0"], "'1_0' is not an integer in digits 0-9"),  # int() reads these four as numbers
+    (["--seed", "+3"], "'+3' is not an integer in digits 0-9"),
+    (["--pool-size", "\u0661\u0660"], "is not an integer in digits 0-9"),
+    (["--new-per-iter", " 4"], "' 4' is not an integer in digits 0-9"),
+    (["--lr", "1_0.5"], "'1_0.5' is not a number in digits 0-9"),
     (["--new-per-iter", "0"], "--new-per-iter 0 must be >= 1"),
     (["--channels", "7"], "--channels 7 must be even"),
     (["--lr-min", "0.1", "--lr", "0.05"], "--lr-min 0.1 exceeds --lr 0.05"),

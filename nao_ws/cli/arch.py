@@ -11,6 +11,7 @@ from supernet.spaces import SPACES, get_space, parse_arch, space_of
 
 from ..data.tasks import TASKS, TRAIN_TASKS
 from ..errors import NaoWsError
+from .options import IntRange
 
 
 @click.group()
@@ -20,8 +21,8 @@ def arch():
 
 @arch.command("sample")
 @click.option("--space", type=click.Choice(tuple(SPACES)), default="cnn-ws", show_default=True)
-@click.option("-n", "num", type=click.IntRange(min=1), default=1, show_default=True, help="how many")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+@click.option("-n", "num", type=IntRange(min=1), default=1, show_default=True, help="how many")
+@click.option("--seed", type=IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--unique/--no-unique", default=False, help="drop samples equal to an earlier one (canonical form)")
 def arch_sample(space, num, seed, unique):
     """Print N uniformly sampled architectures in the text form, one per line."""

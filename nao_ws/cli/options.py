@@ -9,11 +9,49 @@ choices of its own declaration, and where the command line already names ``--spa
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Callable, Iterable
 
 import click
 
 from ..config.options import SCALARS, field_types, flag_name
+
+
+# 'nan' and 'inf' pass, for the option's range to refuse them by name
+_NUMERALS = {int: re.compile(r"-?[0-9]+"),
+             float: re.compile(r"-?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?|nan|inf)")}
+
+
+class _Digits:
+    """A number option written in digits 0-9: click's own types call int() and float(), which also read '1_0',
+    '+3', ' 4' and other scripts' digits."""
+
+    kind: type
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not _NUMERALS[self.kind].fullmatch(value):
+            what = "an integer" if self.kind is int else "a number"
+            self.fail(f"{value!r} is not {what} in digits 0-9", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class Int(_Digits, click.types.IntParamType):
+    kind = int
+
+
+class Float(_Digits, click.types.FloatParamType):
+    kind = float
+
+
+class IntRange(_Digits, click.IntRange):
+    kind = int
+
+
+class FloatRange(_Digits, click.FloatRange):
+    kind = float
+
+
+NUMBER_TYPES = {int: Int(), float: Float()}
 
 
 def own_fields(cls) -> list[dataclasses.Field]:
@@ -37,7 +75,7 @@ def dataclass_options(*classes, exclude: tuple[str, ...] = ()) -> Callable:
             if t is bool:
                 opt = click.option(f"{flag_name(name)}/--no-{name.replace('_', '-')}", name, default=None)
             else:
-                opt = click.option(flag_name(name), name, type=t, default=None)
+                opt = click.option(flag_name(name), name, type=NUMBER_TYPES.get(t, t), default=None)
             fn = opt(fn)
         return fn
 

@@ -17,7 +17,7 @@ from ..search.sources.options import (ImageScoring, ProxyOptions, QueryBudget, S
                                       TableOptions)
 from ..search.strategies.options import OPTIONS as STRATEGY_OPTIONS
 from .common import run_options
-from .options import SectionedCommand, dataclass_options, own_fields, peek, section
+from .options import IntRange, SectionedCommand, dataclass_options, own_fields, peek, section
 
 PROXY_SPACES = ("nb201", "cnn-ws", "cnn")  # the image spaces (nao_ws.search.proxies)
 SUPERNET_SPACES = {"cnn-ws": ("CIFAR-10 supernet (reference §3.1)", [recipes.CnnSupernet, ImageScoring, so.CnnWsSearch]),
@@ -76,8 +76,8 @@ def search(task, preset, config_file, output, resume, progress, download, **flag
               help="with --proxy: the space of the architectures (default: read from the file's first line)")
 @click.option("--task", type=click.Choice(IMAGE_TASKS), default="cifar10", help="with --proxy: the images")
 @click.option("--data-file", default=None, help="with --proxy: an .npz of CIFAR images (x, y) to read instead")
-@click.option("--proxy-batch", type=click.IntRange(1), default=64, help="with --proxy: images of the minibatch")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0,
+@click.option("--proxy-batch", type=IntRange(1), default=64, help="with --proxy: images of the minibatch")
+@click.option("--seed", type=IntRange(0, 2**32 - 1), default=0,
               help="with --proxy: the networks' initialisation and the minibatch")
 @click.option("--device", default=None, help="auto | cpu | cuda[:N] (default: the run's; with --proxy auto)")
 @click.option("--data-dir", default=None, help="dataset root (default: the one the run used)")

@@ -12,7 +12,7 @@ from ..data.tasks import FOLDER_TASKS, IMAGE_TASKS, TEXT_TASKS, TRAIN_TASKS
 from ..errors import NaoWsError
 from ..train.options import CnnTrainConfig, RnnTrainConfig
 from .common import run_options
-from .options import SectionedCommand, dataclass_options, own_fields, peek, section
+from .options import FloatRange, IntRange, SectionedCommand, dataclass_options, own_fields, peek, section
 
 
 def _sections(args: list[str]) -> list[tuple[str, list]]:
@@ -32,10 +32,10 @@ def _sections(args: list[str]) -> list[tuple[str, list]]:
 @run_options("train")
 @click.option("--dry-run", is_flag=True, help="build the model, report its size, exit")
 @click.option("--json", "as_json", is_flag=True, help="with --dry-run: print one JSON object")
-@click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
+@click.option("--nproc", type=IntRange(1), default=1, show_default=True,
               help="data-parallel processes on this machine, one per GPU (or on CPU with --device cpu), started "
                    "through torchrun's launcher; --batch-size stays the global batch")
-@click.option("--dist-timeout", type=click.FloatRange(1), default=1800, show_default=True,
+@click.option("--dist-timeout", type=FloatRange(1), default=1800, show_default=True,
               help="seconds a process waits for the others before the job stops (several processes)")
 @dataclass_options(CnnTrainConfig, RnnTrainConfig, exclude=("task",))
 def train(task, preset, config_file, output, resume, progress, download, dry_run, as_json, nproc, dist_timeout,
