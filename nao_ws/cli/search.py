@@ -13,15 +13,15 @@ from ..config.options import RunConfig
 from ..data.tasks import IMAGE_TASKS
 from ..search import options as so
 from ..search.sources import kind_of
-from ..search.sources.options import (ImageScoring, ProxyOptions, QueryBudget, StandaloneOptions, SupernetOptions,
-                                      TableOptions)
+from ..search.sources.options import (ImageScoring, ProxyBatch, ProxyOptions, QueryBudget, StandaloneOptions,
+                                      SupernetOptions, TableOptions)
 from ..search.strategies.options import OPTIONS as STRATEGY_OPTIONS
 from .common import run_options
 from .options import IntRange, SectionedCommand, dataclass_options, own_fields, peek, section
 
 PROXY_SPACES = ("nb201", "cnn-ws", "cnn")  # the image spaces (nao_ws.search.proxies)
-SUPERNET_SPACES = {"cnn-ws": ("CIFAR-10 supernet (reference §3.1)", [recipes.CnnSupernet, ImageScoring, so.CnnWsSearch]),
-                   "nb201": ("NAS-Bench-201 supernet (reference §8)", [recipes.Nb201Supernet, ImageScoring]),
+SUPERNET_SPACES = {"cnn-ws": ("CIFAR-10 supernet (reference §3.1)", [recipes.CnnSupernet, ImageScoring, ProxyBatch, so.CnnWsSearch]),
+                   "nb201": ("NAS-Bench-201 supernet (reference §8)", [recipes.Nb201Supernet, ImageScoring, ProxyBatch]),
                    "rnn": ("PTB supernet (reference §3.2)", [recipes.RnnSupernet, so.RnnWsSearch])}
 
 
@@ -41,7 +41,7 @@ def _sections(args: list[str]) -> list[tuple[str, list]]:
                     section(QueryBudget) + section(TableOptions)))
     if kind in (None, "proxy"):
         out.append(("Score source: a zero-cost proxy (--proxy NAME, --space nb201 | cnn-ws | cnn)",
-                    section(QueryBudget) + section(ProxyOptions)))
+                    section(QueryBudget) + section(ProxyOptions) + section(ProxyBatch)))
     if kind in (None, "standalone"):
         out.append(("Score source: standalone training (--space cnn, reference §4)", section(StandaloneOptions)))
     for name, cls in STRATEGY_OPTIONS.items():
