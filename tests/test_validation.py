@@ -135,9 +135,9 @@ def test_damaged_json_of_a_run_folder(tmp_path, binary, capsys, one_line_error):
     (["--score-batch", "0"], "--score-batch 0 must be >= 1"),
     (["--seed", "-1"], "--seed -1 must be in [0, 4294967295]"),
     (["--lr", "-1"], "--lr -1.0 must be > 0"),
-    (["--lr", "nan"], "--lr nan must be > 0"),
+    (["--lr", "nan"], "--lr nan must be a finite number > 0"),
     (["--momentum", "1"], "--momentum 1.0 must be in [0, 1)"),
-    (["--head-keep", "inf"], "--head-keep inf must be in (0, 1]"),
+    (["--head-keep", "inf"], "--head-keep inf must be a finite number in (0, 1]"),
     (["--epochs", "1_0"], "'1_0' is not an integer in digits 0-9"),  # int() reads these four as numbers
     (["--seed", "+3"], "'+3' is not an integer in digits 0-9"),
     (["--pool-size", "\u0661\u0660"], "is not an integer in digits 0-9"),

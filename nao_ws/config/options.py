@@ -172,7 +172,8 @@ def _outside(field: dataclasses.Field, value) -> str | None:
     """What is wrong with ``value`` for ``field``'s declared range or choices; None if nothing."""
     within, choices = field.metadata.get("within"), field.metadata.get("choices")
     if within is not None and value not in within:
-        return f"must be {within}"
+        finite = "a finite number " if isinstance(value, float) and not math.isfinite(value) else ""
+        return f"must be {finite}{within}"
     if choices is not None and value not in choices:
         return f"is unknown: use {' or '.join(choices)}"
     return None
