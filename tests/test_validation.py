@@ -52,6 +52,14 @@ def one_line_error(cli, capsys, data):
     return check
 
 
+@pytest.mark.parametrize("args, needle", [
+    (["data", "check"], "Missing option '--task'. Choose from: cifar10,"),  # click lists them over several lines
+    (["train", "--task", "mnist"], "'mnist' is not one of"),
+])
+def test_usage_errors_are_one_line(args, needle, capsys, one_line_error):
+    one_line_error(args, needle)
+
+
 @pytest.fixture
 def binary(tmp_path):
     p = tmp_path / "weights.json"

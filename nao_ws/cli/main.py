@@ -44,7 +44,7 @@ def main(argv=None):
         sys.exit(130)
     except click.UsageError as e:
         hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
-        user_error(e, f"{e.format_message()}{hint}")
+        user_error(e, " ".join(e.format_message().split()) + hint)  # click lists choices over several lines
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
