@@ -192,6 +192,9 @@ def test_nb201_cells_have_the_benchmarks_sizes(run_cli):
     small = run_cli(["train", "--task", "cifar10", "--space", "nb201", "--dry-run", "--json",
                      "--arch", nb201_cell("skip_connect", "none", "avg_pool_3x3", "skip_connect", "none", "none")])
     assert small["params"] == 73_306 and small["multiply_adds"] < big["multiply_adds"]
+    odd = run_cli(["train", "--task", "cifar10", "--arch", nb201_cell(*["nor_conv_3x3"] * 6), "--channels", "7",
+                   "--dry-run", "--json"])  # no factorized reduce halves the channels here
+    assert odd["channels"] == 7 and odd["params"] < big["params"]
 
 
 def test_a_table_searchs_best_cell_trains_with_the_benchmarks_recipe(tmp_path, cli, run_cli):

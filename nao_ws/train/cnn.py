@@ -42,7 +42,7 @@ def check_config(cfg: CnnTrainConfig) -> None:
     """Combinations no network or schedule can use (each value's own range is checked when it is read)."""
     if cfg.task not in IMAGE_TASKS + FOLDER_TASKS:
         raise NaoWsError(f"--task {cfg.task} is not an image task ({', '.join(IMAGE_TASKS + FOLDER_TASKS)})")
-    if cfg.channels % 2:
+    if cfg.channels % 2 and cfg.space != "nb201":
         raise NaoWsError(f"--channels {cfg.channels} must be even (factorized reduce halves it)")
     if cfg.lr_schedule == "cosine" and cfg.lr_min > cfg.lr:
         raise NaoWsError(f"--lr-min {cfg.lr_min} exceeds --lr {cfg.lr}: the cosine schedule runs from --lr down to it")
