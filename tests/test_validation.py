@@ -55,6 +55,7 @@ def one_line_error(cli, capsys, data):
 @pytest.mark.parametrize("args, needle", [
     (["data", "check"], "Missing option '--task'. Choose from: cifar10,"),  # click lists them over several lines
     (["train", "--task", "mnist"], "'mnist' is not one of"),
+    (["search", "--task", "cifar10", "--space", "nb201", "--score-proxy", "x"], "use '' or params or"),  # '' = off
 ])
 def test_usage_errors_are_one_line(args, needle, capsys, one_line_error):
     one_line_error(args, needle)

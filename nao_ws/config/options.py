@@ -175,7 +175,7 @@ def _outside(field: dataclasses.Field, value) -> str | None:
         finite = "a finite number " if isinstance(value, float) and not math.isfinite(value) else ""
         return f"must be {finite}{within}"
     if choices is not None and value not in choices:
-        return f"is unknown: use {' or '.join(choices)}"
+        return f"is unknown: use {' or '.join(c or repr(c) for c in choices)}"
     return None
 
 
