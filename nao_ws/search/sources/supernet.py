@@ -136,7 +136,7 @@ class SupernetSource(ScoreSource):
     def score(self, archs: Sequence, monitor):
         """The whole list in one chunk: one write and one fsync of its records."""
         records = self.supernet.score(archs, monitor)
-        if getattr(self.cfg, "score_proxy", ""):
+        if getattr(self.cfg, "score_proxy", "") and records:
             records = self.ranked_with_proxy(archs, records, monitor)
         yield [(i, {**r, "epoch": self.epoch}) for i, r in enumerate(records)]
 
