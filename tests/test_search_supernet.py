@@ -75,10 +75,10 @@ def test_killed_and_resumed_equals_uninterrupted(source, strategy, matrix, cli, 
     assert curves[0] == curves[1]
 
 
-def test_score_proxy_mixes_the_two_rankings_and_resumes(matrix, cli, jsonl, killed, tmp_path):
+def test_score_proxy_mixes_the_two_rankings_and_resumes(matrix, cli, capsys, jsonl, killed, tmp_path):
     """--score-proxy: each round's scores are the mean of the pool's ranking by inherited weights and by the
-    proxy, over the pool's size; a cell's proxy value is the same in every round; a search killed with SIGKILL
-    and resumed ends as the uninterrupted one."""
+    proxy, over the pool's size; a cell's proxy value is the same in every round; ``nao-ws score`` on the last
+    pool gives its scores; a search killed with SIGKILL and resumed ends as the uninterrupted one."""
     from scipy.stats import rankdata
 
     args = matrix.args("nb201", "random") + ["--score-proxy", "jacob_cov"]
@@ -93,6 +93,8 @@ def test_score_proxy_mixes_the_two_rankings_and_resumes(matrix, cli, jsonl, kill
         assert [r["score"] for r in recs] == pytest.approx(want)
         assert all(values.setdefault(r["arch"], r["jacob_cov"]) == r["jacob_cov"] for r in recs)
     assert len(values) < len(pool)  # cells of the pool scored in both rounds
+    got = _score_lines(tmp_path / "ref", recs, tmp_path, cli, capsys)
+    assert [r["score"] for r in got] == pytest.approx([r["score"] for r in recs])
     proc = killed(args + ["--output", tmp_path / "killed"], 4)
     assert proc.returncode == -9, proc.stderr[-3000:]
     code, _, err = cli(["search", "--resume", tmp_path / "killed", "--no-progress"])

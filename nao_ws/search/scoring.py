@@ -78,14 +78,14 @@ def open_run(path: str | Path) -> tuple[RunDir, dict]:
 
 def score(cfg, ckpt: dict, archs: list[tuple[int, object]], progress: bool = True) -> Iterator[dict]:
     """One record per architecture: its line, text and canonical forms, the supernet's epoch, the task's
-    score and metrics (``score``: higher is better)."""
+    score and metrics (``score``: higher is better), as the search scores a pool (with ``--score-proxy``,
+    ranked among ``archs``)."""
     source = SupernetSource(cfg)
     source.load_state_dict(ckpt["source"])
     space = get_space(cfg.space)
-    results = source.supernet.score([a for _, a in archs], Monitor(None, progress=progress))
-    for (n, arch), r in zip(archs, results):
-        yield {"line": n, "arch": space.format(arch), "canonical": canonical_text(space, arch), "epoch": source.epoch,
-               **r}
+    results = dict(r for chunk in source.score([a for _, a in archs], Monitor(None, progress=progress)) for r in chunk)
+    for i, (n, arch) in enumerate(archs):
+        yield {"line": n, "arch": space.format(arch), "canonical": canonical_text(space, arch), **results[i]}
 
 
 def space_of_file(path: str | Path, space: str | None) -> str:
