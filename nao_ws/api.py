@@ -256,8 +256,9 @@ def _train_config(task, preset, config_file, resume, options: dict):
     flags = {**options, "task": task}
     cls, presets, base = config_class(task, options.get("space"))
     cfg = resolve(cls, presets, preset, config_file, flags, base=base)
-    if getattr(cfg, "space", None) != options.get("space") and config_class(task, cfg.space)[2] != base:
-        cls, presets, base = config_class(task, cfg.space)  # the space came from --config: its recipe
+    space = getattr(cfg, "space", None)
+    if space != options.get("space"):  # the space came from --config: resolved again with its recipe
+        cls, presets, base = config_class(task, space)
         cfg = resolve(cls, presets, preset, config_file, flags, base=base)
     return cfg, None
 

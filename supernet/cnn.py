@@ -149,7 +149,7 @@ class Cell(nn.Module):
 
 # -- the network ----------------------------------------------------------------------------------------------
 
-class CellNetwork(nn.Module):
+class CellNetwork(ops.ChannelsLast):
     """Stem, 3 stages of ``layers`` cells with reduction cells between, classifier, optional aux head.
 
     ``normal`` / ``reduce`` are the choices each cell type is built with (see the module docstring).
@@ -160,7 +160,6 @@ class CellNetwork(nn.Module):
     with an aux head, else None. ``progress`` in [0, 1] (training progress) drives drop-path.
     """
 
-    channels_last = False  # on CUDA too (CPU always is, see the module docstring)
 
     def __init__(self, space: str, layers: int, channels: int, num_classes: int, normal: CellChoices,
                  reduce: CellChoices, *, aux: bool, drop_path_keep: float, head_keep: float, track_stats: bool,
@@ -199,16 +198,10 @@ class CellNetwork(nn.Module):
         self.classifier = ops.Classifier(c, outputs[1][1], num_classes, head_keep)
         ops.init_parameters(self)
 
-    def use_channels_last(self) -> "CellNetwork":
-        """Run channels-last on every device (weights converted too)."""
-        self.channels_last = True
-        return self.to(memory_format=torch.channels_last)
-
     def forward(self, x: torch.Tensor, arch: CnnArch, progress: float = 1.0):
         if arch.space != self.space.name:
             raise SpaceError(f"this network is for {self.space.name} architectures, got a {arch.space} one")
-        if self.channels_last or x.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.input_layout(x)
         cells = (arch.normal, arch.reduce)
         loose = (self.space.loose_ends(arch.normal), self.space.loose_ends(arch.reduce))
         # every reader of a cell output but the classifier starts with a ReLU: it is computed once, here

@@ -89,7 +89,7 @@ class ResBlock(nn.Module):
         return self.shortcut(x) + self.conv_b(self.conv_a(x))
 
 
-class Network(nn.Module):
+class Network(ops.ChannelsLast):
     """Stem, 3 stages of ``layers`` cells with a basic block between stages, BN-ReLU-pool-linear head.
 
     ``choices``: the op names every edge of every cell holds (all 5 for the supernet). ``arch``: the one
@@ -97,7 +97,6 @@ class Network(nn.Module):
     """
 
     arch: Nb201Arch | None = None
-    channels_last = False
 
     def __init__(self, layers: int, channels: int, num_classes: int, choices: Sequence[Sequence[str]],
                  track_stats: bool):
@@ -119,11 +118,6 @@ class Network(nn.Module):
         self.classifier = nn.Linear(c, num_classes)
         ops.init_parameters(self)
 
-    def use_channels_last(self) -> "Network":
-        """Run channels-last on every device (weights converted too), as ``cnn.CellNetwork``."""
-        self.channels_last = True
-        return self.to(memory_format=torch.channels_last)
-
     def forward(self, x: torch.Tensor, arch: Nb201Arch | None = None, progress: float = 1.0):
         """``(logits, None)``; ``progress`` is unused (no drop-path), taken for ``cnn.train_step``."""
         arch = self.arch if arch is None else arch
@@ -131,8 +125,7 @@ class Network(nn.Module):
             raise SpaceError(f"this network computes nb201 cells, got {getattr(arch, 'space', arch)}")
         if self.arch is not None and arch != self.arch:
             raise ValueError("a standalone network computes only the cell it was built for")
-        if self.channels_last or x.device.type == "cpu":  # as cnn.CellNetwork: CPU convolutions run faster so
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.input_layout(x)
         x = self.stem(x)
         for k, cell in enumerate(self.cells):
             if k and k % self.layers == 0:

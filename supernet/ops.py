@@ -59,6 +59,22 @@ def depthwise_conv(channels: int, kernel: int, stride: int) -> nn.Conv2d:
 
 # -- the ops of the two spaces --------------------------------------------------------------------------------
 
+class ChannelsLast(nn.Module):
+    """A network whose input runs channels-last on CPU, where convolutions and pooling are faster that way, and
+    on every device after ``use_channels_last`` (weights converted too: CUDA's opt-in)."""
+
+    channels_last = False
+
+    def use_channels_last(self) -> "ChannelsLast":
+        self.channels_last = True
+        return self.to(memory_format=torch.channels_last)
+
+    def input_layout(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last or x.device.type == "cpu":
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
 class SepConv(nn.Sequential):
     """Twice (ReLU, depthwise kxk, pointwise 1x1, BN); only the first depthwise conv strides (reference §1.1).
     The first ReLU is the caller's (``relu_first``)."""
