@@ -115,12 +115,12 @@ RNN_PRESETS = {
 NB201_PAPER = {"pool_size": 200, "new_per_iter": 100, "random_per_iter": 10, "rerank_batch_size": 256, **WS_CHOICES}
 NB201_PRESETS = {
     "paper": NB201_PAPER,
-    # 2 CPU cores and --data-file cifar10-train4000.npz (3,500 train, 500 dev images): about 10 minutes, for
-    # benchmarks/ws_ranking.py, which chose each value here (figures in README)
+    # 2 CPU cores and --data-file cifar10-train4000.npz (3,500 train, 500 dev images): 6-16 minutes a search, for
+    # benchmarks/ws_ranking.py and ws_search.py, which chose each value here (figures in README)
     "cpu": {**NB201_PAPER, "layers": 1, "channels": 8, "batch_size": 64, "epochs": 60, "eval_every": 4,
             "pool_size": 30, "new_per_iter": 15, "random_per_iter": 3, "controller_epochs": 100,
             "score_images": 500, "score_batch": 250, "score_bn": "recalibrate", "calib_images": 250, "rerank_top": 0,
-            "sampling": "space"},
+            "sampling": "space", "score_proxy": "jacob_cov"},
     # tests: seconds on the bundled sample
     "smoke": {"dataset": "cifar10-sample", "layers": 1, "channels": 4, "batch_size": 32, "epochs": 2,
               "eval_every": 1, "pool_size": 10, "new_per_iter": 4, "random_per_iter": 1, "seeds": 4,
