@@ -160,7 +160,6 @@ class CellNetwork(ops.ChannelsLast):
     with an aux head, else None. ``progress`` in [0, 1] (training progress) drives drop-path.
     """
 
-
     def __init__(self, space: str, layers: int, channels: int, num_classes: int, normal: CellChoices,
                  reduce: CellChoices, *, aux: bool, drop_path_keep: float, head_keep: float, track_stats: bool,
                  stem: str = "cifar"):
