@@ -8,10 +8,18 @@ each. Then one JSON line per figure:
 
   * ``search``: per search, the table's validation and test accuracy of its ``best.json`` cell (the test
     column only to report), whether that cell has a convolution on some path from the input to the output,
-    and the search's wall time;
+    the search's wall time, and the table's best cell (by validation) among the final pool (``pool_best_*``) and
+    among every cell the search scored (``scored_best_*``): what a perfect final choice would have reached, so a
+    shortfall can be told apart as selection (the supernet's ranking) or exploration (the strategy's proposals);
   * ``strategy``: per strategy and variant, the mean and std over seeds of both accuracies, how many runs
     ended on a cell with no parametric op on any input-to-output path (ENAS's collapse on this benchmark),
-    and the mean wall time.
+    the mean wall time, and the means of the two best-cell figures (and of the re-ranked ones, below).
+
+``--rerank K`` measures ``--rerank-top K`` on finished searches without running them again: each search's final
+pool's top K (in the order the search ranks them) is trained alone by the search's own re-ranking code and seed,
+and the best by that training's dev accuracy is read in the table (``rerank_valid``, ``rerank_test`` in
+``search``; one ``rerank`` line per trained cell). The search's loop does not depend on the re-ranking, which
+runs after it, so this is what the search with ``--rerank-top K`` would have chosen.
 
 Run from the repository root: ``python -m benchmarks.ws_search`` (5 seeds each; about 3 hours on 2 CPU cores),
 ``--seeds 1 --strategies enas`` for one run, ``--variants 'default;enas:entropy_weight=0.01'`` to add variants
@@ -24,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.ws_ranking import IMAGES, TABLE, best_on_table, emit, search_job
+from benchmarks.ws_ranking import IMAGES, TABLE, _one_thread, best_on_table, emit, search_job
 
 STRATEGIES = ("nao", "enas", "random", "rea")
 CONV = ("nor_conv_1x1", "nor_conv_3x3")  # NAS-Bench-201's parametric ops
@@ -41,6 +49,52 @@ def parametric_path(arch) -> bool:
             reached[dst] = True
             conv[dst] = conv.get(dst, False) or conv[src] or name in CONV
     return bool(reached.get(3) and conv.get(3))
+
+
+def best_scored(out: Path, table) -> dict:
+    """The table's best cell by validation among a search's final pool (the last round's records) and among every
+    cell it scored: validation and test accuracy of each (the test column only to report)."""
+    from nao_ws.runs.folder import RunDir
+    from supernet.spaces import parse_arch
+
+    records = [r for r in RunDir(out).read_jsonl("pool.jsonl") if "round" in r and "arch" in r]
+    last = max(r["round"] for r in records)
+    figures = {}
+    for name, texts in (("pool", {r["arch"] for r in records if r["round"] == last}),
+                        ("scored", {r["arch"] for r in records})):
+        cells = [parse_arch(t, "nb201") for t in sorted(texts)]
+        best = max(cells, key=table.score)
+        figures.update({f"{name}_best_valid": table.score(best), f"{name}_best_test": table.test_accuracy(best),
+                    f"{name}_cells": len(cells)})
+    return figures
+
+
+def rerank_job(job: tuple) -> list[dict]:
+    """(folder, K, data file or "" for the search's, re-ranking batch size or 0 for the supernet's) -> the final
+    pool's top K of a finished search, each trained alone as ``--rerank-top K`` trains it (``Nb201Ws.rerank``,
+    the search's seed); in a worker process."""
+    _one_thread()
+    import torch
+
+    from nao_ws.config.options import build_config
+    from nao_ws.monitor import Monitor
+    from nao_ws.runs.folder import RunDir
+    from nao_ws.search.options import Nb201WsSearch
+    from nao_ws.search.sources.supernets import Nb201Ws
+    from supernet.spaces import parse_arch
+
+    out, k, data_file, batch_size = job
+    run = RunDir(out)
+    config = run.read_config()
+    cfg = build_config(Nb201WsSearch, config, {"device": "cpu", "rerank_batch_size": batch_size or config["batch_size"],
+                                               **({"data_file": data_file} if data_file else {})})
+    records = [r for r in run.read_jsonl("pool.jsonl") if "round" in r and "arch" in r]
+    last = max(r["round"] for r in records)
+    top = sorted((r for r in records if r["round"] == last), key=lambda r: -r["score"])[:k]  # the driver's order
+    supernet = Nb201Ws(cfg, torch.device("cpu"))
+    return [{"arch": r["arch"], "pool_score": r["score"],
+             **supernet.rerank(parse_arch(r["arch"], "nb201"), cfg.seed, Monitor(None, progress=False, echo=False))}
+            for r in top]
 
 
 def parse_variant(text: str) -> tuple[str, str | None, dict]:
@@ -64,11 +118,16 @@ def main(argv=None) -> None:
     ap.add_argument("--table", default=str(TABLE))
     ap.add_argument("--data-file", default=str(IMAGES))
     ap.add_argument("--workers", type=int, default=2, help="processes (one thread each)")
+    ap.add_argument("--rerank", type=int, default=0, metavar="K",
+                    help="also re-rank each finished search's top K by standalone training (0: off)")
+    ap.add_argument("--rerank-batch-size", type=int, default=0,
+                    help="batch size of that training (0: the search's supernet batch)")
     args = ap.parse_args(argv)
 
     from concurrent.futures import ProcessPoolExecutor
 
     from nao_ws.search.sources.table import load_table
+    from supernet.spaces import parse_arch
 
     strategies = [s for s in args.strategies.split(",") if s]
     jobs = []
@@ -79,12 +138,22 @@ def main(argv=None) -> None:
     table = load_table(args.table, "cifar10")
     with ProcessPoolExecutor(max(1, args.workers)) as pool:
         seconds = list(pool.map(search_job, [(str(out), s, seed, args.data_file, ov) for _, s, seed, out, ov in jobs]))
+        reranked = list(pool.map(rerank_job, [(str(out), args.rerank, args.data_file, args.rerank_batch_size)
+                                              for *_, out, _ in jobs])) if args.rerank else [[] for _ in jobs]
     runs = []
-    for (name, strategy, seed, out, _), secs in zip(jobs, seconds):
+    for (name, strategy, seed, out, _), secs, trained in zip(jobs, seconds, reranked):
         best, arch, accuracy = best_on_table(out, table)
         runs.append({"variant": name, "strategy": strategy, "seed": seed, **accuracy,
                      "parametric_path": parametric_path(arch),
-                     "seconds": round(secs, 1) if secs else None})
+                     "seconds": round(secs, 1) if secs else None, **best_scored(out, table)})
+        for r in trained:
+            cell = parse_arch(r["arch"], "nb201")
+            emit(figure="rerank", run=str(out), arch=r["arch"], pool_score=r["pool_score"], score=r["score"],
+                 valid_loss=r["valid_loss"], seconds=round(r["seconds"], 1), table_valid=table.score(cell),
+                 table_test=table.test_accuracy(cell))
+        if trained:
+            chosen = parse_arch(max(trained, key=lambda r: r["score"])["arch"], "nb201")  # as the driver picks
+            runs[-1].update(rerank_valid=table.score(chosen), rerank_test=table.test_accuracy(chosen))
         emit(figure="search", run=str(out), best=best["text"], **runs[-1])
     for key in dict.fromkeys((r["variant"], r["strategy"]) for r in runs):
         mine = [r for r in runs if (r["variant"], r["strategy"]) == key]
@@ -94,7 +163,10 @@ def main(argv=None) -> None:
              valid_mean=round(float(valid.mean()), 3), valid_std=round(float(valid.std()), 3),
              test_mean=round(float(test.mean()), 3), test_std=round(float(test.std()), 3),
              parameter_free=sum(not r["parametric_path"] for r in mine),
-             seconds_mean=round(float(np.mean(times)), 1) if times else None)
+             seconds_mean=round(float(np.mean(times)), 1) if times else None,
+             **{f"{k}_mean": round(float(np.mean([r[k] for r in mine])), 3)
+                for k in ("pool_best_valid", "pool_best_test", "scored_best_valid", "scored_best_test",
+                          "rerank_valid", "rerank_test") if k in mine[0]})
 
 
 if __name__ == "__main__":
