@@ -11,6 +11,7 @@ each. Then one JSON line per figure:
     the search's wall time, and the table's best cell (by validation) among the final pool (``pool_best_*``) and
     among every cell the search scored (``scored_best_*``): what a perfect final choice would have reached, so a
     shortfall can be told apart as selection (the supernet's ranking) or exploration (the strategy's proposals);
+  * ``table``: the mean test accuracy of the table's best 1, 10, 50 and 100 cells by validation;
   * ``strategy``: per strategy and variant, the mean and std over seeds of both accuracies, how many runs
     ended on a cell with no parametric op on any input-to-output path (ENAS's collapse on this benchmark),
     the mean wall time, and the means of the two best-cell figures (and of the re-ranked ones, below).
@@ -19,7 +20,8 @@ each. Then one JSON line per figure:
 pool's top K (in the order the search ranks them) is trained alone by the search's own re-ranking code and seed,
 and the best by that training's dev accuracy is read in the table (``rerank_valid``, ``rerank_test`` in
 ``search``; one ``rerank`` line per trained cell). The search's loop does not depend on the re-ranking, which
-runs after it, so this is what the search with ``--rerank-top K`` would have chosen.
+runs after it, so this is what the search with ``--rerank-top K`` would have chosen; ``--rerank-seed-offset``
+trains with other seeds, to see how much of a difference is the training's noise.
 
 Run from the repository root: ``python -m benchmarks.ws_search`` (5 seeds each; about 3 hours on 2 CPU cores),
 ``--seeds 1 --strategies enas`` for one run, ``--variants 'default;enas:entropy_weight=0.01'`` to add variants
@@ -69,10 +71,21 @@ def best_scored(out: Path, table) -> dict:
     return figures
 
 
+def table_ceiling(table, tops=(1, 10, 50, 100)) -> dict:
+    """The table's own scale: the mean test accuracy of its best 1, 10, 50, 100 cells by validation (what a search
+    ending in that top reaches on average)."""
+    from supernet.spaces import get_space
+
+    space = get_space("nb201")
+    ranked = sorted(table.valid, key=lambda ops: -table.valid[ops])
+    return {"cells": len(ranked), **{f"top{k}_test_mean": round(float(np.mean(
+        [table.test_accuracy(space.make(list(ops))) for ops in ranked[:k]])), 3) for k in tops}}
+
+
 def rerank_job(job: tuple) -> list[dict]:
-    """(folder, K, data file or "" for the search's, re-ranking batch size or 0 for the supernet's) -> the final
-    pool's top K of a finished search, each trained alone as ``--rerank-top K`` trains it (``Nb201Ws.rerank``,
-    the search's seed); in a worker process."""
+    """(folder, K, data file or "" for the search's, re-ranking batch size or 0 for the supernet's, seed offset) ->
+    the final pool's top K of a finished search, each trained alone as ``--rerank-top K`` trains it
+    (``Nb201Ws.rerank``, the search's seed plus the offset); in a worker process."""
     _one_thread()
     import torch
 
@@ -83,7 +96,7 @@ def rerank_job(job: tuple) -> list[dict]:
     from nao_ws.search.sources.supernets import Nb201Ws
     from supernet.spaces import parse_arch
 
-    out, k, data_file, batch_size = job
+    out, k, data_file, batch_size, offset = job
     run = RunDir(out)
     config = run.read_config()
     cfg = build_config(Nb201WsSearch, config, {"device": "cpu", "rerank_batch_size": batch_size or config["batch_size"],
@@ -93,7 +106,8 @@ def rerank_job(job: tuple) -> list[dict]:
     top = sorted((r for r in records if r["round"] == last), key=lambda r: -r["score"])[:k]  # the driver's order
     supernet = Nb201Ws(cfg, torch.device("cpu"))
     return [{"arch": r["arch"], "pool_score": r["score"],
-             **supernet.rerank(parse_arch(r["arch"], "nb201"), cfg.seed, Monitor(None, progress=False, echo=False))}
+             **supernet.rerank(parse_arch(r["arch"], "nb201"), cfg.seed + offset,
+                               Monitor(None, progress=False, echo=False))}
             for r in top]
 
 
@@ -122,6 +136,8 @@ def main(argv=None) -> None:
                     help="also re-rank each finished search's top K by standalone training (0: off)")
     ap.add_argument("--rerank-batch-size", type=int, default=0,
                     help="batch size of that training (0: the search's supernet batch)")
+    ap.add_argument("--rerank-seed-offset", type=int, default=0,
+                    help="seed that training with the search's seed plus this (0: as the search would)")
     args = ap.parse_args(argv)
 
     from concurrent.futures import ProcessPoolExecutor
@@ -138,8 +154,9 @@ def main(argv=None) -> None:
     table = load_table(args.table, "cifar10")
     with ProcessPoolExecutor(max(1, args.workers)) as pool:
         seconds = list(pool.map(search_job, [(str(out), s, seed, args.data_file, ov) for _, s, seed, out, ov in jobs]))
-        reranked = list(pool.map(rerank_job, [(str(out), args.rerank, args.data_file, args.rerank_batch_size)
-                                              for *_, out, _ in jobs])) if args.rerank else [[] for _ in jobs]
+        reranked = list(pool.map(rerank_job, [(str(out), args.rerank, args.data_file, args.rerank_batch_size,
+                                               args.rerank_seed_offset) for *_, out, _ in jobs])) \
+            if args.rerank else [[] for _ in jobs]
     runs = []
     for (name, strategy, seed, out, _), secs, trained in zip(jobs, seconds, reranked):
         best, arch, accuracy = best_on_table(out, table)
@@ -155,6 +172,7 @@ def main(argv=None) -> None:
             chosen = parse_arch(max(trained, key=lambda r: r["score"])["arch"], "nb201")  # as the driver picks
             runs[-1].update(rerank_valid=table.score(chosen), rerank_test=table.test_accuracy(chosen))
         emit(figure="search", run=str(out), best=best["text"], **runs[-1])
+    emit(figure="table", **table_ceiling(table))
     for key in dict.fromkeys((r["variant"], r["strategy"]) for r in runs):
         mine = [r for r in runs if (r["variant"], r["strategy"]) == key]
         valid, test = (np.array([r[k] for r in mine]) for k in ("valid", "test"))

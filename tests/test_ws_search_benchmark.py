@@ -2,7 +2,7 @@
 (the ceiling of a perfect final choice) and the offline re-ranking, which must choose as ``--rerank-top`` does."""
 import json
 
-from benchmarks.ws_search import best_scored, rerank_job
+from benchmarks.ws_search import best_scored, rerank_job, table_ceiling
 from nao_ws.search.sources.table import load_table
 from supernet.spaces import parse_arch
 
@@ -16,7 +16,7 @@ def test_offline_rerank_trains_and_chooses_as_the_search_does(tmp_path, cli, jso
     code, _, err = cli(FAST + ["--rerank-top", "2", "--rerank-batch-size", "24", "--output", run])
     assert code == 0, err
     logged = [r for r in jsonl(run / "metrics.jsonl") if r.get("phase") == "rerank"]
-    trained = rerank_job((str(run), 2, "", 24))
+    trained = rerank_job((str(run), 2, "", 24, 0))
     assert [(r["arch"], r["score"], r["valid_loss"]) for r in trained] == \
         [(r["arch"], r["score"], r["valid_loss"]) for r in logged]
     assert max(trained, key=lambda r: r["score"])["arch"] == json.loads((run / "best.json").read_text())["text"]
@@ -35,3 +35,12 @@ def test_best_scored_reads_the_final_pool_and_every_scored_cell(tmp_path, cli, j
     assert figures["pool_best_valid"] == max(table.score(parse_arch(a, "nb201")) for a in final)
     best = json.loads((run / "best.json").read_text())["text"]
     assert figures["pool_best_valid"] >= table.score(parse_arch(best, "nb201"))
+
+
+def test_table_ceiling_averages_the_tables_best_cells_by_validation():
+    table = load_table("nb201-12epoch", "cifar10")
+    ranked = sorted(table.valid, key=lambda ops: -table.valid[ops])
+    figures = table_ceiling(table, tops=(1, 3))
+    assert figures["cells"] == len(table) == 15625
+    assert figures["top1_test_mean"] == table._test[ranked[0]]
+    assert figures["top3_test_mean"] == round(sum(table._test[ops] for ops in ranked[:3]) / 3, 3)
