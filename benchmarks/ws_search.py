@@ -67,7 +67,7 @@ def best_scored(out: Path, table) -> dict:
         cells = [parse_arch(t, "nb201") for t in sorted(texts)]
         best = max(cells, key=table.score)
         figures.update({f"{name}_best_valid": table.score(best), f"{name}_best_test": table.test_accuracy(best),
-                    f"{name}_cells": len(cells)})
+                        f"{name}_cells": len(cells)})
     return figures
 
 
@@ -137,7 +137,7 @@ def main(argv=None) -> None:
     ap.add_argument("--rerank-batch-size", type=int, default=0,
                     help="batch size of that training (0: the search's supernet batch)")
     ap.add_argument("--rerank-seed-offset", type=int, default=0,
-                    help="seed that training with the search's seed plus this (0: as the search would)")
+                    help="train with the search's seed plus this (0: the seed the search itself uses)")
     args = ap.parse_args(argv)
 
     from concurrent.futures import ProcessPoolExecutor
