@@ -53,17 +53,23 @@ def parametric_path(arch) -> bool:
     return bool(reached.get(3) and conv.get(3))
 
 
-def best_scored(out: Path, table) -> dict:
-    """The table's best cell by validation among a search's final pool (the last round's records) and among every
-    cell it scored: validation and test accuracy of each (the test column only to report)."""
+def scored(out: Path) -> tuple[list[dict], list[dict]]:
+    """A search folder's final pool (the last round's query records, in the search's order) and every record."""
     from nao_ws.runs.folder import RunDir
-    from supernet.spaces import parse_arch
 
     records = [r for r in RunDir(out).read_jsonl("pool.jsonl") if "round" in r and "arch" in r]
     last = max(r["round"] for r in records)
+    return [r for r in records if r["round"] == last], records
+
+
+def best_scored(out: Path, table) -> dict:
+    """The table's best cell by validation among a search's final pool and among every cell it scored: validation
+    and test accuracy of each (the test column only to report)."""
+    from supernet.spaces import parse_arch
+
+    final, records = scored(out)
     figures = {}
-    for name, texts in (("pool", {r["arch"] for r in records if r["round"] == last}),
-                        ("scored", {r["arch"] for r in records})):
+    for name, texts in (("pool", {r["arch"] for r in final}), ("scored", {r["arch"] for r in records})):
         cells = [parse_arch(t, "nb201") for t in sorted(texts)]
         best = max(cells, key=table.score)
         figures.update({f"{name}_best_valid": table.score(best), f"{name}_best_test": table.test_accuracy(best),
@@ -101,9 +107,7 @@ def rerank_job(job: tuple) -> list[dict]:
     config = run.read_config()
     cfg = build_config(Nb201WsSearch, config, {"device": "cpu", "rerank_batch_size": batch_size or config["batch_size"],
                                                **({"data_file": data_file} if data_file else {})})
-    records = [r for r in run.read_jsonl("pool.jsonl") if "round" in r and "arch" in r]
-    last = max(r["round"] for r in records)
-    top = sorted((r for r in records if r["round"] == last), key=lambda r: -r["score"])[:k]  # the driver's order
+    top = sorted(scored(out)[0], key=lambda r: -r["score"])[:k]  # the driver's order
     supernet = Nb201Ws(cfg, torch.device("cpu"))
     return [{"arch": r["arch"], "pool_score": r["score"],
              **supernet.rerank(parse_arch(r["arch"], "nb201"), cfg.seed + offset,
