@@ -241,11 +241,10 @@ class Search(RollsBack):
         how = getattr(self.cfg, "history", "all") if self.source.stale else "all"
         texts = [t for t in (s.pool if how == "pool" else s.order) if ok(t)]
         scores = {t: self.latest[t]["score"] for t in texts}
-        if how == "rescore":
-            old = [t for t in texts if t not in set(s.pool)]
-            archs = [parse_arch(t, self.cfg.space) for t in old]
-            for chunk in self.source.score(archs, self.monitor) if old else ():
-                scores.update((old[i], r["score"]) for i, r in chunk)
+        if how == "rescore":  # all at once, the pool too: a --score-proxy score ranks the cells scored together
+            archs = [parse_arch(t, self.cfg.space) for t in texts]
+            for chunk in self.source.score(archs, self.monitor) if texts else ():
+                scores.update((texts[i], r["score"]) for i, r in chunk)
         return [(parse_arch(t, self.cfg.space), scores[t]) for t in texts]
 
     def view(self) -> list[str]:
