@@ -242,6 +242,46 @@ def test_scores_written_before_a_death_are_kept(matrix, cli, monkeypatch, tb_sca
     assert [step for step, _ in curves["pool/max"]] == [1] and [step for step, _ in curves["supernet/loss"]] == [1]
 
 
+def test_final_pool_history_ranks_every_cell_scored_and_resumes(matrix, cli, monkeypatch, jsonl, tmp_path):
+    """--final-pool history: the last round scores every cell the search scored, in one ranking (the mix's ranks
+    run over all of them), and the re-ranking takes its top; a death right after those scores were written
+    resumes without scoring again and ends as the uninterrupted run."""
+    from scipy.stats import rankdata
+
+    args = matrix.args("nb201", "nao") + ["--score-proxy", "jacob_cov", "--final-pool", "history", "--rerank-top", "2"]
+    assert cli(args + ["--output", tmp_path / "ref"])[0] == 0
+    pool = jsonl(tmp_path / "ref" / "pool.jsonl")
+    last = [r for r in pool if r["round"] == 1]
+    assert sorted(r["arch"] for r in last) == sorted({r["arch"] for r in pool}) and len(last) > 6  # pool size 6
+    proxy = [-np.inf if r["jacob_cov"] is None else r["jacob_cov"] for r in last]
+    want = (rankdata([r["inherited_score"] for r in last]) + rankdata(proxy)) / (2 * len(last))
+    assert [r["score"] for r in last] == pytest.approx(want)
+    reranked = [r["arch"] for r in jsonl(tmp_path / "ref" / "metrics.jsonl") if r["phase"] == "rerank"]
+    assert reranked == [r["arch"] for r in sorted(last, key=lambda r: -r["score"])[:2]]
+
+    class Died(Exception):
+        pass
+
+    real_keep, kept, scored = driver.Search.keep, [], []
+
+    def keep_then_die(self, records):
+        real_keep(self, records)
+        kept.extend([records] if records else [])
+        if len(kept) == 2:
+            raise Died
+
+    monkeypatch.setattr(driver.Search, "keep", keep_then_die)
+    with pytest.raises(Died):
+        cli(args + ["--output", tmp_path / "killed"])
+    monkeypatch.setattr(driver.Search, "keep", real_keep)
+    real_score = supernets.Nb201Ws.score
+    monkeypatch.setattr(supernets.Nb201Ws, "score", lambda self, archs, m: scored.append(archs) or real_score(self, archs, m))
+    assert cli(["search", "--resume", tmp_path / "killed", "--no-progress"])[0] == 0
+    assert scored == []
+    for name in ("pool.jsonl", "metrics.jsonl"):
+        assert jsonl.untimed(jsonl(tmp_path / "killed" / name)) == jsonl.untimed(jsonl(tmp_path / "ref" / name))
+
+
 def test_divergence_rolls_back_with_a_lower_lr(cli, data, tmp_path, monkeypatch, capsys, tb_scalars, jsonl):
     """A NaN burst in epoch 2 rolls back to the checkpoint before epoch 1 (none is taken in between) and
     trains both epochs again at half the lr; logs and TensorBoard show each epoch once."""

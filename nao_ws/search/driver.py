@@ -259,6 +259,13 @@ class Search(RollsBack):
         s.info = {**{t: s.info[t] for t in keep if t in s.info}, **{t: p.info for t, p in zip(texts, proposals) if p.info}}
         s.pool, s.order = keep + texts, s.order + texts
 
+    def widen_pool(self) -> None:
+        """``--final-pool history``: the last round scores every architecture scored so far, so the end ranks
+        them all by one supernet state (cells a younger supernet dropped from the pool come back)."""
+        s = self.state
+        s.origin = {t: s.origin[t] if t in s.origin else self.latest[t]["origin"] for t in s.order}
+        s.pool = list(s.order)  # every text that was ever in the pool
+
     # -- phases --------------------------------------------------------------------------------------------
     def advance(self) -> None:
         """A unit of the source's work (a supernet epoch), then what the strategy learns from it (ENAS)."""
@@ -267,6 +274,10 @@ class Search(RollsBack):
                                    self.rng, self.monitor, pick)
         if done is None:
             self.state.phase = "score"
+            if getattr(self.cfg, "final_pool", "last") == "history" and self.source.finished(self.state.round + 1,
+                                                                                          len(self.records)):
+                self.widen_pool()
+                self.checkpoint()  # a death while scoring resumes with the widened pool
             return
         record, checkpoint = done
         record.update(self.strategy.learn(lambda archs: self.source.reward(archs, self.rng), self.rng))

@@ -13,6 +13,7 @@ from ...train.options import MAX_NAN_STEPS
 # the architecture of each supernet minibatch (SupernetSource.sampler)
 SAMPLING = ("uniform", "balanced", "space", "policy", "fair")
 HISTORY = ("pool", "all", "rescore")  # what a strategy learns from on a supernet (driver.Search.history)
+FINAL_POOLS = ("last", "history")  # what the end of a supernet search ranks (driver.Search.advance)
 SCORE_METRICS = ("accuracy", "loss")
 EXECUTORS = ("local", "ray")
 TABLE_TASKS = ("cifar10", "cifar100", "imagenet16")  # the datasets of NAS-Bench-201's columns
@@ -35,6 +36,9 @@ class SupernetOptions:
     history: str = option("pool", "what the strategy learns from: pool (the current pool, scored by one supernet "
                                   "state, as both references), all (every architecture scored so far, each with its "
                                   "latest score), rescore (all of them scored again now)", choices=HISTORY)
+    final_pool: str = option("last", "what the end ranks for best.json and --rerank-top: last (the last round's "
+                                     "pool, as both references) or history (every architecture scored, all scored "
+                                     "again by the final supernet)", choices=FINAL_POOLS)
     sampling: str = option("uniform", "architecture of each minibatch: uniform over the pool, balanced (probability "
                                       "proportional to its parameter count, the NAO authors' later code), space "
                                       "(uniform over the whole space, as random search with weight sharing trains), "
