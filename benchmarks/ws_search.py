@@ -20,8 +20,9 @@ each. Then one JSON line per figure:
 pool's top K (in the order the search ranks them) is trained alone by the search's own re-ranking code and seed,
 and the best by that training's dev accuracy is read in the table (``rerank_valid``, ``rerank_test`` in
 ``search``; one ``rerank`` line per trained cell). The search's loop does not depend on the re-ranking, which
-runs after it, so this is what the search with ``--rerank-top K`` would have chosen; ``--rerank-seed-offset``
-trains with other seeds, to see how much of a difference is the training's noise.
+runs after it, so this is what the search with ``--rerank-top K`` would have chosen; the same trainings give
+the choice of ``--rerank-top k`` for k = 5, 10, ... below K (``rerank{k}_valid``, ``rerank{k}_test``).
+``--rerank-seed-offset`` trains with other seeds, to see how much of a difference is the training's noise.
 
 Run from the repository root: ``python -m benchmarks.ws_search`` (5 seeds each; about 3 hours on 2 CPU cores),
 ``--seeds 1 --strategies enas`` for one run, ``--variants 'default;enas:entropy_weight=0.01'`` to add variants
@@ -115,6 +116,20 @@ def rerank_job(job: tuple) -> list[dict]:
             for r in top]
 
 
+def rerank_choices(trained: list[dict], table, step: int = 5) -> dict:
+    """The table's validation and test accuracy of the cell ``--rerank-top k`` picks from ``trained`` (one
+    re-ranking's results, in the search's order), for k = K (``rerank_*``) and k = step, 2 step, ... below K
+    (``rerank{k}_*``): --rerank-top k trains the first k of the same order with the same seeds."""
+    from supernet.spaces import parse_arch
+
+    figures = {}
+    for k in [*range(step, len(trained), step), len(trained)] if trained else ():
+        chosen = parse_arch(max(trained[:k], key=lambda r: r["score"])["arch"], "nb201")  # as the driver picks
+        tag = "rerank" if k == len(trained) else f"rerank{k}"
+        figures.update({f"{tag}_valid": table.score(chosen), f"{tag}_test": table.test_accuracy(chosen)})
+    return figures
+
+
 def parse_variant(text: str) -> tuple[str, str | None, dict]:
     """'default', or 'STRATEGY:option=value,option=value' (a variant of that strategy only) -> (name, strategy,
     overrides)."""
@@ -172,9 +187,7 @@ def main(argv=None) -> None:
             emit(figure="rerank", run=str(out), arch=r["arch"], pool_score=r["pool_score"], score=r["score"],
                  valid_loss=r["valid_loss"], seconds=round(r["seconds"], 1), table_valid=table.score(cell),
                  table_test=table.test_accuracy(cell))
-        if trained:
-            chosen = parse_arch(max(trained, key=lambda r: r["score"])["arch"], "nb201")  # as the driver picks
-            runs[-1].update(rerank_valid=table.score(chosen), rerank_test=table.test_accuracy(chosen))
+        runs[-1].update(rerank_choices(trained, table))
         emit(figure="search", run=str(out), best=best["text"], **runs[-1])
     emit(figure="table", **table_ceiling(table))
     for key in dict.fromkeys((r["variant"], r["strategy"]) for r in runs):
@@ -187,8 +200,7 @@ def main(argv=None) -> None:
              parameter_free=sum(not r["parametric_path"] for r in mine),
              seconds_mean=round(float(np.mean(times)), 1) if times else None,
              **{f"{k}_mean": round(float(np.mean([r[k] for r in mine])), 3)
-                for k in ("pool_best_valid", "pool_best_test", "scored_best_valid", "scored_best_test",
-                          "rerank_valid", "rerank_test") if k in mine[0]})
+                for k in mine[0] if k.startswith(("pool_best", "scored_best", "rerank"))})
 
 
 if __name__ == "__main__":

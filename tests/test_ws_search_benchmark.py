@@ -2,7 +2,7 @@
 (the ceiling of a perfect final choice) and the offline re-ranking, which must choose as ``--rerank-top`` does."""
 import json
 
-from benchmarks.ws_search import best_scored, rerank_job, table_ceiling
+from benchmarks.ws_search import best_scored, rerank_choices, rerank_job, table_ceiling
 from nao_ws.search.sources.table import load_table
 from supernet.spaces import parse_arch
 
@@ -20,6 +20,22 @@ def test_offline_rerank_trains_and_chooses_as_the_search_does(tmp_path, cli, jso
     assert [(r["arch"], r["score"], r["valid_loss"]) for r in trained] == \
         [(r["arch"], r["score"], r["valid_loss"]) for r in logged]
     assert max(trained, key=lambda r: r["score"])["arch"] == json.loads((run / "best.json").read_text())["text"]
+
+
+def test_a_smaller_rerank_top_trains_a_prefix_and_its_choice_is_read_off(tmp_path, cli):
+    run = tmp_path / "run"
+    code, _, err = cli(FAST + ["--rerank-top", "0", "--output", run])
+    assert code == 0, err
+    untimed = lambda results: [{k: v for k, v in r.items() if k != "seconds"} for r in results]  # noqa: E731
+    trained = rerank_job((str(run), 3, "", 24, 0))
+    assert untimed(rerank_job((str(run), 2, "", 24, 0))) == untimed(trained[:2])
+    table = load_table("nb201-12epoch", "cifar10")
+    figures = rerank_choices(trained, table, step=1)
+    assert set(figures) == {"rerank1_valid", "rerank1_test", "rerank2_valid", "rerank2_test", "rerank_valid",
+                            "rerank_test"}
+    first, best = (parse_arch(r["arch"], "nb201") for r in (trained[0], max(trained, key=lambda r: r["score"])))
+    assert (figures["rerank1_valid"], figures["rerank1_test"]) == (table.score(first), table.test_accuracy(first))
+    assert (figures["rerank_valid"], figures["rerank_test"]) == (table.score(best), table.test_accuracy(best))
 
 
 def test_best_scored_reads_the_final_pool_and_every_scored_cell(tmp_path, cli, jsonl):
